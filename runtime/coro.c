@@ -1,0 +1,529 @@
+/*
+ * The coroutine core: create, enter, yield, terminate, the per-thread pool, misuse checks.
+ *
+ * Cost model (see bench/): the switch path takes no lock, makes no syscall and reads no
+ * clock. Registry upkeep is a few plain stores into the records being switched, which sit in
+ * cache lines the switch touches anyway. Create and terminate use the calling thread's cache
+ * of pooled coroutines; the shared pool and the registry lock are reached only in batches.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <execinfo.h>
+#include <pthread.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "coro-int.h"
+
+#if defined(__SANITIZE_ADDRESS__)
+#define CORO_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CORO_ASAN 1
+#endif
+#endif
+#ifdef CORO_ASAN
+#include <sanitizer/common_interface_defs.h>
+#endif
+
+_Static_assert(offsetof(CoroRegs, rsp) == CORO_REGS_RSP, "asm layout");
+_Static_assert(offsetof(CoroRegs, rip) == CORO_REGS_RIP, "asm layout");
+_Static_assert(offsetof(CoroRegs, rbp) == CORO_REGS_RBP, "asm layout");
+_Static_assert(offsetof(CoroRegs, rbx) == CORO_REGS_RBX, "asm layout");
+_Static_assert(offsetof(CoroRegs, r12) == CORO_REGS_R12, "asm layout");
+_Static_assert(offsetof(CoroRegs, r15) == CORO_REGS_R15, "asm layout");
+_Static_assert(offsetof(CoroRegs, mxcsr) == CORO_REGS_FP, "asm layout");
+_Static_assert(offsetof(CoroRegs, fpucw) == CORO_REGS_FP + 4, "asm layout");
+_Static_assert(offsetof(CoroRegs, seq) == CORO_REGS_SEQ, "asm layout");
+_Static_assert(sizeof(CoroRegs) == CORO_REGS_SIZE, "asm layout");
+
+/* Terminated coroutines a thread keeps for itself; the overflow goes to the shared pool in
+ * batches of half this. */
+#define THREAD_CACHE_MAX 128u
+
+/*
+ * This thread's shard. Read through tls_shard(), never cached across a switch: a coroutine
+ * may resume on another thread, and compilers may keep a TLS address in a register across a
+ * call (QEMU's coroutine-tls.h explains the bug this avoids).
+ */
+__attribute__((visibility("hidden"), tls_model("initial-exec")))
+__thread CoroShard *coro__tls_shard;
+
+static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+static pthread_key_t shard_key;
+
+static inline CoroShard *tls_shard(void)
+{
+    CoroShard *sh;
+    __asm__ volatile("movq coro__tls_shard@gottpoff(%%rip), %0\n\t"
+                     "movq %%fs:(%0), %0"
+                     : "=r"(sh));
+    return sh;
+}
+
+/* ---- misuse: one line, a backtrace, abort ---- */
+
+void coro__describe(const Coroutine *co, char *buf, size_t size)
+{
+    if (!co) {
+        snprintf(buf, size, "the thread's own stack (thread %d)", (int)gettid());
+    } else if (co->name[0]) {
+        snprintf(buf, size, "coroutine %llu \"%.*s\"", (unsigned long long)co->id,
+                 CORO_NAME_SIZE - 1, co->name);
+    } else {
+        snprintf(buf, size, "coroutine %llu (unnamed)", (unsigned long long)co->id);
+    }
+}
+
+void coro__die(const char *fmt, ...)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "coroscope: fatal: ");
+    va_list ap;
+    va_start(ap, fmt);
+    n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
+    va_end(ap);
+    if (n > (int)sizeof(line) - 2) {
+        n = (int)sizeof(line) - 2;
+    }
+    line[n++] = '\n';
+    if (write(STDERR_FILENO, line, (size_t)n) < 0) {
+        /* Nothing better to do: we are about to abort. */
+    }
+    void *pcs[64];
+    int depth = backtrace(pcs, 64);
+    backtrace_symbols_fd(pcs, depth, STDERR_FILENO);
+    abort();
+}
+
+/* ---- per-thread state ---- */
+
+static void release_cache(CoroShard *sh)
+{
+    Coroutine *rest = coro__pool_put_shared(sh->cache, sh->ncache);
+    while (rest) {
+        Coroutine *co = rest;
+        rest = co->pool_next;
+        coro__stack_free(co);
+        coro__record_free(co);
+    }
+    sh->cache = NULL;
+    sh->ncache = 0;
+}
+
+static void shard_destructor(void *p)
+{
+    CoroShard *sh = p;
+    release_cache(sh);
+    coro__shard_detach(sh);
+    coro__tls_shard = NULL;
+}
+
+static void atfork_prepare(void)
+{
+    coro__registry_lock();
+    coro__pool_lock();
+}
+
+static void atfork_parent(void)
+{
+    coro__pool_unlock();
+    coro__registry_unlock();
+}
+
+static void atfork_child(void)
+{
+    coro__pool_child_reset();
+    coro__registry_child_reset(coro__tls_shard);
+}
+
+static void init_process(void)
+{
+    if (pthread_key_create(&shard_key, shard_destructor) != 0) {
+        coro__die("pthread_key_create failed: cannot track per-thread coroutine state");
+    }
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+    coro__page_size();
+}
+
+static __attribute__((noinline)) CoroShard *shard_init(void)
+{
+    pthread_once(&init_once, init_process);
+    CoroShard *sh = coro__shard_attach();
+#ifdef CORO_ASAN
+    pthread_attr_t attr;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        void *addr;
+        size_t size;
+        pthread_attr_getstack(&attr, &addr, &size);
+        sh->leader_stack_bottom = addr;
+        sh->leader_stack_size = size;
+        pthread_attr_destroy(&attr);
+    }
+#endif
+    coro__tls_shard = sh;
+    pthread_setspecific(shard_key, sh);
+    return sh;
+}
+
+static inline CoroShard *shard(void)
+{
+    CoroShard *sh = tls_shard();
+    return likely(sh) ? sh : shard_init();
+}
+
+/* ---- switching ---- */
+
+static inline __attribute__((always_inline)) void do_switch(CoroShard *sh, CoroRegs *from,
+                                                            Coroutine *to, bool dying)
+{
+    const CoroRegs *regs = to ? &to->regs : &sh->leader;
+#ifdef CORO_ASAN
+    void *fake = NULL;
+    __sanitizer_start_switch_fiber(dying ? NULL : &fake,
+                                   to ? to->stack_base : sh->leader_stack_bottom,
+                                   to ? to->stack_size : sh->leader_stack_size);
+    coro__switch(from, regs);
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#else
+    (void)dying;
+    coro__switch(from, regs);
+#endif
+    /* Keeps the call out of tail position: the suspended function must stay a real frame,
+     * because readers show it as frame 0 (coro_yield, coro_mutex_lock, ...). */
+    __asm__ volatile("" ::: "memory");
+}
+
+/* Opens the seqlock of co's record before its state and registers change; the switch closes
+ * it once the registers are stored. */
+static inline void begin_save(Coroutine *co, uint32_t state)
+{
+    uint32_t seq = __atomic_load_n(&co->regs.seq, __ATOMIC_RELAXED);
+    __atomic_store_n(&co->regs.seq, seq + 1, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    atomic_store_explicit(&co->state, state, memory_order_relaxed);
+}
+
+static inline void count(_Atomic uint64_t *counter)
+{
+    /* Only the owning thread writes its shard's counters: no read-modify-write needed. */
+    atomic_store_explicit(counter, atomic_load_explicit(counter, memory_order_relaxed) + 1,
+                          memory_order_relaxed);
+}
+
+#ifdef CORO_ASAN
+static void asan_entry(void *opaque)
+{
+    Coroutine *co = opaque;
+    __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+    co->entry(co->opaque);
+}
+#endif
+
+/* ---- create ---- */
+
+static __attribute__((noinline)) Coroutine *create_slow(CoroShard *sh, size_t size)
+{
+    if (size == CORO_DEFAULT_STACK_SIZE) {
+        Coroutine *chain;
+        unsigned n = coro__pool_get_shared(&chain, THREAD_CACHE_MAX / 2);
+        if (n) {
+            sh->cache = chain->pool_next;
+            sh->ncache = n - 1;
+            return chain;
+        }
+    }
+    Coroutine *co = coro__record_alloc();
+    if (!co) {
+        errno = ENOMEM;
+        return NULL;
+    }
+    int err = coro__stack_alloc(co, size);
+    if (err < 0) {
+        coro__record_free(co);
+        errno = -err;
+        return NULL;
+    }
+    return co;
+}
+
+static inline __attribute__((always_inline)) Coroutine *
+create(CoroutineEntry *entry, void *opaque, const CoroutineOptions *opts, void *site)
+{
+    size_t size = CORO_DEFAULT_STACK_SIZE;
+    const char *name = NULL;
+    if (opts) {
+        if (opts->reserved[0] || opts->reserved[1] || opts->reserved[2] || opts->reserved[3]) {
+            errno = EINVAL;
+            return NULL;
+        }
+        name = opts->name;
+        if (opts->stack_size) {
+            size_t page = coro__page_size();
+            size = opts->stack_size < CORO_MIN_STACK_SIZE ? CORO_MIN_STACK_SIZE
+                                                          : opts->stack_size;
+            if (size > ((size_t)1 << 40)) {
+                errno = EINVAL;
+                return NULL;
+            }
+            size = (size + page - 1) & ~(page - 1);
+        }
+    }
+    if (unlikely(!entry)) {
+        errno = EINVAL;
+        return NULL;
+    }
+    CoroShard *sh = shard();
+    Coroutine *co = sh->cache;
+    if (likely(co && size == CORO_DEFAULT_STACK_SIZE)) {
+        sh->cache = co->pool_next;
+        sh->ncache--;
+    } else {
+        co = create_slow(sh, size);
+        if (!co) {
+            return NULL;
+        }
+    }
+    if (unlikely(sh->next_id == sh->id_limit)) {
+        sh->next_id = coro__id_block();
+        sh->id_limit = sh->next_id + CORO_ID_BLOCK;
+    }
+    co->id = sh->next_id++;
+    co->regs.rsp = (uint64_t)(uintptr_t)co->stack_base + co->stack_size;
+    co->regs.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
+    co->regs.rbp = 0;
+    co->regs.rbx = (uint64_t)(uintptr_t)co;
+#ifdef CORO_ASAN
+    co->regs.r12 = (uint64_t)(uintptr_t)asan_entry;
+    co->regs.r13 = (uint64_t)(uintptr_t)co;
+#else
+    co->regs.r12 = (uint64_t)(uintptr_t)entry;
+    co->regs.r13 = (uint64_t)(uintptr_t)opaque;
+#endif
+    /* A new coroutine starts with its creator's floating-point control state, as a new thread
+     * does; usually equal to the enterer's, so the switch skips reloading it. */
+    __asm__("stmxcsr %0\n\tfnstcw %1" : "=m"(co->regs.mxcsr), "=m"(co->regs.fpucw));
+    co->entry = entry;
+    co->opaque = opaque;
+    co->create_site = site;
+    co->caller = NULL;
+    co->switch_count = 0;
+    co->tid = atomic_load_explicit(&sh->tid, memory_order_relaxed);
+    co->generation = __atomic_load_n(&coroscope_debug_abi.leak_generation, __ATOMIC_RELAXED);
+    if (name) {
+        strncpy(co->name, name, CORO_NAME_SIZE - 1);
+        co->name[CORO_NAME_SIZE - 1] = '\0';
+    } else {
+        co->name[0] = '\0';
+    }
+    /* Publishes the initialised record to readers, which skip FREE records. */
+    atomic_store_explicit(&co->state, CORO_STATE_CREATED, memory_order_release);
+    count(&sh->created);
+    return co;
+}
+
+CORO_EXPORT Coroutine *coro_create(CoroutineEntry *entry, void *opaque)
+{
+    return create(entry, opaque, NULL, __builtin_return_address(0));
+}
+
+CORO_EXPORT Coroutine *coro_create_opts(CoroutineEntry *entry, void *opaque,
+                                        const CoroutineOptions *opts)
+{
+    return create(entry, opaque, opts, __builtin_return_address(0));
+}
+
+/* ---- terminate and release ---- */
+
+static __attribute__((noinline)) void release_slow(CoroShard *sh, Coroutine *co)
+{
+    if (co->stack_size == CORO_DEFAULT_STACK_SIZE) {
+        /* Cache full: hand half of it to the shared pool in one batch. */
+        unsigned half = THREAD_CACHE_MAX / 2;
+        Coroutine *batch = sh->cache, *last = sh->cache;
+        for (unsigned i = 1; i < half; i++) {
+            last = last->pool_next;
+        }
+        sh->cache = last->pool_next;
+        sh->ncache -= half;
+        last->pool_next = NULL;
+        Coroutine *rest = coro__pool_put_shared(batch, half);
+        while (rest) {
+            Coroutine *c = rest;
+            rest = c->pool_next;
+            coro__stack_free(c);
+            coro__record_free(c);
+        }
+        co->pool_next = sh->cache;
+        sh->cache = co;
+        sh->ncache++;
+        return;
+    }
+    coro__stack_free(co);
+    coro__record_free(co);
+}
+
+static inline void release(CoroShard *sh, Coroutine *co)
+{
+    atomic_store_explicit(&co->state, CORO_STATE_FREE, memory_order_release);
+    if (likely(co->stack_size == CORO_DEFAULT_STACK_SIZE && sh->ncache < THREAD_CACHE_MAX)) {
+        co->pool_next = sh->cache;
+        sh->cache = co;
+        sh->ncache++;
+    } else {
+        release_slow(sh, co);
+    }
+}
+
+/* Called by the trampoline, on co's stack, when co's entry function has returned. */
+void coro__terminate(Coroutine *co)
+{
+    CoroShard *sh = tls_shard();
+    Coroutine *to = co->caller;
+    begin_save(co, CORO_STATE_TERMINATED);
+    co->caller = NULL;
+    count(&sh->terminated);
+    sh->current = to;
+    if (to) {
+        atomic_store_explicit(&to->state, CORO_STATE_RUNNING, memory_order_relaxed);
+    }
+    /* The enterer, back in coro_enter(), returns co to the pool once we are off its stack. */
+    do_switch(sh, &co->regs, to, true);
+    __builtin_unreachable();
+}
+
+/* ---- enter and yield ---- */
+
+static __attribute__((noinline, noreturn)) void enter_misuse(Coroutine *co, Coroutine *self,
+                                                             uint32_t state)
+{
+    char who[96], whom[96];
+    coro__describe(self, who, sizeof(who));
+    if (state == CORO_STATE_RUNNING || state == CORO_STATE_NESTED) {
+        coro__describe(co, whom, sizeof(whom));
+        char inner[128] = "";
+        if (state == CORO_STATE_NESTED && co != self) {
+            /* Name the coroutine it is waiting on, when it is this thread's chain. */
+            for (Coroutine *c = self; c; c = c->caller) {
+                if (c->caller == co) {
+                    char d[96];
+                    coro__describe(c, d, sizeof(d));
+                    snprintf(inner, sizeof(inner), ", which has entered %s", d);
+                    break;
+                }
+            }
+        }
+        coro__die("Co-routine re-entered recursively: %s entered %s%s while it is %s",
+                  who, whom, inner, state == CORO_STATE_RUNNING ? "running" : "still running");
+    }
+    if (state == CORO_STATE_FREE || state == CORO_STATE_TERMINATED) {
+        coro__die("coro_enter(%p) from %s: that coroutine has terminated (use after "
+                  "termination)", (void *)co, who);
+    }
+    coro__die("coro_enter(%p) from %s: not a coroutine (state %u)", (void *)co, who, state);
+}
+
+CORO_EXPORT void coro_enter(Coroutine *co)
+{
+    CoroShard *sh = shard();
+    Coroutine *self = sh->current;
+    uint32_t state = atomic_load_explicit(&co->state, memory_order_relaxed);
+    if (unlikely(state != CORO_STATE_SUSPENDED && state != CORO_STATE_CREATED)) {
+        enter_misuse(co, self, state);
+    }
+    CoroRegs *from;
+    if (self) {
+        begin_save(self, CORO_STATE_NESTED);
+        from = &self->regs;
+    } else {
+        from = &sh->leader;
+    }
+    co->tid = atomic_load_explicit(&sh->tid, memory_order_relaxed);
+    co->caller = self;
+    co->switch_count++;
+    atomic_store_explicit(&co->state, CORO_STATE_RUNNING, memory_order_release);
+    sh->current = co;
+    do_switch(sh, from, co, false);
+    /* co has yielded or terminated; we are on the same thread (only a suspended coroutine
+     * can migrate, and we were not suspended). */
+    if (atomic_load_explicit(&co->state, memory_order_relaxed) == CORO_STATE_TERMINATED) {
+        release(tls_shard(), co);
+    }
+}
+
+CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
+{
+    CoroShard *sh = tls_shard();
+    Coroutine *self = sh ? sh->current : NULL;
+    if (unlikely(!self)) {
+        coro__die("coro_yield() called outside a coroutine, on thread %d", (int)gettid());
+    }
+    Coroutine *to = self->caller;
+    begin_save(self, CORO_STATE_SUSPENDED);
+    self->caller = NULL;
+    sh->current = to;
+    if (to) {
+        atomic_store_explicit(&to->state, CORO_STATE_RUNNING, memory_order_relaxed);
+    }
+    do_switch(sh, &self->regs, to, false);
+}
+
+/* ---- queries ---- */
+
+CORO_EXPORT Coroutine *coro_self(void)
+{
+    CoroShard *sh = tls_shard();
+    return sh ? sh->current : NULL;
+}
+
+CORO_EXPORT bool coro_in_coroutine(void)
+{
+    return coro_self() != NULL;
+}
+
+CORO_EXPORT bool coro_entered(const Coroutine *co)
+{
+    uint32_t state = atomic_load_explicit(&co->state, memory_order_relaxed);
+    return state == CORO_STATE_RUNNING || state == CORO_STATE_NESTED;
+}
+
+CORO_EXPORT void coro_set_name(Coroutine *co, const char *name)
+{
+    /* Readers may see a torn name while this runs; they treat names as untrusted text. */
+    if (name) {
+        strncpy(co->name, name, CORO_NAME_SIZE - 1);
+        co->name[CORO_NAME_SIZE - 1] = '\0';
+    } else {
+        co->name[0] = '\0';
+    }
+}
+
+CORO_EXPORT const char *coro_name(const Coroutine *co)
+{
+    return co->name[0] ? co->name : NULL;
+}
+
+CORO_EXPORT uint64_t coro_id(const Coroutine *co)
+{
+    return co->id;
+}
+
+CORO_EXPORT size_t coro_live_count(void)
+{
+    uint64_t created = 0, terminated = 0;
+    CoroShard *sh = (CoroShard *)(uintptr_t)__atomic_load_n(&coroscope_debug_abi.shards,
+                                                            __ATOMIC_ACQUIRE);
+    for (; sh; sh = atomic_load_explicit(&sh->next, memory_order_acquire)) {
+        /* terminated before created: a coroutine counted as terminated was created earlier,
+         * so the difference never goes negative under concurrent updates. */
+        terminated += atomic_load_explicit(&sh->terminated, memory_order_acquire);
+    }
+    sh = (CoroShard *)(uintptr_t)__atomic_load_n(&coroscope_debug_abi.shards, __ATOMIC_ACQUIRE);
+    for (; sh; sh = atomic_load_explicit(&sh->next, memory_order_acquire)) {
+        created += atomic_load_explicit(&sh->created, memory_order_acquire);
+    }
+    return created > terminated ? (size_t)(created - terminated) : 0;
+}

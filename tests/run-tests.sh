@@ -1,0 +1,27 @@
+#!/bin/sh
+# Runs each test program or script given, prints its output, and ends with one line
+# "tests: N passed, N failed[, N skipped]". A program exiting 77 counts as skipped.
+# TEST_WRAP (e.g. valgrind ...) prefixes compiled test programs, not scripts.
+set -u
+pass=0 fail=0 skip=0 failed=""
+for t in "$@"; do
+    echo "=== $t"
+    case "$t" in
+        *.sh) sh "$t" ;;
+        *) ${TEST_WRAP:-} "$t" ;;
+    esac
+    rc=$?
+    if [ $rc -eq 0 ]; then
+        pass=$((pass + 1))
+    elif [ $rc -eq 77 ]; then
+        skip=$((skip + 1))
+        echo "--- skipped: $t"
+    else
+        fail=$((fail + 1))
+        failed="$failed $t"
+        echo "--- FAILED (exit $rc): $t"
+    fi
+done
+[ -n "$failed" ] && echo "failed:$failed"
+echo "tests: $pass passed, $fail failed, $skip skipped"
+[ $fail -eq 0 ]
