@@ -1,0 +1,57 @@
+/*
+ * Targets: where the bytes of a coroutine registry and of coroutine stacks come from — this
+ * process, a live pid, a core file, a snapshot taken in a signal handler. Each target fills
+ * one ops table (the Dwfl_Thread_Callbacks idea from elfutils); reading the registry,
+ * unwinding, symbolizing and formatting are shared by all targets (registry-read.c,
+ * unwind.c, symbolize.c, format.c).
+ *
+ * Every byte a target returns is untrusted: readers bound every walk and check every size.
+ */
+#ifndef COROSCOPE_TARGET_INT_H
+#define COROSCOPE_TARGET_INT_H
+
+#include <elfutils/libdwfl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+/* The registers an unwinder needs, by name. valid is a bitmask of CORO_MREG_* bits. */
+enum {
+    CORO_MREG_RIP = 1u << 0, CORO_MREG_RSP = 1u << 1, CORO_MREG_RBP = 1u << 2,
+    CORO_MREG_RBX = 1u << 3, CORO_MREG_R12 = 1u << 4, CORO_MREG_R13 = 1u << 5,
+    CORO_MREG_R14 = 1u << 6, CORO_MREG_R15 = 1u << 7,
+    CORO_MREG_CALLEE_SAVED = 0xff,   /* what a coroutine's saved context holds */
+    CORO_MREG_ALL = 1u << 8,         /* plus the caller-saved ones below (a thread's full set) */
+};
+
+typedef struct CoroMachineRegs {
+    uint64_t rip, rsp, rbp, rbx, r12, r13, r14, r15;
+    uint64_t rax, rcx, rdx, rsi, rdi, r8, r9, r10, r11;
+    unsigned valid;
+    bool rip_is_return_address; /* true for a saved context: symbolize rip - 1 */
+} CoroMachineRegs;
+
+typedef struct CoroTarget CoroTarget;
+
+typedef struct CoroTargetOps {
+    /* Reads len bytes at target address addr into buf: 0, or -errno (-EFAULT when any byte is
+     * not readable). Never crashes, whatever addr is. */
+    int (*read)(CoroTarget *t, uint64_t addr, void *buf, size_t len);
+    /* Registers of thread tid as the target was stopped (a running coroutine is unwound
+     * from these): 0, or -errno (-ESRCH: no such thread). */
+    int (*thread_regs)(CoroTarget *t, int32_t tid, CoroMachineRegs *out);
+    /* Reports the target's modules into dwfl (between dwfl_report_begin and _end). */
+    int (*report_modules)(CoroTarget *t, Dwfl *dwfl);
+    /* Releases what the target holds (detaches from a pid); then frees t. */
+    void (*close)(CoroTarget *t);
+} CoroTargetOps;
+
+struct CoroTarget {
+    const CoroTargetOps *ops;
+    pid_t pid;                 /* the process (or the core's process) */
+    Dwfl *dwfl;                /* modules of the target, once reported; owned by the target */
+    char error[256];           /* last error, one line: what, which, why (per handle) */
+};
+
+#endif /* COROSCOPE_TARGET_INT_H */
