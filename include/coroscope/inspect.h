@@ -1,0 +1,56 @@
+/*
+ * coroscope in-process introspection: backtraces of every coroutine, leak checks, the
+ * signal-triggered dump. docs/dump-format.md describes the three output formats and
+ * docs/json-schema.md the JSON schema (version 1).
+ *
+ * Everything here reads the coroutine registry through the same code the coroscope CLI uses
+ * on other processes and core files, so an in-process dump and `coroscope bt` print the same.
+ */
+#ifndef COROSCOPE_INSPECT_H
+#define COROSCOPE_INSPECT_H
+
+#include <stddef.h>
+#include <stdint.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+/* Output formats of coro_dump() and of the signal dump. */
+enum { CORO_DUMP_TEXT = 0, CORO_DUMP_JSON = 1, CORO_DUMP_FOLDED = 2 };
+
+/*
+ * Writes every live coroutine with its backtrace to fd: suspended and never-entered ones from
+ * their saved registers, the calling coroutine (and the chain that entered it) from the live
+ * stack; coroutines running on other threads at that moment get their state and thread only.
+ * JSON is exactly one document followed by a newline. Returns 0, or -errno (-EINVAL: unknown
+ * format; -EIO and others from write()). Takes a process-wide lock: call it from one thread at
+ * a time per process (concurrent callers wait). Not async-signal-safe.
+ */
+int coro_dump(int fd, int format);
+
+/*
+ * Reports every live coroutine (id, name, state, creation site, backtrace) to fd in the text
+ * format and returns how many there are. fd < 0 only counts. The calling coroutine, if any,
+ * is not counted: it is alive by definition.
+ */
+size_t coro_leak_check(int fd);
+
+/* A point in time for coro_leak_check_since(): coroutines created after this call are
+ * "since" the mark, whatever thread creates them. */
+uint64_t coro_leak_mark(void);
+
+/* As coro_leak_check(), but only coroutines created after mark was taken. */
+size_t coro_leak_check_since(uint64_t mark, int fd);
+
+/*
+ * Dumps every coroutine when signo arrives (signal dump). path NULL: stderr; "%p" in path is
+ * replaced by the pid. 0 or -errno; -EBUSY when the program already handles signo.
+ */
+int coro_dump_on_signal(int signo, const char *path, int format);
+
+#ifdef __cplusplus
+}
+#endif
+
+#endif /* COROSCOPE_INSPECT_H */

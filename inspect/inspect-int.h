@@ -1,0 +1,309 @@
+/*
+ * The shared internals of coroscope's readers: the in-process dump (dump.c), the CLI
+ * (cli/, through target-pid.c and target-core.c) and the signal dump (signal*.c) all go
+ *
+ *     target --registry.c--> CoroInfo[] --unwind.c--> pcs --symbolize.c--> CoroFrame[]
+ *            --backtrace.c--> CoroBacktrace[] --format.c--> text | JSON | folded on an fd
+ *
+ * so that they print the same thing for the same stack. Every byte read from a target is
+ * untrusted: walks are bounded, sizes checked, and a read that fails stops one coroutine's
+ * backtrace with a reason, never the whole dump.
+ *
+ * Lifetimes: functions that allocate name their release function; strings in a CoroFrame are
+ * borrowed from the CoroSymbolizer that produced them and live until it is destroyed.
+ * Functions marked CORO_SIGNAL_SAFE take caller-provided buffers and neither allocate nor
+ * lock (as long as the target's read() does not).
+ */
+#ifndef COROSCOPE_INSPECT_INT_H
+#define COROSCOPE_INSPECT_INT_H
+
+#include <coroscope/coro.h>
+#include <coroscope/debug-abi.h>
+#include <coroscope/inspect.h>
+#include <elfutils/libdwfl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <time.h>
+
+#include "target-int.h"
+
+#ifndef CORO_EXPORT
+#define CORO_EXPORT __attribute__((visibility("default")))
+#endif
+
+/* ------------------------------------------------------------------ registry snapshot */
+
+/* Upper bounds that keep a corrupted registry from making a reader loop or allocate wildly. */
+#define CORO_SNAPSHOT_MAX_RECORDS (16u * 1024u * 1024u)
+#define CORO_SNAPSHOT_MAX_SHARDS (1u * 1024u * 1024u)
+#define CORO_INFO_NAME_SIZE 64   /* names longer than this (target's name_size) are cut */
+
+/* One live coroutine as read from a target's registry. Plain data: copy it freely. */
+typedef struct CoroInfo {
+    uint64_t record;              /* target address of its registry record */
+    uint64_t id;
+    char name[CORO_INFO_NAME_SIZE]; /* NUL-terminated untrusted bytes; "" = unnamed */
+    uint32_t state;               /* CORO_STATE_CREATED, _RUNNING, _SUSPENDED or _NESTED */
+    int32_t tid;                  /* kernel tid it runs or last ran on; 0 unknown */
+    CoroMachineRegs regs;         /* saved context: valid == CORO_MREG_CALLEE_SAVED and
+                                     rip_is_return_address, or valid == 0 when the record
+                                     holds none (RUNNING) or it could not be read consistently */
+    uint64_t stack_base;          /* lowest usable address */
+    uint64_t stack_size;          /* usable bytes */
+    uint64_t entry, opaque;
+    uint64_t create_site;         /* return address of the coro_create call; 0 unknown */
+    uint64_t caller;              /* record that entered it; 0: a thread's own stack */
+    uint64_t switch_count;
+    uint64_t generation;          /* leak generation at creation (coro_leak_mark) */
+    uint64_t wait_reason;         /* target address of a string, 0 none or absent */
+    uint64_t wait_object;
+    uint64_t wait_since;
+    uint64_t stack_used_max;      /* bytes; UINT64_MAX when the runtime does not keep it */
+    bool torn;                    /* regs never read consistently (retries exhausted) */
+} CoroInfo;
+
+/* One thread shard (a thread that has used coroutines). */
+typedef struct CoroThreadInfo {
+    uint64_t shard;               /* target address */
+    int32_t tid;                  /* 0: no thread owns the shard now */
+    uint64_t current;             /* record running on it, 0 none */
+    uint64_t created, terminated;
+} CoroThreadInfo;
+
+typedef struct CoroRegistry {
+    uint64_t abi_addr;            /* where the descriptor was read */
+    struct coro_debug_abi abi;    /* the target's descriptor, checked by coro__abi_read() */
+    CoroInfo *coros;              /* live coroutines, in registry order (newest slab first) */
+    size_t ncoros;
+    CoroThreadInfo *threads;
+    size_t nthreads;
+    size_t unreadable;            /* records skipped because they could not be read */
+    bool truncated;               /* a walk stopped at its bound, at a cycle or at capacity */
+} CoroRegistry;
+
+/*
+ * Reads and checks the descriptor at target address addr: magic, version, size (at least
+ * the fields this reader knows; newer, bigger descriptors are fine), ptr_size 8, arch 62,
+ * every record/shard offset inside record_size/shard_size with room for its field, counts
+ * below the CORO_SNAPSHOT_MAX_* bounds. Fields the writer's smaller descriptor lacks read as
+ * CORO_DEBUG_ABSENT. 0, or -EFAULT (unreadable), -EPROTO (not a descriptor or inconsistent:
+ * why in t->error), -EPROTONOSUPPORT (other version or architecture). CORO_SIGNAL_SAFE.
+ */
+int coro__abi_read(CoroTarget *t, uint64_t addr, struct coro_debug_abi *abi);
+
+/*
+ * Walks the registry described by abi into caller buffers: at most min(abi->nrecords,
+ * cap) records and abi->nshards shards are visited, a cycle ends the walk; FREE and
+ * TERMINATED records are skipped; each record's state and registers are read under its
+ * seqlock (retried a few times, then marked torn). Fills *ncoros and *nthreads; sets *truncated
+ * when a bound, a cycle or a capacity stopped a walk; counts unreadable records in
+ * *unreadable. threads may be NULL (tcap 0). 0 or -errno when even the list heads cannot be
+ * read. CORO_SIGNAL_SAFE (no allocation, no lock) when t->read is.
+ */
+int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
+                             CoroInfo *coros, size_t cap, size_t *ncoros,
+                             CoroThreadInfo *threads, size_t tcap, size_t *nthreads,
+                             size_t *unreadable, bool *truncated);
+
+/* Reads the descriptor at abi_addr and the whole registry into *out (allocated: release with
+ * coro__registry_free()). 0 or -errno (t->error says why). */
+int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out);
+void coro__registry_free(CoroRegistry *r);
+
+/* ------------------------------------------------------------------ targets */
+
+/*
+ * This process as a target. read() never faults (process_vm_readv on our own pid, falling
+ * back to checking /proc/self/mem), thread_regs() answers -ENOSYS (a running coroutine of
+ * this process is unwound from registers its caller captured), report_modules() reports the
+ * loaded objects from /proc/self/maps. Release with t->ops->close(t). 0 or -errno.
+ */
+int coro__self_target_open(CoroTarget **out);
+
+/* Address of this process's own descriptor (the runtime's coroscope_debug_abi). */
+uint64_t coro__self_abi_addr(void);
+
+/*
+ * Captures the caller's callee-saved registers as a saved context: rip is the return address
+ * into the caller, rsp the caller's stack pointer after that return; valid ==
+ * CORO_MREG_CALLEE_SAVED, rip_is_return_address true. Unwinding from it starts in the caller,
+ * which then shows as frame 0 (coro_dump, coro_leak_check: "the public function it is in").
+ * CORO_SIGNAL_SAFE.
+ */
+void coro__capture_regs(CoroMachineRegs *out);
+
+/* ------------------------------------------------------------------ frames */
+
+/* One frame as every output format shows it (the JSON F object). */
+typedef struct CoroFrame {
+    uint64_t pc;            /* the frame's pc: the return address for callers' frames, the
+                               exact pc for an interrupted frame 0 or an entry function */
+    const char *function;   /* bare (mangled) symbol name, NULL unknown */
+    int64_t offset;         /* pc - function start; -1 unknown (and for inlined frames) */
+    const char *file;       /* source file of the line below, NULL unknown */
+    int line;               /* line of the call (or of pc for an interrupted frame); 0 unknown */
+    const char *module;     /* path of the ELF module holding pc, NULL unknown */
+    bool inlined;           /* an inlined instance: the next frame (same pc) is its caller */
+} CoroFrame;
+
+/* ------------------------------------------------------------------ unwinding */
+
+#define CORO_UNWIND_MAX_FRAMES 256
+
+enum {
+    CORO_UNWIND_CACHED_ONLY = 1u << 0, /* use only rules cached before: no libdw, no malloc
+                                          (for signal handlers); an uncached pc stops the
+                                          walk with -ENOENT */
+    CORO_UNWIND_KEEP_INTERNAL = 1u << 1, /* keep frames in coroscope's switch (debugging) */
+};
+
+typedef struct CoroUnwinder CoroUnwinder;
+
+/*
+ * Creates an unwinder for target t: CFI from the modules reported in dwfl (eh_frame, else
+ * debug_frame), fetched once per pc with libdw and compiled into a compact rule (CFA =
+ * reg + off; each callee-saved register same / undefined / at CFA + off / = CFA + off; RA
+ * at CFA + off) kept in a hash table for the unwinder's life. abi gives the trampoline and
+ * switch ranges. Borrows t and dwfl (they must outlive it). NULL with errno on failure.
+ * Release with coro__unwinder_destroy().
+ */
+CoroUnwinder *coro__unwinder_create(CoroTarget *t, Dwfl *dwfl, const struct coro_debug_abi *abi);
+void coro__unwinder_destroy(CoroUnwinder *u);
+
+/*
+ * Unwinds from regs into pcs[0..max): pcs[0] = regs->rip, then the return address of each
+ * caller. Frames in coroscope's switch are left out (unless CORO_UNWIND_KEEP_INTERNAL), the
+ * walk stops before the trampoline (nothing below a coroutine's entry function is shown) or
+ * where CFI says the return address is undefined. [stack_lo, stack_hi) are the stack's
+ * bounds when known (0, 0 otherwise): the CFA must stay inside and grow, and the stack is
+ * read in one piece. Returns 0 when the bottom was reached, 1 when max stopped it, or -errno
+ * with a one-line reason in why (-ENOENT no CFI for a pc, -EFAULT unreadable stack, -ELOOP
+ * CFA did not grow, -ENOTSUP a rule too complex to compile); *n frames are valid in every
+ * case. CORO_SIGNAL_SAFE with CORO_UNWIND_CACHED_ONLY and a signal-safe t->read.
+ */
+int coro__unwind(CoroUnwinder *u, const CoroMachineRegs *regs, uint64_t stack_lo,
+                 uint64_t stack_hi, unsigned flags, uint64_t *pcs, size_t max, size_t *n,
+                 char *why, size_t whylen);
+
+/* Fetches and caches the rule for pc now (so that a later CORO_UNWIND_CACHED_ONLY walk
+ * finds it). 0 or -errno. */
+int coro__unwind_prepare(CoroUnwinder *u, uint64_t pc);
+
+/* ------------------------------------------------------------------ symbolizing */
+
+enum {
+    CORO_SYM_NO_INLINES = 1u << 0, /* one frame per pc: the real function */
+    CORO_SYM_NO_LINES = 1u << 1,   /* no file:line (cheaper) */
+};
+
+typedef struct CoroSymbolizer CoroSymbolizer;
+
+/* Creates a symbolizer over the modules reported in dwfl (borrowed). Per module, the symbol
+ * table is sorted once; results are cached per (pc, flags) for the symbolizer's life.
+ * NULL with errno. Release with coro__symbolizer_destroy() (which frees every string it
+ * handed out). */
+CoroSymbolizer *coro__symbolizer_create(Dwfl *dwfl);
+void coro__symbolizer_destroy(CoroSymbolizer *s);
+
+/*
+ * The frames of one pc, innermost first: inlined instances (inlined = true, line of the pc or
+ * of the inner call) and last the real function with its offset. Looks up pc - 1 when
+ * is_return_address (frame.pc stays pc). An address in no module gives one frame with only
+ * pc set. Returns how many frames the pc has (>= 1; at most max are stored), or -errno.
+ */
+int coro__symbolize(CoroSymbolizer *s, uint64_t pc, bool is_return_address, unsigned flags,
+                    CoroFrame *out, size_t max);
+
+/* ------------------------------------------------------------------ backtraces */
+
+/* One coroutine ready to print. */
+typedef struct CoroBacktrace {
+    CoroInfo info;
+    CoroFrame entry;          /* the entry function (exact address) */
+    CoroFrame created_at;     /* function file:line of the coro_create call; pc 0: unknown */
+    CoroFrame *frames;        /* innermost first; owned (coro__backtrace_fini frees) */
+    size_t nframes;
+    bool truncated;           /* stopped by the frame limit */
+    char error[128];          /* "" or why frames are missing or incomplete, one line */
+} CoroBacktrace;
+
+typedef struct CoroBacktraceOptions {
+    size_t max_frames;        /* 0: CORO_UNWIND_MAX_FRAMES */
+    unsigned sym_flags;       /* CORO_SYM_* */
+    unsigned unwind_flags;    /* CORO_UNWIND_* */
+} CoroBacktraceOptions;
+
+/*
+ * Builds co's backtrace: a never-entered coroutine gets its entry function as its only
+ * frame; a suspended or nested one is unwound from its saved registers; a running one from
+ * live when given (its thread's or the caller's captured registers), else it gets no frames
+ * and error "running on thread N". Frame 0 of a saved context is the public coroscope
+ * function it is suspended in (coroscope-internal inline frames there are dropped). 0 or
+ * -ENOMEM; unwind problems go to out->error with the frames found so far. Release with
+ * coro__backtrace_fini().
+ */
+int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_debug_abi *abi,
+                          const CoroInfo *co, const CoroMachineRegs *live,
+                          const CoroBacktraceOptions *opts, CoroBacktrace *out);
+void coro__backtrace_fini(CoroBacktrace *bt);
+
+/* ------------------------------------------------------------------ formatting */
+
+/* What a dump says about itself (JSON top level, text preamble). */
+typedef struct CoroDumpMeta {
+    int pid;
+    struct timespec time;     /* CLOCK_REALTIME when the snapshot was taken */
+} CoroDumpMeta;
+
+enum {
+    CORO_FORMAT_NO_PREAMBLE = 1u << 0, /* text: no "coroscope dump of pid ..." first line */
+};
+
+/*
+ * Writes one dump of bts[0..n) to fd in format (CORO_DUMP_TEXT, _JSON: exactly one document
+ * and a newline, schema version 1 of docs/json-schema.md; _FOLDED: "name;outermost;...;
+ * innermost count" with identical stacks aggregated). No stdio, no locks; the only
+ * allocation is the folded format's index, avoided by passing order with room for n entries
+ * (then CORO_SIGNAL_SAFE). 0, -EINVAL (format), -ENOMEM or -errno of write().
+ */
+int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBacktrace *bts,
+                      size_t n, unsigned flags, uint32_t *order);
+
+/* Writes one coroutine's text block (header, #N lines, "created by" line). Used by the leak
+ * report. 0 or -errno of write(). CORO_SIGNAL_SAFE. */
+int coro__format_text_one(int fd, const CoroBacktrace *bt);
+
+/* A buffered fd writer without stdio, for the formatters and for callers adding lines of
+ * their own (the overflow report). CORO_SIGNAL_SAFE. */
+typedef struct CoroOut {
+    int fd;
+    int err;                  /* first -errno of write(); later output is dropped */
+    size_t len;
+    char buf[4096];
+} CoroOut;
+
+void coro__out_init(CoroOut *o, int fd);
+void coro__out_mem(CoroOut *o, const char *s, size_t len);
+void coro__out_str(CoroOut *o, const char *s);
+void coro__out_u64(CoroOut *o, uint64_t v);
+void coro__out_i64(CoroOut *o, int64_t v);
+void coro__out_hex(CoroOut *o, uint64_t v);       /* 0x... */
+void coro__out_json_str(CoroOut *o, const char *s); /* quoted, escaped, invalid UTF-8 -> U+FFFD;
+                                                       NULL -> null */
+int coro__out_flush(CoroOut *o);                  /* 0 or the first -errno */
+
+/* "created", "running" or "suspended" (NESTED is running), as in the JSON schema. */
+const char *coro__state_name(uint32_t state);
+
+/* ------------------------------------------------------------------ in-process glue */
+
+/*
+ * Called by the runtime the first time a thread uses coroutines (runtime/coro.c): installs
+ * the guard-page overflow handler (once per process) and this thread's alternate signal
+ * stack, and arms the CORO_LEAK_CHECK exit report (once). Being referenced from the runtime
+ * is also what pulls inspect/ into programs linked with the static library.
+ */
+void coro__inspect_thread_init(void);
+
+#endif /* COROSCOPE_INSPECT_INT_H */
