@@ -76,7 +76,10 @@ $(B)/libcoroscope.a: $(LIB_OBJ)
 	@$(if $(Q),echo "  AR      $@")
 	$(Q)rm -f $@ && ar rcs $@ $(LIB_OBJ)
 
-$(B)/coroscope.pc: Makefile
+# Regenerated on every run: it records PREFIX/LIBDIR, and `make install PREFIX=...` after a
+# plain `make` must not install a .pc that points at the old prefix.
+.PHONY: $(B)/coroscope.pc
+$(B)/coroscope.pc:
 	@mkdir -p $(B)
 	$(Q)printf '%s\n' \
 	  'prefix=$(PREFIX)' 'libdir=$(LIBDIR)' 'includedir=$(INCLUDEDIR)' '' \
@@ -132,6 +135,14 @@ $(B)/tests/prog-%: tests/prog-%.c $(B)/$(SONAME)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \
 	    $(ALL_LDFLAGS) -L$(B) -Wl,-rpath,'$$ORIGIN/..' -lcoroscope -lpthread
+
+# The gdb end-to-end test also needs its helper linked against the static library.
+TEST_HELPERS += $(B)/tests/prog-gdb-static
+$(B)/tests/prog-gdb-static: tests/prog-gdb.c $(B)/libcoroscope.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \
+	    $(ALL_LDFLAGS) $(B)/libcoroscope.a $(LIB_LIBS)
 
 TEST_WRAP    ?=
 check: deps all $(TEST_BIN) $(TEST_HELPERS)

@@ -1,0 +1,61 @@
+# `make bench` runs this file (after `make all`) as: $(MAKE) -f bench/bench.mk B=$(B)
+#
+# It installs coroscope into a scratch prefix under $(B)/bench/, builds the benchmark against
+# that installed copy exactly as a user would (`pkg-config --cflags --libs coroscope` through
+# PKG_CONFIG_PATH, the shared library, an rpath to it), links the baselines into the same
+# program and runs it once. The markdown table goes to stdout and to $(B)/bench/results.md.
+#
+# BENCH_ARGS is passed to the program, e.g. make bench BENCH_ARGS="--samples 51".
+
+B          ?= build
+CC         ?= cc
+CXX        ?= c++
+PKG_CONFIG ?= pkg-config
+BENCH_ARGS ?=
+Q          := $(if $(filter 1,$(V)),,@)
+
+BD         := $(B)/bench
+PREFIX_DIR := $(abspath $(BD)/prefix)
+PC         := PKG_CONFIG_PATH=$(PREFIX_DIR)/lib/pkgconfig $(PKG_CONFIG)
+BFLAGS     := -O2 -g -Wall -Wextra -Ibench
+CMD        := make bench$(if $(strip $(BENCH_ARGS)), BENCH_ARGS='$(strip $(BENCH_ARGS))')
+
+OBJ := $(BD)/bench.o $(BD)/impl-coroscope.o $(BD)/impl-boost.o $(BD)/impl-bare.o \
+       $(BD)/bare-switch-x86_64.o $(BD)/impl-sjlj.o
+
+.PHONY: run install-scratch
+run: $(BD)/bench
+	$(Q)$(BD)/bench --command "$(CMD)" $(BENCH_ARGS) > $(BD)/results.md.tmp
+	$(Q)mv $(BD)/results.md.tmp $(BD)/results.md && cat $(BD)/results.md
+
+# Always reinstall: cheap, and the benchmark must see the library `make all` just built.
+install-scratch:
+	@mkdir -p $(BD)
+	@rm -rf $(PREFIX_DIR)
+	$(Q)$(MAKE) --no-print-directory -f Makefile install B=$(B) PREFIX=$(PREFIX_DIR) \
+	    > $(BD)/install.log 2>&1 || { cat $(BD)/install.log; exit 1; }
+
+$(BD)/impl-coroscope.o: bench/impl-coroscope.c bench/bench.h install-scratch
+	$(Q)$(CC) $(BFLAGS) $$($(PC) --cflags coroscope) $(CFLAGS) -c $< -o $@
+
+$(BD)/impl-boost.o: bench/impl-boost.cc bench/bench.h
+	@mkdir -p $(BD)
+	$(Q)$(CXX) $(BFLAGS) $(CXXFLAGS) -c $< -o $@
+
+# The QEMU-style baseline jumps between stacks: glibc's fortified longjmp would reject that.
+$(BD)/impl-sjlj.o: bench/impl-sjlj.c bench/bench.h
+	@mkdir -p $(BD)
+	$(Q)$(CC) $(BFLAGS) $(CFLAGS) -U_FORTIFY_SOURCE -c $< -o $@
+
+$(BD)/%.o: bench/%.c bench/bench.h
+	@mkdir -p $(BD)
+	$(Q)$(CC) $(BFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BD)/%.o: bench/%.S
+	@mkdir -p $(BD)
+	$(Q)$(CC) $(BFLAGS) $(CFLAGS) -c $< -o $@
+
+$(BD)/bench: $(OBJ) install-scratch
+	@$(if $(Q),echo "  LD      $@ (against $(PREFIX_DIR))")
+	$(Q)$(CXX) $(LDFLAGS) -o $@ $(OBJ) $$($(PC) --libs coroscope) \
+	    -Wl,-rpath,$$($(PC) --variable=libdir coroscope) -lboost_context
