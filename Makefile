@@ -137,7 +137,9 @@ $(B)/tests/prog-%: tests/prog-%.c $(B)/$(SONAME)
 	    $(ALL_LDFLAGS) -L$(B) -Wl,-rpath,'$$ORIGIN/..' -lcoroscope -lpthread
 
 # The gdb end-to-end test also needs its helper linked against the static library.
+ifneq ($(wildcard tests/prog-gdb.c),)
 TEST_HELPERS += $(B)/tests/prog-gdb-static
+endif
 $(B)/tests/prog-gdb-static: tests/prog-gdb.c $(B)/libcoroscope.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
