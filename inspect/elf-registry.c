@@ -1,0 +1,94 @@
+/*
+ * Finding a target's coroutine registry: the debug ABI descriptor is exported as the symbol
+ * CORO_DEBUG_ABI_SYMBOL (shared library, or a static executable with a symbol table) and
+ * placed alone in the section CORO_DEBUG_ABI_SECTION, which `strip` keeps — so a stripped
+ * statically linked program is found by section plus the module's load bias.
+ */
+#define _GNU_SOURCE
+#include <coroscope/debug-abi.h>
+#include <errno.h>
+#include <gelf.h>
+#include <stdio.h>
+#include <string.h>
+
+#include "elf-target-int.h"
+
+typedef struct FindState {
+    uint64_t addr;
+    const char *module;
+    bool by_section;   /* second pass */
+} FindState;
+
+static bool module_symbol(Dwfl_Module *mod, uint64_t *addr)
+{
+    int n = dwfl_module_getsymtab(mod);
+    for (int i = 1; i < n; i++) {
+        GElf_Sym sym;
+        GElf_Addr value;
+        const char *name = dwfl_module_getsym_info(mod, i, &sym, &value, NULL, NULL, NULL);
+        if (name && GELF_ST_TYPE(sym.st_info) == STT_OBJECT && sym.st_shndx != SHN_UNDEF &&
+            strcmp(name, CORO_DEBUG_ABI_SYMBOL) == 0) {
+            *addr = value;
+            return true;
+        }
+    }
+    return false;
+}
+
+static bool module_section(Dwfl_Module *mod, uint64_t *addr)
+{
+    GElf_Addr bias;
+    Elf *elf = dwfl_module_getelf(mod, &bias);
+    size_t shstrndx;
+    if (!elf || elf_getshdrstrndx(elf, &shstrndx) != 0) {
+        return false;
+    }
+    for (Elf_Scn *scn = elf_nextscn(elf, NULL); scn; scn = elf_nextscn(elf, scn)) {
+        GElf_Shdr sh;
+        if (!gelf_getshdr(scn, &sh) || !(sh.sh_flags & SHF_ALLOC)) {
+            continue;
+        }
+        const char *name = elf_strptr(elf, shstrndx, sh.sh_name);
+        if (name && strcmp(name, CORO_DEBUG_ABI_SECTION) == 0 &&
+            sh.sh_size >= offsetof(struct coro_debug_abi, records)) {
+            *addr = sh.sh_addr + bias;
+            return true;
+        }
+    }
+    return false;
+}
+
+static int each_module(Dwfl_Module *mod, void **userdata, const char *name, Dwarf_Addr start,
+                       void *arg)
+{
+    FindState *st = arg;
+    uint64_t addr;
+    if (st->by_section ? module_section(mod, &addr) : module_symbol(mod, &addr)) {
+        st->addr = addr;
+        st->module = name;
+        return DWARF_CB_ABORT;
+    }
+    return DWARF_CB_OK;
+}
+
+int coro__target_find_registry(CoroTarget *t, uint64_t *addr, const char **module, char *err,
+                               size_t errlen)
+{
+    FindState st = { 0 };
+    if (t->dwfl) {
+        dwfl_getmodules(t->dwfl, each_module, &st, 0);
+        if (!st.module) {
+            st.by_section = true;
+            dwfl_getmodules(t->dwfl, each_module, &st, 0);
+        }
+    }
+    if (!st.module) {
+        snprintf(err, errlen, "no coroutine registry in %s: it was not built with coroscope "
+                 "(no symbol %s and no section %s in any of its modules)",
+                 coro__target_describe(t), CORO_DEBUG_ABI_SYMBOL, CORO_DEBUG_ABI_SECTION);
+        return -ENOENT;
+    }
+    *addr = st.addr;
+    *module = st.module;
+    return 0;
+}

@@ -1,0 +1,377 @@
+/*
+ * A live process as a target: PTRACE_SEIZE + PTRACE_INTERRUPT every thread, read registers
+ * and memory, detach. The process is stopped only for as long as the reader needs (a few
+ * milliseconds for a registry walk and unwinding) and continues unharmed afterwards: seize
+ * does not send SIGSTOP, and a signal that arrives while we hold a thread is handed back on
+ * detach.
+ */
+#define _GNU_SOURCE
+#include <dirent.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/ptrace.h>
+#include <sys/uio.h>
+#include <sys/user.h>
+#include <sys/wait.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "elf-target-int.h"
+
+/* A thread that does not reach its ptrace stop within this time (uninterruptible sleep in a
+ * broken driver, NFS) is given up on rather than hanging the reader. */
+#define STOP_TIMEOUT_MS 2000
+/* Threads that keep appearing while we attach: give up after this many directory passes. */
+#define ATTACH_PASSES 16
+
+typedef struct PidThread {
+    int32_t tid;
+    bool stopped;          /* in a ptrace stop: registers are readable */
+    int pending_signal;    /* a signal that stopped it instead of our interrupt: re-inject */
+} PidThread;
+
+typedef struct PidTarget {
+    ElfTarget e;
+    int mem_fd;            /* /proc/PID/mem, the fallback when process_vm_readv is refused */
+    bool vm_readv_ok;
+    PidThread *threads;
+    size_t nthreads, cap;
+} PidTarget;
+
+static char *pid_debuginfo_path;
+static const Dwfl_Callbacks pid_callbacks = {
+    .find_elf = dwfl_linux_proc_find_elf,
+    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .debuginfo_path = &pid_debuginfo_path,
+};
+
+static int pid_read(CoroTarget *t, uint64_t addr, void *buf, size_t len)
+{
+    PidTarget *p = (PidTarget *)t;
+    if (len == 0) {
+        return 0;
+    }
+    if (addr + len < addr) {
+        return -EFAULT;
+    }
+    if (p->vm_readv_ok) {
+        struct iovec local = { buf, len };
+        struct iovec remote = { (void *)(uintptr_t)addr, len };
+        ssize_t n = process_vm_readv(t->pid, &local, 1, &remote, 1, 0);
+        if (n == (ssize_t)len) {
+            return 0;
+        }
+        if (n >= 0 || errno == EFAULT) {
+            return -EFAULT;
+        }
+        if (errno != ENOSYS && errno != EPERM) {
+            return -errno;
+        }
+        /* Refused (seccomp, container policy): /proc/PID/mem from now on. */
+        p->vm_readv_ok = false;
+    }
+    if (p->mem_fd < 0) {
+        return -EFAULT;
+    }
+    if (addr > (uint64_t)INT64_MAX) {
+        return -EFAULT;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t n = pread(p->mem_fd, (char *)buf + done, len - done, (off_t)(addr + done));
+        if (n <= 0) {
+            if (n < 0 && errno == EINTR) {
+                continue;
+            }
+            return -EFAULT;
+        }
+        done += (size_t)n;
+    }
+    return 0;
+}
+
+static PidThread *find_thread(PidTarget *p, int32_t tid)
+{
+    for (size_t i = 0; i < p->nthreads; i++) {
+        if (p->threads[i].tid == tid) {
+            return &p->threads[i];
+        }
+    }
+    return NULL;
+}
+
+static int pid_thread_regs(CoroTarget *t, int32_t tid, CoroMachineRegs *out)
+{
+    PidTarget *p = (PidTarget *)t;
+    PidThread *th = find_thread(p, tid);
+    if (!th || !th->stopped) {
+        return -ESRCH;
+    }
+    struct user_regs_struct r;
+    if (ptrace(PTRACE_GETREGS, tid, NULL, &r) < 0) {
+        return -errno;
+    }
+    *out = (CoroMachineRegs){
+        .rip = r.rip, .rsp = r.rsp, .rbp = r.rbp, .rbx = r.rbx,
+        .r12 = r.r12, .r13 = r.r13, .r14 = r.r14, .r15 = r.r15,
+        .rax = r.rax, .rcx = r.rcx, .rdx = r.rdx, .rsi = r.rsi, .rdi = r.rdi,
+        .r8 = r.r8, .r9 = r.r9, .r10 = r.r10, .r11 = r.r11,
+        .valid = CORO_MREG_CALLEE_SAVED | CORO_MREG_ALL,
+        .rip_is_return_address = false,
+    };
+    return 0;
+}
+
+static int pid_report_modules(CoroTarget *t, Dwfl *dwfl)
+{
+    int rc = dwfl_linux_proc_report(dwfl, t->pid);
+    return rc == 0 ? 0 : (rc > 0 ? -rc : -EIO);
+}
+
+static void detach_all(PidTarget *p)
+{
+    for (size_t i = 0; i < p->nthreads; i++) {
+        PidThread *th = &p->threads[i];
+        /* Detach works from a ptrace stop; for a thread that never stopped it fails with
+         * ESRCH and the kernel detaches it when we exit, still without a signal. */
+        ptrace(PTRACE_DETACH, th->tid, NULL, (void *)(uintptr_t)th->pending_signal);
+    }
+    p->nthreads = 0;
+}
+
+static void pid_close(CoroTarget *t)
+{
+    PidTarget *p = (PidTarget *)t;
+    detach_all(p);
+    if (t->dwfl) {
+        dwfl_end(t->dwfl);
+    }
+    if (p->mem_fd >= 0) {
+        close(p->mem_fd);
+    }
+    free(p->threads);
+    free(p->e.tids);
+    free(p);
+}
+
+static const CoroTargetOps pid_ops = {
+    .read = pid_read,
+    .thread_regs = pid_thread_regs,
+    .report_modules = pid_report_modules,
+    .close = pid_close,
+};
+
+static long now_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/*
+ * Waits until th sits in a ptrace stop. Our PTRACE_INTERRUPT shows up as PTRACE_EVENT_STOP;
+ * a signal may come first (signal-delivery stop), which is a stop too: we keep the signal and
+ * hand it back on detach so the program sees it as if we had never been there.
+ */
+static void wait_stop(PidThread *th)
+{
+    long deadline = now_ms() + STOP_TIMEOUT_MS;
+    for (;;) {
+        int status;
+        pid_t r = waitpid(th->tid, &status, __WALL | WNOHANG);
+        if (r == th->tid) {
+            if (WIFSTOPPED(status)) {
+                /* event 0: a signal-delivery stop, whose signal the thread must still get. */
+                if ((status >> 16) == 0) {
+                    th->pending_signal = WSTOPSIG(status);
+                }
+                th->stopped = true;
+            }
+            /* Exited or killed: not stopped, nothing to read. */
+            return;
+        }
+        if (r < 0 && errno != EINTR) {
+            return;
+        }
+        if (now_ms() > deadline) {
+            return;
+        }
+        struct timespec ts = { 0, 200000 };
+        nanosleep(&ts, NULL);
+    }
+}
+
+static int add_thread(PidTarget *p, int32_t tid)
+{
+    if (p->nthreads == p->cap) {
+        size_t cap = p->cap ? p->cap * 2 : 16;
+        PidThread *n = realloc(p->threads, cap * sizeof(*n));
+        if (!n) {
+            return -ENOMEM;
+        }
+        p->threads = n;
+        p->cap = cap;
+    }
+    p->threads[p->nthreads++] = (PidThread){ .tid = tid };
+    return 0;
+}
+
+static void ptrace_hint(char *buf, size_t len)
+{
+    buf[0] = '\0';
+    FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
+    int scope = -1;
+    if (f) {
+        if (fscanf(f, "%d", &scope) != 1) {
+            scope = -1;
+        }
+        fclose(f);
+    }
+    if (scope >= 1 && geteuid() != 0) {
+        snprintf(buf, len, " (kernel.yama.ptrace_scope is %d: run as root, or as root set "
+                 "/proc/sys/kernel/yama/ptrace_scope to 0)", scope);
+    } else if (geteuid() != 0) {
+        snprintf(buf, len, " (run as the process's owner or as root)");
+    }
+}
+
+/* One pass over /proc/PID/task: seizes and interrupts the threads not seen yet. Returns how
+ * many were new, or -errno. */
+static int attach_pass(PidTarget *p, char *err, size_t errlen)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/task", (int)p->e.base.pid);
+    DIR *d = opendir(path);
+    if (!d) {
+        int e = errno;
+        snprintf(err, errlen, "cannot read process %d: %s", (int)p->e.base.pid,
+                 e == ENOENT ? "no such process" : strerror(e));
+        return e == ENOENT ? -ESRCH : -e;
+    }
+    int added = 0;
+    struct dirent *de;
+    while ((de = readdir(d))) {
+        char *end;
+        long tid = strtol(de->d_name, &end, 10);
+        if (*end || tid <= 0 || find_thread(p, (int32_t)tid)) {
+            continue;
+        }
+        if (ptrace(PTRACE_SEIZE, (pid_t)tid, NULL, NULL) < 0) {
+            int e = errno;
+            if (e == ESRCH) {
+                continue; /* exited meanwhile */
+            }
+            closedir(d);
+            if (e == EPERM) {
+                char hint[200];
+                ptrace_hint(hint, sizeof(hint));
+                snprintf(err, errlen, "cannot attach to process %d: not allowed to trace it%s",
+                         (int)p->e.base.pid, hint);
+            } else {
+                snprintf(err, errlen, "cannot attach to process %d (thread %ld): %s",
+                         (int)p->e.base.pid, tid, strerror(e));
+            }
+            return -e;
+        }
+        int rc = add_thread(p, (int32_t)tid);
+        if (rc < 0) {
+            ptrace(PTRACE_DETACH, (pid_t)tid, NULL, NULL);
+            closedir(d);
+            snprintf(err, errlen, "cannot attach to process %d: out of memory",
+                     (int)p->e.base.pid);
+            return rc;
+        }
+        if (ptrace(PTRACE_INTERRUPT, (pid_t)tid, NULL, NULL) == 0) {
+            wait_stop(&p->threads[p->nthreads - 1]);
+        }
+        added++;
+    }
+    closedir(d);
+    return added;
+}
+
+int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen)
+{
+    *out = NULL;
+    if (pid <= 0) {
+        snprintf(err, errlen, "invalid process id %d", (int)pid);
+        return -EINVAL;
+    }
+    if (pid == getpid()) {
+        snprintf(err, errlen, "cannot attach to process %d: it is coroscope itself", (int)pid);
+        return -EINVAL;
+    }
+    if (kill(pid, 0) < 0 && errno == ESRCH) {
+        snprintf(err, errlen, "cannot attach to process %d: no such process", (int)pid);
+        return -ESRCH;
+    }
+    PidTarget *p = calloc(1, sizeof(*p));
+    if (!p) {
+        snprintf(err, errlen, "cannot attach to process %d: out of memory", (int)pid);
+        return -ENOMEM;
+    }
+    p->e.base.ops = &pid_ops;
+    p->e.base.pid = pid;
+    p->mem_fd = -1;
+    p->vm_readv_ok = true;
+    snprintf(p->e.what, sizeof(p->e.what), "process %d", (int)pid);
+
+    /* Threads may be created while we attach (a new thread of a seized thread is not
+     * auto-attached without PTRACE_O_TRACECLONE): repeat until a pass finds none. */
+    int rc = 0, pass;
+    for (pass = 0; pass < ATTACH_PASSES; pass++) {
+        rc = attach_pass(p, err, errlen);
+        if (rc <= 0) {
+            break;
+        }
+    }
+    if (rc < 0) {
+        pid_close(&p->e.base);
+        return rc;
+    }
+    if (pass == ATTACH_PASSES) {
+        snprintf(err, errlen, "cannot attach to process %d: it keeps creating threads",
+                 (int)pid);
+        pid_close(&p->e.base);
+        return -EAGAIN;
+    }
+    size_t nstopped = 0;
+    p->e.tids = calloc(p->nthreads ? p->nthreads : 1, sizeof(*p->e.tids));
+    for (size_t i = 0; p->e.tids && i < p->nthreads; i++) {
+        if (p->threads[i].stopped) {
+            p->e.tids[nstopped++] = p->threads[i].tid;
+        }
+    }
+    if (!p->e.tids || nstopped == 0) {
+        snprintf(err, errlen, "cannot attach to process %d: %s", (int)pid,
+                 p->e.tids ? "no thread could be stopped (exiting or a zombie?)" : "out of memory");
+        pid_close(&p->e.base);
+        return p->e.tids ? -ESRCH : -ENOMEM;
+    }
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
+    p->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
+
+    p->e.base.dwfl = dwfl_begin(&pid_callbacks);
+    if (!p->e.base.dwfl) {
+        snprintf(err, errlen, "cannot read process %d: %s", (int)pid, dwfl_errmsg(-1));
+        pid_close(&p->e.base);
+        return -ENOMEM;
+    }
+    dwfl_report_begin(p->e.base.dwfl);
+    rc = pid_report_modules(&p->e.base, p->e.base.dwfl);
+    dwfl_report_end(p->e.base.dwfl, NULL, NULL);
+    if (rc < 0) {
+        snprintf(err, errlen, "cannot read the modules of process %d: %s", (int)pid,
+                 strerror(-rc));
+        pid_close(&p->e.base);
+        return rc;
+    }
+    p->e.ntids = nstopped;
+    *out = &p->e.base;
+    return 0;
+}

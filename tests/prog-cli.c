@@ -1,0 +1,219 @@
+/*
+ * Target program for tests/e2e-cli*.sh and bench/cli-bench.sh: parks coroutines in known call
+ * chains, then waits to be inspected (live) or dumps core.
+ *
+ *   prog-cli MODE [N]
+ *     wait      park the fixed set below, write "ready PID" to stdout, sleep until killed
+ *     abort     park the fixed set, then abort() (a kernel core, when ulimit -c allows)
+ *     many N    also park N coroutines 8 calls deep ("bulk-<i>"), then wait
+ *     many-abort N   as many, then abort()
+ *     corrupt-cycle  park the set, make the registry's record list a cycle, abort()
+ *     corrupt-magic  park the set, scribble on the descriptor's magic, abort()
+ *     corrupt-stack  park the set, smash one parked coroutine's saved stack pointer, abort()
+ *
+ * Fixed set (tests check names, states, frames and the lines marked LINE-...):
+ *   "parker-1", "parker-2": entry park_entry -> park_a -> park_b -> park_c -> coro_yield
+ *   "fresh": created, never entered (entry fresh_entry)
+ *   "outer" -> enters "inner", inner yields: outer is suspended below coro_yield as well
+ *   "waiter" on a second thread enters "sleeper", which blocks in nanosleep inside sleep_deep:
+ *   sleeper is running (unwound from the thread's registers), waiter has entered it (running,
+ *   from its saved registers, below coro_enter)
+ *   unnamed: entry park_entry, suspended
+ */
+#define _GNU_SOURCE
+#include <coroscope/coro.h>
+#include <coroscope/debug-abi.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+extern struct coro_debug_abi coroscope_debug_abi;
+
+static volatile int sink;
+
+static __attribute__((noinline)) void park_c(int x)
+{
+    sink += x;
+    coro_yield(); /* LINE-park_c */
+    sink -= x;
+}
+
+static __attribute__((noinline)) void park_b(int x)
+{
+    park_c(x + 1); /* LINE-park_b */
+    sink++;
+}
+
+static __attribute__((noinline)) void park_a(int x)
+{
+    park_b(x + 1); /* LINE-park_a */
+    sink++;
+}
+
+static void park_entry(void *opaque)
+{
+    park_a((int)(intptr_t)opaque); /* LINE-park_entry */
+    sink++;
+}
+
+static void fresh_entry(void *opaque)
+{
+    sink += (int)(intptr_t)opaque;
+}
+
+static void inner_entry(void *opaque)
+{
+    coro_yield(); /* LINE-inner */
+    sink++;
+}
+
+static void outer_entry(void *opaque)
+{
+    Coroutine *inner = opaque;
+    coro_enter(inner); /* LINE-outer-enter */
+    coro_yield(); /* LINE-outer-yield */
+    sink++;
+}
+
+/* The bulk chain: 8 user frames below coro_yield. */
+#define BULK(n, next)                                                                        \
+    static __attribute__((noinline)) void bulk##n(int x)                                    \
+    {                                                                                        \
+        next(x + 1);                                                                         \
+        sink++;                                                                              \
+    }
+static __attribute__((noinline)) void bulk_leaf(int x)
+{
+    sink += x;
+    coro_yield();
+    sink++;
+}
+BULK(7, bulk_leaf)
+BULK(6, bulk7)
+BULK(5, bulk6)
+BULK(4, bulk5)
+BULK(3, bulk4)
+BULK(2, bulk3)
+BULK(1, bulk2)
+static void bulk_entry(void *opaque)
+{
+    bulk1((int)(intptr_t)opaque);
+    sink++;
+}
+
+static __attribute__((noinline)) void sleep_deep(void)
+{
+    for (;;) {
+        struct timespec ts = { 3600, 0 };
+        nanosleep(&ts, NULL); /* LINE-sleep */
+    }
+}
+
+static void sleeper_entry(void *opaque)
+{
+    sleep_deep(); /* LINE-sleeper */
+}
+
+static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
+static pthread_cond_t cond = PTHREAD_COND_INITIALIZER;
+static int sleeper_started;
+
+static void waiter_entry(void *opaque)
+{
+    pthread_mutex_lock(&lock);
+    sleeper_started = 1;
+    pthread_cond_signal(&cond);
+    pthread_mutex_unlock(&lock);
+    coro_enter(opaque); /* LINE-waiter */
+}
+
+static void *sleeper_thread(void *arg)
+{
+    CoroutineOptions o = { .name = "sleeper" };
+    Coroutine *co = coro_create_opts(sleeper_entry, NULL, &o);
+    CoroutineOptions w = { .name = "waiter" };
+    coro_enter(coro_create_opts(waiter_entry, co, &w));
+    return NULL;
+}
+
+static Coroutine *named(CoroutineEntry *fn, void *opaque, const char *name)
+{
+    CoroutineOptions o = { .name = name };
+    Coroutine *co = coro_create_opts(fn, opaque, &o);
+    if (!co) {
+        perror("coro_create_opts");
+        exit(3);
+    }
+    return co;
+}
+
+int main(int argc, char **argv)
+{
+    const char *mode = argc > 1 ? argv[1] : "wait";
+    long nbulk = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
+
+    coro_enter(named(park_entry, (void *)1, "parker-1"));
+    coro_enter(named(park_entry, (void *)2, "parker-2"));
+    named(fresh_entry, (void *)3, "fresh");
+    Coroutine *inner = named(inner_entry, NULL, "inner");
+    coro_enter(named(outer_entry, inner, "outer"));
+    coro_enter(coro_create(park_entry, (void *)4));
+    for (long i = 0; i < nbulk; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "bulk-%ld", i);
+        CoroutineOptions o = { .name = name, .stack_size = 16 * 1024 };
+        Coroutine *co = coro_create_opts(bulk_entry, (void *)(intptr_t)i, &o);
+        if (!co) {
+            perror("coro_create_opts");
+            return 3;
+        }
+        coro_enter(co);
+    }
+
+    pthread_t th;
+    pthread_create(&th, NULL, sleeper_thread, NULL);
+    pthread_mutex_lock(&lock);
+    while (!sleeper_started) {
+        pthread_cond_wait(&cond, &lock);
+    }
+    pthread_mutex_unlock(&lock);
+    /* Give the sleeper time to get into nanosleep. */
+    usleep(50 * 1000);
+
+    if (strcmp(mode, "corrupt-cycle") == 0) {
+        /* The first record's next points back at itself: a reader must see the cycle. */
+        uint64_t first = coroscope_debug_abi.records;
+        *(uint64_t *)(uintptr_t)(first + coroscope_debug_abi.off_next) = first;
+        abort();
+    }
+    if (strcmp(mode, "corrupt-magic") == 0) {
+        memcpy(coroscope_debug_abi.magic, "garbage", 8);
+        abort();
+    }
+    if (strcmp(mode, "corrupt-stack") == 0) {
+        /* parker-1's saved rsp and rip now point nowhere: only parker-1 cannot be shown. */
+        uint64_t r = coroscope_debug_abi.records;
+        for (uint64_t i = 0; r && i < coroscope_debug_abi.nrecords; i++) {
+            const char *nm = (const char *)(uintptr_t)(r + coroscope_debug_abi.off_name);
+            if (strcmp(nm, "parker-1") == 0) {
+                char *regs = (char *)(uintptr_t)(r + coroscope_debug_abi.off_regs);
+                *(uint64_t *)(regs + coroscope_debug_abi.regs.rsp) = 0x10;
+                *(uint64_t *)(regs + coroscope_debug_abi.regs.rip) = 0x20;
+                break;
+            }
+            r = *(uint64_t *)(uintptr_t)(r + coroscope_debug_abi.off_next);
+        }
+        abort();
+    }
+    if (strstr(mode, "abort")) {
+        abort();
+    }
+    printf("ready %d\n", (int)getpid());
+    fflush(stdout);
+    for (;;) {
+        pause();
+    }
+}
