@@ -34,6 +34,11 @@ int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen)
 int coro__target_core_open(const char *core, const char *exe, CoroTarget **out, char *err,
                            size_t errlen);
 
+/* Lets a live process run again once everything needed from its memory and registers has
+ * been read (detaches; later reads see a running process). Nothing for a core. The target
+ * stays open: its Dwfl (for symbolizing) lives until ops->close. */
+void coro__target_resume(CoroTarget *t);
+
 /* The common head of both targets: what the CLI needs beyond the ops table. */
 typedef struct ElfTarget {
     CoroTarget base;

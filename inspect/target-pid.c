@@ -375,3 +375,10 @@ int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen)
     *out = &p->e.base;
     return 0;
 }
+
+void coro__target_resume(CoroTarget *t)
+{
+    if (t->ops == &pid_ops) {
+        detach_all((PidTarget *)t);
+    }
+}
