@@ -27,6 +27,12 @@ struct coro_debug_abi coroscope_debug_abi = {
     .size = sizeof(struct coro_debug_abi),
     .ptr_size = sizeof(void *),
     .arch = 62,
+    /* Address constants: relocated at load time, so a reader of the live process or of a
+     * core sees the runtime addresses. */
+    .trampoline_start = (uint64_t)(uintptr_t)coro__trampoline,
+    .trampoline_end = (uint64_t)(uintptr_t)coro__trampoline_end,
+    .switch_start = (uint64_t)(uintptr_t)coro__switch,
+    .switch_end = (uint64_t)(uintptr_t)coro__switch_end,
     .record_size = sizeof(Coroutine),
     .off_next = OFF(next),
     .off_id = OFF(id),
