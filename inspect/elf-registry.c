@@ -17,6 +17,8 @@ typedef struct FindState {
     uint64_t addr;
     const char *module;
     bool by_section;   /* second pass */
+    unsigned missing;  /* modules whose ELF file could not be found */
+    const char *first_missing;
 } FindState;
 
 static bool module_symbol(Dwfl_Module *mod, uint64_t *addr)
@@ -63,6 +65,18 @@ static int each_module(Dwfl_Module *mod, void **userdata, const char *name, Dwar
 {
     FindState *st = arg;
     uint64_t addr;
+    if (st->by_section) {
+        GElf_Addr bias;
+        if (!dwfl_module_getelf(mod, &bias)) {
+            /* The vdso and anonymous pseudo-modules have no file worth mentioning. */
+            if (name && name[0] == '/') {
+                if (!st->missing++) {
+                    st->first_missing = name;
+                }
+            }
+            return DWARF_CB_OK;
+        }
+    }
     if (st->by_section ? module_section(mod, &addr) : module_symbol(mod, &addr)) {
         st->addr = addr;
         st->module = name;
@@ -81,6 +95,13 @@ int coro__target_find_registry(CoroTarget *t, uint64_t *addr, const char **modul
             st.by_section = true;
             dwfl_getmodules(t->dwfl, each_module, &st, 0);
         }
+    }
+    if (!st.module && st.missing) {
+        snprintf(err, errlen, "no coroutine registry found in %s: the files of %u of its "
+                 "modules are missing or are not the ones it ran (first: %s); was the program "
+                 "rebuilt or moved? (pass it with -e)", coro__target_describe(t), st.missing,
+                 st.first_missing);
+        return -ENOENT;
     }
     if (!st.module) {
         snprintf(err, errlen, "no coroutine registry in %s: it was not built with coroscope "
