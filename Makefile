@@ -100,6 +100,33 @@ $(B)/coroscope: $(patsubst %.c,$(B)/%.o,$(CLI_SRC)) $(B)/libcoroscope.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(B)/libcoroscope.a $(LIB_LIBS)
 
+# ---------------------------------------------------------------- gdb extension
+# gdb/coroscope-gdb.py (what `source` loads) and its package go to $(DATADIR)/coroscope; the
+# auto-load hook goes where gdb looks for it: <auto-load dir>/<real path of the library>-gdb.py
+# (docs/gdb.md). The hook finds the package by a path relative to itself. The build tree gets
+# its own hook next to $(B)/$(SONAME), pointing at gdb/ in the source tree.
+GDB_PYDIR    := $(DATADIR)/coroscope
+GDB_HOOKDIR  := $(DATADIR)/gdb/auto-load$(shell realpath -m '$(LIBDIR)')
+GDB_PY       := $(wildcard gdb/coroscope/*.py)
+.PHONY: install-gdb uninstall-gdb
+all: $(B)/$(SONAME)-gdb.py
+$(B)/$(SONAME)-gdb.py: gdb/libcoroscope-gdb.py.in
+	@mkdir -p $(B)
+	$(Q)sed 's|@COROSCOPE_PYDIR@|$(CURDIR)/gdb|' $< > $@
+
+install: install-gdb
+install-gdb:
+	install -d $(DESTDIR)$(GDB_PYDIR)/coroscope $(DESTDIR)$(GDB_HOOKDIR)
+	install -m 644 gdb/coroscope-gdb.py $(DESTDIR)$(GDB_PYDIR)/
+	install -m 644 $(GDB_PY) $(DESTDIR)$(GDB_PYDIR)/coroscope/
+	sed 's|@COROSCOPE_PYDIR@|$(shell realpath -m --relative-to='$(GDB_HOOKDIR)' '$(GDB_PYDIR)')|' \
+	    gdb/libcoroscope-gdb.py.in > $(DESTDIR)$(GDB_HOOKDIR)/$(SONAME)-gdb.py
+
+uninstall: uninstall-gdb
+uninstall-gdb:
+	rm -rf $(DESTDIR)$(GDB_PYDIR)
+	rm -f $(DESTDIR)$(GDB_HOOKDIR)/$(SONAME)-gdb.py
+
 # ---------------------------------------------------------------- install
 install: all
 	install -d $(DESTDIR)$(LIBDIR) $(DESTDIR)$(INCLUDEDIR)/coroscope $(DESTDIR)$(PKGCONFIGDIR)

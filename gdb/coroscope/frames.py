@@ -1,0 +1,304 @@
+"""Showing a coroutine's stack through gdb's own frame machinery, reading memory only.
+
+While a coroutine is "selected" for a thread, the Unwinder below claims that thread's
+newest frame (#0) and says that its caller has the coroutine's saved registers.  gdb then
+unwinds the coroutine's stack from frame #1 on with its usual DWARF unwinders, so plain
+`bt`, `frame N`, `up`, `down`, `info locals` and `print` work there, live and on cores.
+gdb 13 cannot replace frame #0 itself: it stays a placeholder (the thread's real pc), and
+the frame filter hides it from `bt`.  No register of the inferior is ever written.
+"""
+
+import gdb
+import gdb.unwinder
+
+from . import registry
+
+UNWINDER_NAME = "coroscope"
+
+
+class _FrameId(object):
+    """gdb 13 has no gdb.unwinder.FrameId; any object with sp and pc attributes works
+    (gdb 13 wants them as gdb.Value)."""
+
+    def __init__(self, sp, pc):
+        self.sp = gdb.Value(sp)
+        self.pc = gdb.Value(pc)
+
+
+class Selection(object):
+    """A coroutine's saved registers shown as the caller of a thread's frame #0."""
+
+    def __init__(self, co, thread):
+        self.coro = co
+        self.ptid = thread.ptid
+        self.regs = dict(co.regs)
+        # gdb's inline-frame unwinder runs before Python unwinders: when the thread's pc
+        # is inside inlined code, frames #0..#k-1 are inline frames and the first frame
+        # this unwinder can claim is #k.  Those frames are all placeholders.
+        self.host_level = _host_inline_depth(thread)
+
+
+_selected = None   # what the user chose with coro-select
+_temporary = None  # what coro-info / coro-bt / coro-apply look at right now
+_inline_depth = {}  # thread ptid -> inline frames on top of its real stack, while stopped
+
+
+def _host_inline_depth(thread):
+    """Inline frames on top of thread's real stack (selects thread meanwhile)."""
+    global _selected, _temporary
+    depth = _inline_depth.get(thread.ptid)
+    if depth is not None:
+        return depth
+    saved = (_selected, _temporary)
+    _selected = _temporary = None
+    before = gdb.selected_thread()
+    try:
+        thread.switch()
+        gdb.invalidate_cached_frames()
+        depth = 0
+        frame = gdb.newest_frame()
+        while frame is not None and frame.type() == gdb.INLINE_FRAME and depth < 64:
+            depth += 1
+            frame = frame.older()
+    finally:
+        _selected, _temporary = saved
+        if before is not None and before.is_valid():
+            before.switch()
+        gdb.invalidate_cached_frames()
+    _inline_depth[thread.ptid] = depth
+    return depth
+
+
+def pick_host(inferior, tid):
+    """The thread whose frame #0 will stand in for a suspended coroutine: one whose pc is
+    not in inlined code, so that the coroutine's frames are numbered the same (from #1)
+    whichever thread is selected; the thread it last ran on first."""
+    current = gdb.selected_thread()
+    candidates = [t for t in inferior.threads() if t.ptid[1] == tid]
+    candidates.append(current)
+    candidates.extend(sorted(inferior.threads(), key=lambda t: t.num))
+    for thread in candidates:
+        if thread is not None and thread.is_valid() and not thread.is_running() \
+                and _host_inline_depth(thread) == 0:
+            return thread
+    return current
+
+
+# A temporary view of a thread's own stack, hiding the user's selection meanwhile.
+OWN_STACK = object()
+
+
+def active():
+    if _temporary is OWN_STACK:
+        return None
+    return _temporary if _temporary is not None else _selected
+
+
+def selected():
+    return _selected
+
+
+def set_selected(sel):
+    global _selected
+    _selected = sel
+    gdb.invalidate_cached_frames()
+
+
+def set_temporary(sel):
+    global _temporary
+    _temporary = sel
+    gdb.invalidate_cached_frames()
+
+
+def _applies_here():
+    sel = active()
+    if sel is None:
+        return None
+    thread = gdb.selected_thread()
+    if thread is None or thread.ptid != sel.ptid:
+        return None
+    return sel
+
+
+class CoroutineUnwinder(gdb.unwinder.Unwinder):
+    def __init__(self):
+        super(CoroutineUnwinder, self).__init__(UNWINDER_NAME)
+
+    def __call__(self, pending_frame):
+        sel = _applies_here()
+        if sel is None or pending_frame.level() != sel.host_level:
+            return None
+        pc = int(pending_frame.read_register("rip"))
+        # The placeholder's frame id must be inner to (below) the coroutine's first frame,
+        # or gdb stops with "previous frame inner to this frame".
+        info = pending_frame.create_unwind_info(_FrameId(sel.regs["rsp"] - 16, pc))
+        for reg in registry.REGS:
+            kind = pending_frame.read_register(reg).type
+            info.add_saved_register(reg, gdb.Value(sel.regs[reg]).cast(kind))
+        return info
+
+
+class PlaceholderFilter(object):
+    """Hides frame #0 (the placeholder) from backtraces while a coroutine is shown."""
+
+    def __init__(self):
+        self.name = "coroscope-placeholder"
+        self.priority = 100
+        self.enabled = True
+
+    def filter(self, frame_iter):
+        if _applies_here() is None:
+            return frame_iter
+        sel = _applies_here()
+        return (fd for fd in frame_iter if fd.inferior_frame().level() > sel.host_level)
+
+
+def on_cont(_event):
+    """Continuing the inferior ends the selection: the saved registers go stale."""
+    global _selected, _temporary
+    _selected = None
+    _temporary = None
+    _inline_depth.clear()
+
+
+def on_exit(_event):
+    on_cont(_event)
+    registry.clear_cache()
+
+
+_registered = False
+
+
+def register():
+    global _registered
+    if _registered:
+        return
+    gdb.unwinder.register_unwinder(None, CoroutineUnwinder(), replace=True)
+    flt = PlaceholderFilter()
+    gdb.frame_filters[flt.name] = flt
+    gdb.events.cont.connect(on_cont)
+    gdb.events.exited.connect(on_exit)
+    gdb.events.new_objfile.connect(on_exit)
+    gdb.events.clear_objfiles.connect(on_exit)
+    _registered = True
+
+
+# ---- classifying frames
+
+class Classifier(object):
+    """Tells coroscope's own frames (switch, trampoline, coro_* functions) from the user's."""
+
+    def __init__(self, reg):
+        self.reg = reg
+        self.runtime_solib = gdb.current_progspace().solib_name(reg.addr)
+
+    def _outer(self, frame):
+        # An inline frame belongs to the function it was inlined into.
+        while frame is not None and frame.type() == gdb.INLINE_FRAME:
+            frame = frame.older()
+        return frame
+
+    def is_runtime(self, frame):
+        pc = frame.pc()
+        if self.reg.in_switch(pc) or self.reg.in_trampoline(pc):
+            return True
+        real = self._outer(frame)
+        if real is None:
+            return False
+        if self.runtime_solib is not None:
+            return gdb.current_progspace().solib_name(real.pc()) == self.runtime_solib
+        name = real.name() or ""
+        return name.startswith("coro_")
+
+
+def describe_frame(frame):
+    """(function, "file:line" or None) of a frame, as gdb's bt shows them."""
+    name = frame.name()
+    if name is None:
+        name = "0x%x" % frame.pc()
+    sal = frame.find_sal()
+    if sal is not None and sal.symtab is not None and sal.line:
+        return name, "%s:%d" % (sal.symtab.filename, sal.line)
+    solib = gdb.current_progspace().solib_name(frame.pc())
+    return name, ("from " + solib) if solib else None
+
+
+def describe_pc(pc):
+    """(function, "file:line" or None) of a code address (a never-entered entry function)."""
+    name = None
+    try:
+        block = gdb.block_for_pc(pc)
+    except RuntimeError:
+        block = None
+    while block is not None and block.function is None:
+        block = block.superblock
+    if block is not None:
+        name = block.function.print_name
+    else:
+        text = gdb.format_address(pc) if hasattr(gdb, "format_address") else ""
+        start = text.find("<")
+        if start >= 0:
+            name = text[start + 1:text.rfind(">")].split("+")[0]
+    sal = gdb.find_pc_line(pc)
+    where = None
+    if sal.symtab is not None and sal.line:
+        where = "%s:%d" % (sal.symtab.filename, sal.line)
+    return name or ("0x%x" % pc), where
+
+
+def innermost_user_frame(classifier, limit=64):
+    """The newest frame of the selected thread that is not coroscope's own, or None."""
+    frame = gdb.newest_frame()
+    sel = _applies_here()
+    if sel is not None:
+        while frame is not None and frame.level() <= sel.host_level:
+            frame = frame.older()  # skip the placeholder
+    n = 0
+    while frame is not None and n < limit:
+        if not classifier.is_runtime(frame):
+            return frame
+        frame = frame.older()
+        n += 1
+    return None
+
+
+def find_thread(inferior, tid):
+    for thread in inferior.threads():
+        if thread.ptid[1] == tid or (thread.ptid[1] == 0 and thread.ptid[0] == tid):
+            return thread
+    return None
+
+
+class SavedView(object):
+    """Restores the user's thread, selection and frame after looking at other stacks."""
+
+    def __enter__(self):
+        self.thread = gdb.selected_thread()
+        self.level = None
+        try:
+            frame = gdb.selected_frame()
+            self.level = frame.level()
+        except gdb.error:
+            pass
+        return self
+
+    def __exit__(self, *exc):
+        global _temporary
+        _temporary = None
+        if self.thread is not None and self.thread.is_valid():
+            self.thread.switch()
+        gdb.invalidate_cached_frames()
+        if self.level is not None:
+            select_level(self.level)
+        return False
+
+
+def select_level(level):
+    try:
+        frame = gdb.newest_frame()
+        while frame is not None and frame.level() < level:
+            frame = frame.older()
+        if frame is not None:
+            frame.select()
+    except gdb.error:
+        pass

@@ -1,0 +1,189 @@
+/*
+ * Helper for tests/e2e-gdb.sh: parks coroutines in known call chains, then stops in a known
+ * place so that gdb can look at them live, attached, or in a core file.
+ *
+ *   prog-gdb run             stop in stop_here() (the test sets a breakpoint there), then exit 0
+ *   prog-gdb wait            print the pid, then wait in stop_here() until killed (for gdb -p)
+ *   prog-gdb crash           abort() in stop_here(): a kernel core
+ *   prog-gdb many N          also park N extra suspended coroutines, then as "run"
+ *   prog-gdb corrupt-loop    make the registry's record list loop, then abort()
+ *   prog-gdb corrupt-magic   overwrite the descriptor's magic, then abort()
+ *
+ * State at the stop point, on the main thread unless said otherwise:
+ *   "alpha"   suspended in alpha_leaf() <- alpha_mid() <- alpha_main(), local alpha_secret = 4242
+ *   "beta"    suspended in beta_main() directly
+ *   (unnamed) created, never entered, entry idle_main()
+ *   "outer"   nested: entered "inner" and waits in coro_enter()
+ *   "inner"   running: stop_here() <- inner_main()
+ *   "sleeper" running on a second thread, blocked in read() <- sleeper_main()
+ */
+#define _GNU_SOURCE
+#include <coroscope/coro.h>
+#include <coroscope/debug-abi.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+extern struct coro_debug_abi coroscope_debug_abi;
+
+static const char *mode = "run";
+static int sleeper_pipe[2];
+static atomic_int sleeper_ready;
+static volatile int keep_waiting = 1;
+
+/* The test breaks here; a volatile store keeps the call from being optimised away. */
+volatile int stop_reason;
+void stop_here(int why);
+__attribute__((noinline)) void stop_here(int why)
+{
+    stop_reason = why;
+    if (strcmp(mode, "wait") == 0) {
+        printf("%d\n", (int)getpid());
+        fflush(stdout);
+        while (keep_waiting) {
+            pause();
+        }
+    } else if (strcmp(mode, "run") != 0 && strcmp(mode, "many") != 0) {
+        abort();
+    }
+}
+
+__attribute__((noinline)) static void alpha_leaf(int depth)
+{
+    volatile int alpha_secret = 4242 + depth;
+    coro_yield();
+    alpha_secret++;
+}
+
+__attribute__((noinline)) static void alpha_mid(int depth)
+{
+    alpha_leaf(depth - 1);
+    __asm__ volatile("" ::: "memory");
+}
+
+static void alpha_main(void *opaque)
+{
+    alpha_mid(1);
+    __asm__ volatile("" ::: "memory");
+}
+
+static void beta_main(void *opaque)
+{
+    coro_yield();
+    __asm__ volatile("" ::: "memory");
+}
+
+static void idle_main(void *opaque)
+{
+}
+
+static void parked_main(void *opaque)
+{
+    coro_yield();
+}
+
+static void inner_main(void *opaque)
+{
+    stop_here(1);
+    __asm__ volatile("" ::: "memory");
+}
+
+static void outer_main(void *opaque)
+{
+    Coroutine *inner = coro_create_opts(inner_main, NULL,
+                                        &(CoroutineOptions){ .name = "inner" });
+    coro_enter(inner);
+    __asm__ volatile("" ::: "memory");
+}
+
+__attribute__((noinline)) static void sleeper_block(void)
+{
+    char c;
+    atomic_store(&sleeper_ready, 1);
+    while (read(sleeper_pipe[0], &c, 1) < 0) {
+    }
+}
+
+static void sleeper_main(void *opaque)
+{
+    sleeper_block();
+}
+
+static void *sleeper_thread(void *arg)
+{
+    Coroutine *co = coro_create_opts(sleeper_main, NULL,
+                                     &(CoroutineOptions){ .name = "sleeper" });
+    coro_enter(co);
+    return NULL;
+}
+
+/* Corrupts the registry through the debug ABI, as a stray write would. */
+static void corrupt(const char *how)
+{
+    struct coro_debug_abi *d = &coroscope_debug_abi;
+    if (strcmp(how, "corrupt-magic") == 0) {
+        memcpy(d->magic, "garbage", 8);
+        return;
+    }
+    /* corrupt-loop: the third record points back at the first, and the bound is huge. */
+    char *first = (char *)(uintptr_t)d->records;
+    char *second = (char *)(uintptr_t)*(uint64_t *)(first + d->off_next);
+    char *third = (char *)(uintptr_t)*(uint64_t *)(second + d->off_next);
+    *(uint64_t *)(third + d->off_next) = (uint64_t)(uintptr_t)first;
+    d->nrecords = (uint64_t)1 << 40;
+}
+
+int main(int argc, char **argv)
+{
+    if (argc > 1) {
+        mode = argv[1];
+    }
+    long extra = (strcmp(mode, "many") == 0 && argc > 2) ? atol(argv[2]) : 0;
+
+    Coroutine *alpha = coro_create_opts(alpha_main, NULL, &(CoroutineOptions){ .name = "alpha" });
+    Coroutine *beta = coro_create_opts(beta_main, NULL, &(CoroutineOptions){ .name = "beta" });
+    Coroutine *idle = coro_create(idle_main, NULL);
+    coro_enter(alpha);
+    coro_enter(beta);
+    for (long i = 0; i < extra; i++) {
+        char name[32];
+        snprintf(name, sizeof(name), "parked-%ld", i);
+        Coroutine *p = coro_create_opts(parked_main, NULL, &(CoroutineOptions){ .name = name });
+        if (!p) {
+            perror("coro_create");
+            return 1;
+        }
+        coro_enter(p);
+    }
+
+    if (pipe(sleeper_pipe) != 0) {
+        perror("pipe");
+        return 1;
+    }
+    pthread_t th;
+    pthread_create(&th, NULL, sleeper_thread, NULL);
+    while (!atomic_load(&sleeper_ready)) {
+        usleep(1000);
+    }
+    if (strncmp(mode, "corrupt", 7) == 0) {
+        corrupt(mode);
+        abort();
+    }
+
+    Coroutine *outer = coro_create_opts(outer_main, NULL, &(CoroutineOptions){ .name = "outer" });
+    coro_enter(outer);
+
+    /* Only "run" and "many" get here: finish every coroutine so that the program exits clean. */
+    if (write(sleeper_pipe[1], "x", 1) != 1) {
+        return 1;
+    }
+    pthread_join(th, NULL);
+    coro_enter(alpha);
+    coro_enter(beta);
+    coro_enter(idle);
+    return 0;
+}
