@@ -299,6 +299,14 @@ const char *coro__state_name(uint32_t state);
 /* ------------------------------------------------------------------ in-process glue */
 
 /*
+ * Reports this process's live coroutines created at or after leak generation since (0: all)
+ * to fd in the text format, after a first line "<title>N coroutines still alive:"; the
+ * coroutine running on this thread and the chain that entered it are left out (live: its
+ * captured registers, or NULL). Returns how many; fd < 0 only counts. Not signal-safe.
+ */
+size_t coro__leak_report(uint64_t since, int fd, const char *title, const CoroMachineRegs *live);
+
+/*
  * Called by the runtime the first time a thread uses coroutines (runtime/coro.c): installs
  * the guard-page overflow handler (once per process) and this thread's alternate signal
  * stack, and arms the CORO_LEAK_CHECK exit report (once). Being referenced from the runtime

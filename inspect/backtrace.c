@@ -1,0 +1,162 @@
+/*
+ * One coroutine's backtrace as every output shows it: which registers to start from, which
+ * frames to hide, the entry function and the creation site. The rules (issue 3):
+ *   - a never-entered coroutine shows its entry function as its only frame;
+ *   - frame 0 of a saved context is the public coroscope function it is suspended in
+ *     (coro_yield, ...): coroscope-internal functions inlined into it are not shown, nor is
+ *     the switch, nor anything below the entry function (the unwinder stops at the
+ *     trampoline);
+ *   - a coroutine running on another thread gets no frames here unless its registers are
+ *     given (the signal dump and the CLI have them).
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inspect-int.h"
+
+#define MAX_SYM_FRAMES 17 /* a pc with up to 16 inlined instances */
+
+const char *coro__state_name(uint32_t state)
+{
+    switch (state) {
+    case CORO_STATE_CREATED:
+        return "created";
+    case CORO_STATE_RUNNING:
+    case CORO_STATE_NESTED:
+        return "running";
+    case CORO_STATE_SUSPENDED:
+        return "suspended";
+    default:
+        return "unknown";
+    }
+}
+
+/* Is the real function of frame f part of the module that holds coroscope's switch? */
+static bool in_runtime_module(CoroSymbolizer *s, const struct coro_debug_abi *abi,
+                              const CoroFrame *f)
+{
+    CoroFrame sw;
+    if (!f->module || coro__symbolize(s, abi->switch_start, false, CORO_SYM_NO_LINES |
+                                      CORO_SYM_NO_INLINES, &sw, 1) < 1 || !sw.module) {
+        return false;
+    }
+    return strcmp(sw.module, f->module) == 0;
+}
+
+static int push(CoroBacktrace *bt, size_t *cap, const CoroFrame *f)
+{
+    if (bt->nframes == *cap) {
+        size_t ncap = *cap ? *cap * 2 : 16;
+        CoroFrame *nf = realloc(bt->frames, ncap * sizeof(*nf));
+        if (!nf) {
+            return -ENOMEM;
+        }
+        bt->frames = nf;
+        *cap = ncap;
+    }
+    bt->frames[bt->nframes++] = *f;
+    return 0;
+}
+
+int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_debug_abi *abi,
+                          const CoroInfo *co, const CoroMachineRegs *live,
+                          const CoroBacktraceOptions *opts, CoroBacktrace *out)
+{
+    static const CoroBacktraceOptions defaults = { 0 };
+    if (!opts) {
+        opts = &defaults;
+    }
+    size_t max = opts->max_frames ? opts->max_frames : CORO_UNWIND_MAX_FRAMES;
+    if (max > CORO_UNWIND_MAX_FRAMES) {
+        max = CORO_UNWIND_MAX_FRAMES;
+    }
+    memset(out, 0, sizeof(*out));
+    out->info = *co;
+    CoroFrame tmp[MAX_SYM_FRAMES];
+    int k;
+
+    /* The entry function and the creation site (the line of the coro_create call). */
+    k = coro__symbolize(s, co->entry, false, opts->sym_flags | CORO_SYM_NO_INLINES, tmp, 1);
+    if (k < 0) {
+        return k;
+    }
+    out->entry = tmp[0];
+    if (co->create_site) {
+        k = coro__symbolize(s, co->create_site, true, opts->sym_flags, tmp, MAX_SYM_FRAMES);
+        if (k < 0) {
+            return k;
+        }
+        /* The innermost frame names the function and line that made the call. */
+        out->created_at = tmp[0];
+    } else {
+        out->created_at.offset = -1;
+    }
+
+    size_t cap = 0;
+    if (co->state == CORO_STATE_CREATED) {
+        return push(out, &cap, &out->entry);
+    }
+    const CoroMachineRegs *regs = NULL;
+    if (live) {
+        regs = live;
+    } else if (co->state != CORO_STATE_RUNNING && (co->regs.valid & CORO_MREG_RSP)) {
+        regs = &co->regs;
+    }
+    if (!regs) {
+        if (co->state == CORO_STATE_RUNNING) {
+            snprintf(out->error, sizeof(out->error), "running on thread %d", (int)co->tid);
+        } else {
+            snprintf(out->error, sizeof(out->error), "saved registers could not be read "
+                     "consistently");
+        }
+        return 0;
+    }
+    uint64_t pcs[CORO_UNWIND_MAX_FRAMES];
+    size_t n = 0;
+    uint64_t lo = co->stack_base, hi = co->stack_base + co->stack_size;
+    if (hi < lo || co->stack_size == 0) {
+        lo = hi = 0;
+    }
+    int rc = coro__unwind(u, regs, lo, hi, opts->unwind_flags, pcs, max, &n, out->error,
+                          sizeof(out->error));
+    if (rc == 1) {
+        out->truncated = true;
+    }
+    bool saved = regs->rip_is_return_address;
+    for (size_t i = 0; i < n; i++) {
+        bool ra = i > 0 || saved;
+        k = coro__symbolize(s, pcs[i], ra, opts->sym_flags, tmp, MAX_SYM_FRAMES);
+        if (k < 0) {
+            return k;
+        }
+        if (k > MAX_SYM_FRAMES) {
+            k = MAX_SYM_FRAMES;
+        }
+        int first = 0;
+        if (i == 0 && saved && k > 1 && in_runtime_module(s, abi, &tmp[k - 1])) {
+            /* Suspended inside coroscope: show the public function, not its inlined
+             * internals (do_switch and friends). */
+            first = k - 1;
+        }
+        for (int j = first; j < k; j++) {
+            if (out->nframes >= max) {
+                out->truncated = true;
+                return 0;
+            }
+            if (push(out, &cap, &tmp[j]) < 0) {
+                return -ENOMEM;
+            }
+        }
+    }
+    return 0;
+}
+
+void coro__backtrace_fini(CoroBacktrace *bt)
+{
+    free(bt->frames);
+    bt->frames = NULL;
+    bt->nframes = 0;
+}

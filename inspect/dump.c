@@ -1,0 +1,246 @@
+/*
+ * The in-process dump: coro_dump() and the leak checks read this process's registry through
+ * the self target and print with the shared formatter, exactly as `coroscope bt` does for
+ * another process.
+ *
+ * The target, its Dwfl, the unwinder's rule cache and the symbolizer's caches live for the
+ * rest of the process (symbol tables are sorted once, every pc is resolved once), behind one
+ * lock. Modules loaded later (dlopen) are reported when dl_iterate_phdr's load counter moves;
+ * modules are never removed from the Dwfl, so cached strings stay valid.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+#include "inspect-int.h"
+#include "coro-int.h"
+
+static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER;
+static CoroTarget *self_target;
+static CoroUnwinder *unwinder;
+static CoroSymbolizer *symbolizer;
+static unsigned long long reported_adds;
+
+static int count_adds(struct dl_phdr_info *info, size_t size, void *data)
+{
+    *(unsigned long long *)data = info->dlpi_adds;
+    return 1;
+}
+
+static unsigned long long loaded_adds(void)
+{
+    unsigned long long adds = 0;
+    dl_iterate_phdr(count_adds, &adds);
+    return adds;
+}
+
+/* Opens the engine once; re-reports modules when objects were loaded since. */
+static int engine_open_locked(void)
+{
+    if (!self_target) {
+        unsigned long long adds = loaded_adds();
+        int rc = coro__self_target_open(&self_target);
+        if (rc < 0) {
+            return rc;
+        }
+        struct coro_debug_abi abi;
+        rc = coro__abi_read(self_target, coro__self_abi_addr(), &abi);
+        if (rc < 0) {
+            coro__die("%s: this process's coroutine registry is corrupt", self_target->error);
+        }
+        unwinder = coro__unwinder_create(self_target, self_target->dwfl, &abi);
+        symbolizer = coro__symbolizer_create(self_target->dwfl);
+        if (!unwinder || !symbolizer) {
+            coro__unwinder_destroy(unwinder);
+            coro__symbolizer_destroy(symbolizer);
+            self_target->ops->close(self_target);
+            self_target = NULL;
+            unwinder = NULL;
+            symbolizer = NULL;
+            return -ENOMEM;
+        }
+        reported_adds = adds;
+        return 0;
+    }
+    unsigned long long adds = loaded_adds();
+    if (adds != reported_adds) {
+        /* Keep the old modules (begin_add): cached names point into them. */
+        dwfl_report_begin_add(self_target->dwfl);
+        self_target->ops->report_modules(self_target, self_target->dwfl);
+        dwfl_report_end(self_target->dwfl, NULL, NULL);
+        reported_adds = adds;
+    }
+    return 0;
+}
+
+/* The coroutine running on this thread and the chain that entered it: alive by definition,
+ * never a leak. Chains are short; at most CHAIN_MAX are remembered. */
+#define CHAIN_MAX 256
+
+static size_t own_chain(const CoroRegistry *reg, uint64_t self, uint64_t *chain)
+{
+    size_t n = 0;
+    for (uint64_t c = self; c && n < CHAIN_MAX;) {
+        chain[n++] = c;
+        uint64_t next = 0;
+        for (size_t i = 0; i < reg->ncoros; i++) {
+            if (reg->coros[i].record == c) {
+                next = reg->coros[i].caller;
+                break;
+            }
+        }
+        c = next;
+    }
+    return n;
+}
+
+static bool in_chain(const uint64_t *chain, size_t n, uint64_t record)
+{
+    for (size_t i = 0; i < n; i++) {
+        if (chain[i] == record) {
+            return true;
+        }
+    }
+    return false;
+}
+
+typedef struct DumpJob {
+    int fd;
+    int format;                   /* CORO_DUMP_*, or -1: leak report */
+    bool leak_only;
+    uint64_t since;               /* leak generation mark */
+    const char *leak_title;       /* first line of a leak report */
+    size_t leaks;                 /* out: coroutines reported */
+} DumpJob;
+
+static int by_id(const void *a, const void *b)
+{
+    uint64_t x = ((const CoroBacktrace *)a)->info.id, y = ((const CoroBacktrace *)b)->info.id;
+    return x < y ? -1 : x > y;
+}
+
+static int run(DumpJob *job, const CoroMachineRegs *live)
+{
+    uint64_t self = (uint64_t)(uintptr_t)coro_self();
+    CoroDumpMeta meta = { .pid = getpid() };
+    clock_gettime(CLOCK_REALTIME, &meta.time);
+
+    pthread_mutex_lock(&engine_lock);
+    int rc = engine_open_locked();
+    if (rc < 0) {
+        pthread_mutex_unlock(&engine_lock);
+        return rc;
+    }
+    CoroRegistry reg;
+    rc = coro__registry_read(self_target, coro__self_abi_addr(), &reg);
+    if (rc < 0) {
+        pthread_mutex_unlock(&engine_lock);
+        if (rc == -ENOMEM) {
+            return rc;
+        }
+        coro__die("%s: this process's coroutine registry is corrupt", self_target->error);
+    }
+    CoroBacktrace *bts = calloc(reg.ncoros ? reg.ncoros : 1, sizeof(*bts));
+    if (!bts) {
+        coro__registry_free(&reg);
+        pthread_mutex_unlock(&engine_lock);
+        return -ENOMEM;
+    }
+    uint64_t chain[CHAIN_MAX];
+    size_t nchain = job->leak_only ? own_chain(&reg, self, chain) : 0;
+    size_t n = 0;
+    for (size_t i = 0; i < reg.ncoros && rc == 0; i++) {
+        const CoroInfo *ci = &reg.coros[i];
+        if (job->leak_only) {
+            if (ci->generation < job->since || in_chain(chain, nchain, ci->record)) {
+                continue;
+            }
+        }
+        const CoroMachineRegs *regs = ci->record == self ? live : NULL;
+        rc = coro__backtrace_build(unwinder, symbolizer, &reg.abi, ci, regs, NULL, &bts[n]);
+        if (rc == 0) {
+            n++;
+        }
+    }
+    if (rc == 0) {
+        /* Registry order is newest slab first; people read ids in order. */
+        qsort(bts, n, sizeof(*bts), by_id);
+        if (job->leak_only) {
+            job->leaks = n;
+            if (job->fd >= 0 && n > 0) {
+                CoroOut o;
+                coro__out_init(&o, job->fd);
+                coro__out_str(&o, job->leak_title);
+                coro__out_u64(&o, n);
+                coro__out_str(&o, n == 1 ? " coroutine still alive:\n" :
+                              " coroutines still alive:\n");
+                rc = coro__out_flush(&o);
+                for (size_t i = 0; i < n && rc == 0; i++) {
+                    rc = coro__format_text_one(job->fd, &bts[i]);
+                }
+            }
+        } else {
+            rc = coro__format_dump(job->fd, job->format, &meta, bts, n, 0, NULL);
+        }
+    }
+    for (size_t i = 0; i < n; i++) {
+        coro__backtrace_fini(&bts[i]);
+    }
+    free(bts);
+    coro__registry_free(&reg);
+    pthread_mutex_unlock(&engine_lock);
+    return rc;
+}
+
+CORO_EXPORT __attribute__((noinline)) int coro_dump(int fd, int format)
+{
+    CoroMachineRegs live;
+    coro__capture_regs(&live);
+    if (format != CORO_DUMP_TEXT && format != CORO_DUMP_JSON && format != CORO_DUMP_FOLDED) {
+        return -EINVAL;
+    }
+    DumpJob job = { .fd = fd, .format = format };
+    int rc = run(&job, &live);
+    /* Keeps coro_dump a real frame below the captured context. */
+    __asm__ volatile("" ::: "memory");
+    return rc;
+}
+
+size_t coro__leak_report(uint64_t since, int fd, const char *title,
+                         const CoroMachineRegs *live)
+{
+    DumpJob job = { .fd = fd, .leak_only = true, .since = since, .leak_title = title };
+    if (run(&job, live) < 0 && job.leaks == 0) {
+        /* Could not read or print: still answer with a count the caller can trust. */
+        size_t live_n = coro_live_count();
+        return live_n > (coro_self() ? 1 : 0) ? live_n - (coro_self() ? 1 : 0) : 0;
+    }
+    return job.leaks;
+}
+
+CORO_EXPORT __attribute__((noinline)) size_t coro_leak_check(int fd)
+{
+    CoroMachineRegs live;
+    coro__capture_regs(&live);
+    size_t n = coro__leak_report(0, fd, "coroscope: leak check: ", &live);
+    __asm__ volatile("" ::: "memory");
+    return n;
+}
+
+CORO_EXPORT uint64_t coro_leak_mark(void)
+{
+    return __atomic_add_fetch(&coroscope_debug_abi.leak_generation, 1, __ATOMIC_SEQ_CST);
+}
+
+CORO_EXPORT __attribute__((noinline)) size_t coro_leak_check_since(uint64_t mark, int fd)
+{
+    CoroMachineRegs live;
+    coro__capture_regs(&live);
+    size_t n = coro__leak_report(mark, fd, "coroscope: leak check: ", &live);
+    __asm__ volatile("" ::: "memory");
+    return n;
+}

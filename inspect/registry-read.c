@@ -1,0 +1,424 @@
+/*
+ * Reading a coroutine registry through the debug ABI descriptor, from any target.
+ *
+ * Nothing read here is trusted: the descriptor is checked field by field before its offsets
+ * are used, both list walks are bounded by the counts the descriptor gives (themselves
+ * capped) and by Brent's cycle check, and every record is read as bytes and decoded with
+ * checked offsets. Records are read in runs (the runtime allocates them in slabs whose list
+ * order follows memory order), twice, and a record is taken only when both copies agree and
+ * its seqlock is even: that gives a consistent state and register set even while other
+ * threads of this process keep switching.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <sched.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inspect-int.h"
+
+#define MAX_RECORD_SIZE 4096u
+#define MAX_SHARD_SIZE 4096u
+#define RUN_RECORDS 16u      /* records read in one piece when they are adjacent */
+#define SEQ_RETRIES 8
+
+/* The part of the descriptor every version-1 writer has. */
+#define ABI_MIN_SIZE ((uint32_t)offsetof(struct coro_debug_abi, off_wait_reason))
+
+static void set_error(CoroTarget *t, const char *fmt, const char *what, uint64_t v)
+{
+    if (t) {
+        snprintf(t->error, sizeof(t->error), fmt, what, (unsigned long long)v);
+    }
+}
+
+static bool field_ok(uint32_t off, uint32_t width, uint32_t size)
+{
+    return off != CORO_DEBUG_ABSENT && off <= size && width <= size - off;
+}
+
+static bool opt_field_ok(uint32_t off, uint32_t width, uint32_t size)
+{
+    return off == CORO_DEBUG_ABSENT || field_ok(off, width, size);
+}
+
+int coro__abi_read(CoroTarget *t, uint64_t addr, struct coro_debug_abi *abi)
+{
+    struct coro_debug_abi a;
+    int rc = t->ops->read(t, addr, &a, 16);
+    if (rc < 0) {
+        set_error(t, "cannot read the coroscope debug descriptor at %s0x%llx", "", addr);
+        return rc;
+    }
+    if (memcmp(a.magic, CORO_DEBUG_ABI_MAGIC, sizeof(a.magic)) != 0) {
+        set_error(t, "no coroscope debug descriptor at %s0x%llx (bad magic)", "", addr);
+        return -EPROTO;
+    }
+    if (a.version != CORO_DEBUG_ABI_VERSION) {
+        set_error(t, "coroscope debug descriptor %sversion %llu is not supported (this reader "
+                  "knows version 1)", "", a.version);
+        return -EPROTONOSUPPORT;
+    }
+    if (a.size < ABI_MIN_SIZE || a.size > 65536) {
+        set_error(t, "coroscope debug descriptor has an impossible %ssize %llu", "", a.size);
+        return -EPROTO;
+    }
+    size_t want = a.size < sizeof(a) ? a.size : sizeof(a);
+    memset(&a, 0xff, sizeof(a));
+    rc = t->ops->read(t, addr, &a, want);
+    if (rc < 0) {
+        set_error(t, "cannot read the coroscope debug descriptor at %s0x%llx", "", addr);
+        return rc;
+    }
+    if (want < sizeof(a)) {
+        /* An older, smaller writer: the fields it lacks are absent. */
+        a.reserved0 = 0;
+    }
+    if (a.ptr_size != 8 || a.arch != 62) {
+        set_error(t, "coroscope debug descriptor is for another architecture %s(%llu)", "",
+                  a.arch);
+        return -EPROTONOSUPPORT;
+    }
+    uint32_t rs = a.record_size, ss = a.shard_size;
+    const char *bad = NULL;
+    if (rs < 16 || rs > MAX_RECORD_SIZE) {
+        bad = "record_size";
+    } else if (ss < 8 || ss > MAX_SHARD_SIZE) {
+        bad = "shard_size";
+    } else if (!field_ok(a.off_next, 8, rs) || !field_ok(a.off_id, 8, rs) ||
+               !field_ok(a.off_state, 4, rs) || !field_ok(a.off_seq, 4, rs)) {
+        bad = "record header offsets";
+    } else if (a.name_size == 0 || a.name_size > 4096 || !field_ok(a.off_name, a.name_size, rs)) {
+        bad = "name";
+    } else if (a.off_regs == CORO_DEBUG_ABSENT || a.off_regs > rs) {
+        bad = "off_regs";
+    } else if (!field_ok(a.off_stack_base, 8, rs) || !field_ok(a.off_stack_size, 8, rs) ||
+               !field_ok(a.off_entry, 8, rs) || !opt_field_ok(a.off_opaque, 8, rs) ||
+               !opt_field_ok(a.off_create_site, 8, rs) || !opt_field_ok(a.off_tid, 4, rs) ||
+               !opt_field_ok(a.off_caller, 8, rs) || !opt_field_ok(a.off_switch_count, 8, rs) ||
+               !opt_field_ok(a.off_generation, 8, rs) || !opt_field_ok(a.off_wait_reason, 8, rs) ||
+               !opt_field_ok(a.off_wait_object, 8, rs) || !opt_field_ok(a.off_wait_since, 8, rs) ||
+               !opt_field_ok(a.off_stack_used_max, 8, rs)) {
+        bad = "record field offsets";
+    } else if (!field_ok(a.shard_off_next, 8, ss) || !opt_field_ok(a.shard_off_tid, 4, ss) ||
+               !opt_field_ok(a.shard_off_current, 8, ss) ||
+               !opt_field_ok(a.shard_off_created, 8, ss) ||
+               !opt_field_ok(a.shard_off_terminated, 8, ss)) {
+        bad = "shard field offsets";
+    } else if (a.nrecords > CORO_SNAPSHOT_MAX_RECORDS || a.nshards > CORO_SNAPSHOT_MAX_SHARDS) {
+        bad = "record or shard count";
+    } else if (a.trampoline_start > a.trampoline_end || a.switch_start > a.switch_end) {
+        bad = "code ranges";
+    }
+    if (!bad) {
+        const uint32_t *r = &a.regs.rsp;
+        for (int i = 0; i < 8; i++) {
+            if (!field_ok(r[i], 8, rs - a.off_regs)) {
+                bad = "register offsets";
+            }
+        }
+    }
+    if (bad) {
+        set_error(t, "coroscope debug descriptor is corrupt: impossible %s (at 0x%llx)", bad,
+                  addr);
+        return -EPROTO;
+    }
+    *abi = a;
+    return 0;
+}
+
+/* ---- decoding ---- */
+
+static uint64_t get_u64(const unsigned char *rec, uint32_t off)
+{
+    uint64_t v;
+    memcpy(&v, rec + off, 8);
+    return v;
+}
+
+static uint32_t get_u32(const unsigned char *rec, uint32_t off)
+{
+    uint32_t v;
+    memcpy(&v, rec + off, 4);
+    return v;
+}
+
+static uint64_t opt_u64(const unsigned char *rec, uint32_t off, uint64_t absent)
+{
+    return off == CORO_DEBUG_ABSENT ? absent : get_u64(rec, off);
+}
+
+static bool live_state(uint32_t s)
+{
+    return s == CORO_STATE_CREATED || s == CORO_STATE_RUNNING || s == CORO_STATE_SUSPENDED ||
+           s == CORO_STATE_NESTED;
+}
+
+static void decode(const struct coro_debug_abi *a, uint64_t addr, const unsigned char *rec,
+                   CoroInfo *ci)
+{
+    memset(ci, 0, sizeof(*ci));
+    ci->record = addr;
+    ci->id = get_u64(rec, a->off_id);
+    ci->state = get_u32(rec, a->off_state);
+    size_t nl = a->name_size < CORO_INFO_NAME_SIZE ? a->name_size : CORO_INFO_NAME_SIZE - 1;
+    memcpy(ci->name, rec + a->off_name, nl);
+    ci->name[nl] = '\0';
+    ci->tid = a->off_tid == CORO_DEBUG_ABSENT ? 0 : (int32_t)get_u32(rec, a->off_tid);
+    ci->stack_base = get_u64(rec, a->off_stack_base);
+    ci->stack_size = get_u64(rec, a->off_stack_size);
+    ci->entry = get_u64(rec, a->off_entry);
+    ci->opaque = opt_u64(rec, a->off_opaque, 0);
+    ci->create_site = opt_u64(rec, a->off_create_site, 0);
+    ci->caller = opt_u64(rec, a->off_caller, 0);
+    ci->switch_count = opt_u64(rec, a->off_switch_count, 0);
+    ci->generation = opt_u64(rec, a->off_generation, 0);
+    ci->wait_reason = opt_u64(rec, a->off_wait_reason, 0);
+    ci->wait_object = opt_u64(rec, a->off_wait_object, 0);
+    ci->wait_since = opt_u64(rec, a->off_wait_since, 0);
+    ci->stack_used_max = opt_u64(rec, a->off_stack_used_max, UINT64_MAX);
+    if (ci->state != CORO_STATE_RUNNING) {
+        const unsigned char *r = rec + a->off_regs;
+        ci->regs.rsp = get_u64(r, a->regs.rsp);
+        ci->regs.rip = get_u64(r, a->regs.rip);
+        ci->regs.rbp = get_u64(r, a->regs.rbp);
+        ci->regs.rbx = get_u64(r, a->regs.rbx);
+        ci->regs.r12 = get_u64(r, a->regs.r12);
+        ci->regs.r13 = get_u64(r, a->regs.r13);
+        ci->regs.r14 = get_u64(r, a->regs.r14);
+        ci->regs.r15 = get_u64(r, a->regs.r15);
+        ci->regs.valid = CORO_MREG_CALLEE_SAVED;
+        ci->regs.rip_is_return_address = true;
+    }
+}
+
+/* ---- the walks ---- */
+
+/* Brent's cycle detection over record addresses: no extra reads. */
+typedef struct Brent {
+    uint64_t tortoise;
+    uint64_t power, lam;
+} Brent;
+
+static bool brent_step(Brent *b, uint64_t next)
+{
+    if (next == b->tortoise) {
+        return true;
+    }
+    if (b->power == b->lam) {
+        b->tortoise = next;
+        b->power *= 2;
+        b->lam = 0;
+    }
+    b->lam++;
+    return false;
+}
+
+/*
+ * Reads the run of up to RUN_RECORDS records starting at addr, twice. Returns how many
+ * records the run holds (0 when even one record cannot be read).
+ */
+static unsigned read_run(CoroTarget *t, uint32_t rs, uint64_t addr, unsigned want,
+                         unsigned char *a, unsigned char *b)
+{
+    while (want > 0) {
+        size_t len = (size_t)rs * want;
+        if (addr + len < addr) {
+            want = 1;
+            if (addr + rs < addr) {
+                return 0;
+            }
+            continue;
+        }
+        if (t->ops->read(t, addr, a, len) == 0 && t->ops->read(t, addr, b, len) == 0) {
+            return want;
+        }
+        want = want > 1 ? 1 : 0;
+    }
+    return 0;
+}
+
+int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
+                             CoroInfo *coros, size_t cap, size_t *ncoros,
+                             CoroThreadInfo *threads, size_t tcap, size_t *nthreads,
+                             size_t *unreadable, bool *truncated)
+{
+    /* Two copies of a run of records; static size so that signal handlers can use this. */
+    unsigned char bufa[MAX_RECORD_SIZE * 2], bufb[MAX_RECORD_SIZE * 2];
+    uint32_t rs = abi->record_size;
+    unsigned run_max = (unsigned)(sizeof(bufa) / rs);
+    if (run_max > RUN_RECORDS) {
+        run_max = RUN_RECORDS;
+    }
+    *ncoros = 0;
+    if (nthreads) {
+        *nthreads = 0;
+    }
+    *unreadable = 0;
+    *truncated = false;
+
+    uint64_t head = abi->records, bound = abi->nrecords;
+    uint64_t shead = abi->shards, sbound = abi->nshards;
+    if (bound > CORO_SNAPSHOT_MAX_RECORDS) {
+        bound = CORO_SNAPSHOT_MAX_RECORDS;
+    }
+    if (sbound > CORO_SNAPSHOT_MAX_SHARDS) {
+        sbound = CORO_SNAPSHOT_MAX_SHARDS;
+    }
+
+    Brent br = { head, 1, 1 };
+    uint64_t addr = head, visited = 0;
+    unsigned run_n = 0;
+    uint64_t run_addr = 0;
+    while (addr != 0) {
+        if (visited >= bound) {
+            /* More records than the descriptor says were ever linked: corrupt, or records
+             * were linked after we read the count (then they are newer than the dump). */
+            *truncated = true;
+            break;
+        }
+        visited++;
+        if (addr & 7) {
+            (*unreadable)++;
+            *truncated = true;
+            break;
+        }
+        unsigned idx;
+        if (run_n && addr >= run_addr && addr - run_addr < (uint64_t)run_n * rs &&
+            (addr - run_addr) % rs == 0) {
+            idx = (unsigned)((addr - run_addr) / rs);
+        } else {
+            run_addr = addr;
+            run_n = read_run(t, rs, addr, run_max, bufa, bufb);
+            idx = 0;
+            if (run_n == 0) {
+                (*unreadable)++;
+                *truncated = true;
+                break;
+            }
+        }
+        unsigned char *ra = bufa + (size_t)idx * rs, *rb = bufb + (size_t)idx * rs;
+        int tries = 0;
+        bool torn = false;
+        for (;;) {
+            uint32_t seq = get_u32(rb, abi->off_seq);
+            if (memcmp(ra, rb, rs) == 0 && (seq & 1) == 0) {
+                break;
+            }
+            if (++tries > SEQ_RETRIES) {
+                torn = true;
+                break;
+            }
+            if (tries > 2) {
+                sched_yield();
+            }
+            /* Re-read just this record; the rest of the run stays as it was. */
+            if (t->ops->read(t, addr, ra, rs) < 0 || t->ops->read(t, addr, rb, rs) < 0) {
+                torn = true;
+                break;
+            }
+        }
+        uint64_t next = get_u64(rb, abi->off_next);
+        uint32_t state = get_u32(rb, abi->off_state);
+        if (live_state(state)) {
+            if (*ncoros >= cap) {
+                *truncated = true;
+                break;
+            }
+            CoroInfo *ci = &coros[(*ncoros)++];
+            decode(abi, addr, rb, ci);
+            if (torn) {
+                ci->torn = true;
+                ci->regs.valid = 0;
+            }
+        }
+        if (brent_step(&br, next)) {
+            *truncated = true;
+            break;
+        }
+        addr = next;
+    }
+
+    if (!threads || !nthreads) {
+        return 0;
+    }
+    Brent bs = { shead, 1, 1 };
+    uint64_t saddr = shead, svisited = 0;
+    uint32_t ss = abi->shard_size;
+    while (saddr != 0) {
+        if (svisited++ >= sbound || (saddr & 7) || *nthreads >= tcap) {
+            *truncated = true;
+            break;
+        }
+        if (t->ops->read(t, saddr, bufa, ss) < 0) {
+            *truncated = true;
+            break;
+        }
+        CoroThreadInfo *ti = &threads[(*nthreads)++];
+        ti->shard = saddr;
+        ti->tid = abi->shard_off_tid == CORO_DEBUG_ABSENT
+                      ? 0 : (int32_t)get_u32(bufa, abi->shard_off_tid);
+        ti->current = opt_u64(bufa, abi->shard_off_current, 0);
+        ti->created = opt_u64(bufa, abi->shard_off_created, 0);
+        ti->terminated = opt_u64(bufa, abi->shard_off_terminated, 0);
+        uint64_t next = get_u64(bufa, abi->shard_off_next);
+        if (brent_step(&bs, next)) {
+            *truncated = true;
+            break;
+        }
+        saddr = next;
+    }
+    return 0;
+}
+
+int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out)
+{
+    memset(out, 0, sizeof(*out));
+    out->abi_addr = abi_addr;
+    int rc = coro__abi_read(t, abi_addr, &out->abi);
+    if (rc < 0) {
+        return rc;
+    }
+    /* Counts only grow while we read: one retry with room for what was added meanwhile. */
+    for (int attempt = 0; attempt < 2; attempt++) {
+        size_t cap = (size_t)out->abi.nrecords + 64;
+        size_t tcap = (size_t)out->abi.nshards + 8;
+        free(out->coros);
+        free(out->threads);
+        out->coros = malloc(cap * sizeof(*out->coros));
+        out->threads = malloc(tcap * sizeof(*out->threads));
+        if (!out->coros || !out->threads) {
+            coro__registry_free(out);
+            snprintf(t->error, sizeof(t->error), "out of memory reading %zu coroutine records",
+                     cap);
+            return -ENOMEM;
+        }
+        rc = coro__registry_read_into(t, &out->abi, out->coros, cap, &out->ncoros,
+                                      out->threads, tcap, &out->nthreads, &out->unreadable,
+                                      &out->truncated);
+        if (rc < 0 || !out->truncated || attempt == 1) {
+            break;
+        }
+        /* Perhaps records were linked after the descriptor was read: read it again. */
+        struct coro_debug_abi again;
+        if (coro__abi_read(t, abi_addr, &again) < 0 ||
+            (again.nrecords == out->abi.nrecords && again.nshards == out->abi.nshards)) {
+            break;
+        }
+        out->abi = again;
+    }
+    if (rc < 0) {
+        coro__registry_free(out);
+    }
+    return rc;
+}
+
+void coro__registry_free(CoroRegistry *r)
+{
+    free(r->coros);
+    free(r->threads);
+    r->coros = NULL;
+    r->threads = NULL;
+    r->ncoros = r->nthreads = 0;
+}
