@@ -96,6 +96,7 @@ CLI_SRC      := $(wildcard cli/*.c)
 CLI_BIN      := $(if $(CLI_SRC),$(B)/coroscope)
 .PHONY: cli
 cli: $(CLI_BIN)
+$(B)/cli/%.o: ALL_CFLAGS += -DCORO_VERSION='"$(VERSION)"'
 $(B)/coroscope: $(patsubst %.c,$(B)/%.o,$(CLI_SRC)) $(B)/libcoroscope.a
 	@$(if $(Q),echo "  LD      $@")
 	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(B)/libcoroscope.a $(LIB_LIBS)

@@ -7,9 +7,11 @@
 #define _GNU_SOURCE
 #include <coroscope/debug-abi.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <gelf.h>
 #include <stdio.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "elf-target-int.h"
 
@@ -60,6 +62,19 @@ static bool module_section(Dwfl_Module *mod, uint64_t *addr)
     return false;
 }
 
+/* True when path does not exist or is an ELF file (which then did not match). */
+static bool missing_or_elf(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return errno == ENOENT;
+    }
+    unsigned char magic[SELFMAG];
+    bool elf = read(fd, magic, SELFMAG) == SELFMAG && memcmp(magic, ELFMAG, SELFMAG) == 0;
+    close(fd);
+    return elf;
+}
+
 static int each_module(Dwfl_Module *mod, void **userdata, const char *name, Dwarf_Addr start,
                        void *arg)
 {
@@ -68,8 +83,9 @@ static int each_module(Dwfl_Module *mod, void **userdata, const char *name, Dwar
     if (st->by_section) {
         GElf_Addr bias;
         if (!dwfl_module_getelf(mod, &bias)) {
-            /* The vdso and anonymous pseudo-modules have no file worth mentioning. */
-            if (name && name[0] == '/') {
+            /* The vdso and anonymous pseudo-modules have no file worth mentioning, and
+             * mapped files that are not ELF (locale archives) are not modules at all. */
+            if (name && name[0] == '/' && missing_or_elf(name)) {
                 if (!st->missing++) {
                     st->first_missing = name;
                 }

@@ -6,7 +6,7 @@
  *     wait      park the fixed set below, write "ready PID" to stdout, sleep until killed
  *     abort     park the fixed set, then abort() (a kernel core, when ulimit -c allows)
  *     many N    also park N coroutines 8 calls deep ("bulk-<i>"), then wait
- *     many-abort N   as many, then abort()
+ *     many-abort N [T]  as many, plus T threads parked 8 calls deep, then abort()
  *     corrupt-cycle  park the set, make the registry's record list a cycle, abort()
  *     corrupt-magic  park the set, scribble on the descriptor's magic, abort()
  *     corrupt-stack  park the set, smash one parked coroutine's saved stack pointer, abort()
@@ -104,6 +104,29 @@ static void bulk_entry(void *opaque)
     sink++;
 }
 
+/* The same depth on plain threads, for comparing with eu-stack on one core. */
+static __attribute__((noinline)) void thread_leaf(int x)
+{
+    sink += x;
+    for (;;) {
+        pause();
+    }
+}
+BULK(t7, thread_leaf)
+BULK(t6, bulkt7)
+BULK(t5, bulkt6)
+BULK(t4, bulkt5)
+BULK(t3, bulkt4)
+BULK(t2, bulkt3)
+BULK(t1, bulkt2)
+static _Atomic int threads_parked;
+static void *parked_thread(void *arg)
+{
+    threads_parked++;
+    bulkt1(0);
+    return NULL;
+}
+
 static __attribute__((noinline)) void sleep_deep(void)
 {
     for (;;) {
@@ -115,6 +138,7 @@ static __attribute__((noinline)) void sleep_deep(void)
 static void sleeper_entry(void *opaque)
 {
     sleep_deep(); /* LINE-sleeper */
+    sink++;
 }
 
 static pthread_mutex_t lock = PTHREAD_MUTEX_INITIALIZER;
@@ -128,6 +152,7 @@ static void waiter_entry(void *opaque)
     pthread_cond_signal(&cond);
     pthread_mutex_unlock(&lock);
     coro_enter(opaque); /* LINE-waiter */
+    sink++;             /* not a tail call: waiter_entry stays on the stack */
 }
 
 static void *sleeper_thread(void *arg)
@@ -154,6 +179,7 @@ int main(int argc, char **argv)
 {
     const char *mode = argc > 1 ? argv[1] : "wait";
     long nbulk = argc > 2 ? strtol(argv[2], NULL, 10) : 0;
+    long nthreads = argc > 3 ? strtol(argv[3], NULL, 10) : 0;
 
     coro_enter(named(park_entry, (void *)1, "parker-1"));
     coro_enter(named(park_entry, (void *)2, "parker-2"));
@@ -171,6 +197,21 @@ int main(int argc, char **argv)
             return 3;
         }
         coro_enter(co);
+    }
+
+    for (long i = 0; i < nthreads; i++) {
+        pthread_t pt;
+        pthread_attr_t attr;
+        pthread_attr_init(&attr);
+        pthread_attr_setstacksize(&attr, 64 * 1024);
+        if (pthread_create(&pt, &attr, parked_thread, NULL) != 0) {
+            fprintf(stderr, "pthread_create failed\n");
+            return 3;
+        }
+        pthread_attr_destroy(&attr);
+    }
+    while (threads_parked < nthreads) {
+        usleep(1000);
     }
 
     pthread_t th;

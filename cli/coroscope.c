@@ -1,0 +1,552 @@
+/*
+ * coroscope: eu-stack for coroutines. Lists (ps) and backtraces (bt) the coroutines of a live
+ * process or of a core file, through the target's coroutine registry (debug ABI).
+ *
+ * This file is argument parsing and output choice only: targets live in inspect/target-*.c,
+ * registry reading, unwinding, symbolizing and the three output formats in inspect/ (the
+ * same code as the in-process dump, so both print the same thing for the same stack).
+ *
+ * Exit codes (as eu-stack): 0 every coroutine shown, 1 some could not be shown (one message
+ * each on stderr, the others still shown), 2 nothing could be shown, 64 usage.
+ */
+#define _GNU_SOURCE
+#include <ctype.h>
+#include <errno.h>
+#include <getopt.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "elf-target-int.h"
+#include "inspect-int.h"
+
+#ifndef CORO_VERSION
+#define CORO_VERSION "unknown"
+#endif
+
+enum { EXIT_ALL = 0, EXIT_SOME = 1, EXIT_NONE = 2, EXIT_USAGE = 64 };
+
+/* ps looks this deep for the innermost user frame. */
+#define PS_MAX_FRAMES 32
+
+static const char usage_text[] =
+    "Usage: coroscope ps (-p PID | --core FILE [-e EXECUTABLE])\n"
+    "       coroscope bt (-p PID | --core FILE [-e EXECUTABLE]) [ID...]\n"
+    "                    [--json | --folded] [-n MAXFRAMES] [--no-inlines]\n"
+    "       coroscope --help | --version\n";
+
+static const char help_text[] =
+    "List and backtrace the coroutines of a live process or a core file.\n"
+    "\n"
+    "Commands:\n"
+    "  ps                 one line per coroutine: id, state, name, thread, where\n"
+    "                     (where: innermost frame outside coroscope and the system's\n"
+    "                     libraries, preferring one with file:line)\n"
+    "  bt [ID...]         backtraces of the given coroutines (default: all)\n"
+    "\n"
+    "Input:\n"
+    "  -p, --pid PID      a live process: its threads are stopped while it is read\n"
+    "                     (a few milliseconds), then continue\n"
+    "      --core FILE    a core file (kernel or gdb gcore)\n"
+    "  -e, --executable EXE  the program that made the core (default: from the core's\n"
+    "                     notes); its build-id must match the core's\n"
+    "Output (bt):\n"
+    "      --json         one JSON document (docs/json-schema.md)\n"
+    "      --folded       folded stacks for flamegraph.pl and speedscope\n"
+    "  -n, --max-frames N at most N frames per coroutine\n"
+    "      --no-inlines   no separate frames for inlined calls\n"
+    "  -h, --help         this text;   -V, --version   the version\n"
+    "\n"
+    "Exit status: 0 every coroutine shown, 1 some could not be shown (a message each on\n"
+    "stderr), 2 nothing could be shown, 64 usage error.\n";
+
+static int usage_error(const char *fmt, const char *arg)
+{
+    fputs("coroscope: ", stderr);
+    fprintf(stderr, fmt, arg);
+    fputs("\n", stderr);
+    fputs(usage_text, stderr);
+    return EXIT_USAGE;
+}
+
+/* Untrusted bytes from the target go to a terminal: only printable ASCII passes. */
+static void clean(char *s)
+{
+    for (; *s; s++) {
+        if (!isprint((unsigned char)*s)) {
+            *s = '?';
+        }
+    }
+}
+
+static const char *describe_co(const CoroInfo *co, char *buf, size_t len)
+{
+    char name[CORO_INFO_NAME_SIZE];
+    snprintf(name, sizeof(name), "%s", co->name);
+    clean(name);
+    if (name[0]) {
+        snprintf(buf, len, "coroutine %" PRIu64 " \"%s\"", co->id, name);
+    } else {
+        snprintf(buf, len, "coroutine %" PRIu64, co->id);
+    }
+    return buf;
+}
+
+/* The thread a running coroutine is on: the shard whose current record it is. */
+static int32_t running_tid(const CoroRegistry *reg, const CoroInfo *co)
+{
+    for (size_t i = 0; i < reg->nthreads; i++) {
+        if (reg->threads[i].current == co->record && reg->threads[i].tid > 0) {
+            return reg->threads[i].tid;
+        }
+    }
+    return co->tid;
+}
+
+/* Frames that are not the user's: coroscope's own functions, and code in the system's
+ * libraries (libc's nanosleep is not where a person looks for a hung coroutine). */
+static bool system_frame(Dwfl *dwfl, const CoroFrame *f)
+{
+    static const char *const dirs[] = { "/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/" };
+    if (f->function && strncmp(f->function, "coro_", 5) == 0) {
+        return true;
+    }
+    /* The file the module was loaded from (in a core, module names are only sonames). */
+    const char *path = f->module;
+    Dwfl_Module *m = dwfl ? dwfl_addrmodule(dwfl, f->pc) : NULL;
+    if (m) {
+        const char *mainfile = NULL;
+        const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, &mainfile, NULL);
+        path = mainfile ? mainfile : name;
+    }
+    for (size_t i = 0; path && i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        if (strncmp(path, dirs[i], strlen(dirs[i])) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ps's "where": the innermost user frame with source information, else the innermost user
+ * frame, else the innermost frame outside coroscope, else frame 0. */
+static const CoroFrame *where_frame(Dwfl *dwfl, const CoroBacktrace *bt)
+{
+    const CoroFrame *user = NULL, *other = NULL;
+    for (size_t i = 0; i < bt->nframes; i++) {
+        const CoroFrame *f = &bt->frames[i];
+        if (!system_frame(dwfl, f)) {
+            if (f->file && f->line > 0) {
+                return f;
+            }
+            if (!user) {
+                user = f;
+            }
+        } else if (!other && !(f->function && strncmp(f->function, "coro_", 5) == 0)) {
+            other = f;
+        }
+    }
+    if (user) {
+        return user;
+    }
+    if (other) {
+        return other;
+    }
+    return bt->nframes ? &bt->frames[0] : NULL;
+}
+
+static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const bool *shown)
+{
+    printf("%-8s %-9s %-20s %-8s %s\n", "ID", "STATE", "NAME", "THREAD", "WHERE");
+    for (size_t i = 0; i < n; i++) {
+        if (!shown[i]) {
+            continue;
+        }
+        const CoroBacktrace *bt = &bts[i];
+        char name[CORO_INFO_NAME_SIZE];
+        snprintf(name, sizeof(name), "%s", bt->info.name[0] ? bt->info.name : "-");
+        clean(name);
+        char tid[16] = "-";
+        if (bt->info.tid > 0) {
+            snprintf(tid, sizeof(tid), "%d", (int)bt->info.tid);
+        }
+        char where[512] = "?";
+        const CoroFrame *f = bt->info.state == CORO_STATE_CREATED ? &bt->entry : where_frame(dwfl, bt);
+        if (f && f->function) {
+            const char *file = f->file ? strrchr(f->file, '/') : NULL;
+            file = file ? file + 1 : f->file;
+            if (file && f->line > 0) {
+                snprintf(where, sizeof(where), "%s (%s:%d)", f->function, file, f->line);
+            } else {
+                snprintf(where, sizeof(where), "%s (%s)", f->function,
+                         f->module ? f->module : "?");
+            }
+        } else if (f) {
+            snprintf(where, sizeof(where), "0x%" PRIx64, f->pc);
+        }
+        clean(where);
+        printf("%-8" PRIu64 " %-9s %-20s %-8s %s\n", bt->info.id,
+               coro__state_name(bt->info.state), name, tid, where);
+    }
+}
+
+/*
+ * A suspended coroutine's stack, from its saved rsp to the top, always holds the return
+ * address the trampoline's call pushed. All zeros there means the target's memory is not the
+ * coroutine's: gdb's gcore writes zeros for every 1 MiB chunk it could not read, and reading
+ * stacks with MADV_GUARD_INSTALL guard pages through /proc/PID/mem fails (Linux >= 6.13).
+ */
+static bool stack_all_zero(CoroTarget *t, const CoroInfo *co, const CoroMachineRegs *regs)
+{
+    uint64_t top = co->stack_base + co->stack_size;
+    uint64_t sp = regs->rsp;
+    if (!(regs->valid & CORO_MREG_RSP) || sp < co->stack_base || sp >= top) {
+        return false;
+    }
+    uint64_t buf[512];
+    while (sp < top) {
+        size_t n = top - sp < sizeof(buf) ? (size_t)(top - sp) : sizeof(buf);
+        if (t->ops->read(t, sp, buf, n) < 0) {
+            return false;
+        }
+        for (size_t i = 0; i < n / 8; i++) {
+            if (buf[i]) {
+                return false;
+            }
+        }
+        sp += n;
+    }
+    return true;
+}
+
+typedef struct Args {
+    const char *command;
+    pid_t pid;
+    const char *core;
+    const char *exe;
+    int format;
+    size_t max_frames;
+    bool no_inlines;
+    uint64_t *ids;
+    size_t nids;
+} Args;
+
+static int parse_args(int argc, char **argv, Args *a)
+{
+    enum { OPT_CORE = 256, OPT_JSON, OPT_FOLDED, OPT_NO_INLINES };
+    static const struct option longopts[] = {
+        { "pid", required_argument, NULL, 'p' },
+        { "core", required_argument, NULL, OPT_CORE },
+        { "executable", required_argument, NULL, 'e' },
+        { "json", no_argument, NULL, OPT_JSON },
+        { "folded", no_argument, NULL, OPT_FOLDED },
+        { "max-frames", required_argument, NULL, 'n' },
+        { "no-inlines", no_argument, NULL, OPT_NO_INLINES },
+        { "help", no_argument, NULL, 'h' },
+        { "version", no_argument, NULL, 'V' },
+        { NULL, 0, NULL, 0 },
+    };
+    bool json = false, folded = false;
+    int c;
+    opterr = 0;
+    while ((c = getopt_long(argc, argv, "p:e:n:hV", longopts, NULL)) != -1) {
+        char *end;
+        switch (c) {
+        case 'p': {
+            errno = 0;
+            long v = strtol(optarg, &end, 10);
+            if (errno || *end || end == optarg || v <= 0 || v > INT_MAX) {
+                return usage_error("invalid process id '%s'", optarg);
+            }
+            if (a->pid) {
+                return usage_error("-p given twice%s", "");
+            }
+            a->pid = (pid_t)v;
+            break;
+        }
+        case OPT_CORE:
+            a->core = optarg;
+            break;
+        case 'e':
+            a->exe = optarg;
+            break;
+        case OPT_JSON:
+            json = true;
+            break;
+        case OPT_FOLDED:
+            folded = true;
+            break;
+        case 'n': {
+            errno = 0;
+            unsigned long v = strtoul(optarg, &end, 10);
+            if (errno || *end || end == optarg || optarg[0] == '-' || v == 0 ||
+                v > CORO_UNWIND_MAX_FRAMES) {
+                fprintf(stderr, "coroscope: -n wants a number of frames from 1 to %d, not "
+                        "'%s'\n%s", CORO_UNWIND_MAX_FRAMES, optarg, usage_text);
+                return EXIT_USAGE;
+            }
+            a->max_frames = v;
+            break;
+        }
+        case OPT_NO_INLINES:
+            a->no_inlines = true;
+            break;
+        case 'h':
+            fputs(usage_text, stdout);
+            fputs("\n", stdout);
+            fputs(help_text, stdout);
+            exit(EXIT_ALL);
+        case 'V':
+            printf("coroscope %s\n", CORO_VERSION);
+            exit(EXIT_ALL);
+        case ':':
+            return usage_error("option %s needs an argument", argv[optind - 1]);
+        default:
+            return usage_error("unknown option '%s'", argv[optind - 1]);
+        }
+    }
+    if (optind >= argc) {
+        return usage_error("no command given (ps or bt)%s", "");
+    }
+    a->command = argv[optind++];
+    bool bt = strcmp(a->command, "bt") == 0;
+    if (!bt && strcmp(a->command, "ps") != 0) {
+        return usage_error("unknown command '%s' (ps or bt)", a->command);
+    }
+    if (!!a->pid + !!a->core != 1) {
+        return usage_error("give exactly one target: -p PID or --core FILE%s", "");
+    }
+    if (a->exe && !a->core) {
+        return usage_error("-e names the executable of a core file: it needs --core%s", "");
+    }
+    if (json && folded) {
+        return usage_error("--json and --folded exclude each other%s", "");
+    }
+    if (!bt && (json || folded || a->max_frames)) {
+        return usage_error("ps takes no output options (--json, --folded, -n belong to bt)%s",
+                           "");
+    }
+    a->format = json ? CORO_DUMP_JSON : folded ? CORO_DUMP_FOLDED : CORO_DUMP_TEXT;
+    if (!bt && optind < argc) {
+        return usage_error("ps takes no coroutine ids ('%s')", argv[optind]);
+    }
+    a->nids = (size_t)(argc - optind);
+    a->ids = calloc(a->nids ? a->nids : 1, sizeof(*a->ids));
+    if (!a->ids) {
+        fprintf(stderr, "coroscope: out of memory\n");
+        return EXIT_NONE;
+    }
+    for (size_t i = 0; i < a->nids; i++) {
+        const char *s = argv[optind + (int)i];
+        char *end;
+        errno = 0;
+        unsigned long long v = strtoull(s, &end, 10);
+        if (errno || *end || end == s || s[0] == '-' || v == 0) {
+            return usage_error("invalid coroutine id '%s'", s);
+        }
+        a->ids[i] = v;
+    }
+    return -1;
+}
+
+static bool wanted(const Args *a, uint64_t id, bool *found)
+{
+    if (a->nids == 0) {
+        return true;
+    }
+    for (size_t i = 0; i < a->nids; i++) {
+        if (a->ids[i] == id) {
+            found[i] = true;
+            return true;
+        }
+    }
+    return false;
+}
+
+int main(int argc, char **argv)
+{
+    Args a = { 0 };
+    int rc = parse_args(argc, argv, &a);
+    if (rc >= 0) {
+        return rc;
+    }
+    bool ps = strcmp(a.command, "ps") == 0;
+
+    char err[512];
+    CoroTarget *t = NULL;
+    struct timespec when;
+    clock_gettime(CLOCK_REALTIME, &when);
+    if (a.pid) {
+        rc = coro__target_pid_open(a.pid, &t, err, sizeof(err));
+    } else {
+        struct stat st;
+        if (stat(a.core, &st) == 0) {
+            when = st.st_mtim; /* when the process died, near enough */
+        }
+        rc = coro__target_core_open(a.core, a.exe, &t, err, sizeof(err));
+    }
+    if (rc < 0) {
+        fprintf(stderr, "coroscope: %s\n", err);
+        free(a.ids);
+        return EXIT_NONE;
+    }
+    const char *what = coro__target_describe(t);
+
+    uint64_t abi_addr;
+    const char *module;
+    CoroRegistry reg = { 0 };
+    if (coro__target_find_registry(t, &abi_addr, &module, err, sizeof(err)) < 0) {
+        fprintf(stderr, "coroscope: %s\n", err);
+        t->ops->close(t);
+        free(a.ids);
+        return EXIT_NONE;
+    }
+    t->error[0] = '\0';
+    rc = coro__registry_read(t, abi_addr, &reg);
+    if (rc < 0) {
+        fprintf(stderr, "coroscope: cannot read the coroutine registry of %s (in %s): %s\n",
+                what, module, t->error[0] ? t->error : strerror(-rc));
+        t->ops->close(t);
+        free(a.ids);
+        return EXIT_NONE;
+    }
+
+    int status = EXIT_ALL;
+    size_t nshown = 0, nfailed = 0, nbts = 0;
+    if (reg.truncated) {
+        fprintf(stderr, "coroscope: the coroutine registry of %s is corrupt (a list is cyclic "
+                "or longer than its count): showing the %zu coroutines read before that\n",
+                what, reg.ncoros);
+        nfailed++;
+    }
+    if (reg.unreadable) {
+        fprintf(stderr, "coroscope: %zu coroutine records of %s could not be read\n",
+                reg.unreadable, what);
+        nfailed += reg.unreadable;
+    }
+
+    CoroUnwinder *u = coro__unwinder_create(t, t->dwfl, &reg.abi);
+    CoroSymbolizer *s = coro__symbolizer_create(t->dwfl);
+    CoroBacktrace *bts = calloc(reg.ncoros ? reg.ncoros : 1, sizeof(*bts));
+    bool *shown = calloc(reg.ncoros ? reg.ncoros : 1, sizeof(*shown));
+    bool *found = calloc(a.nids ? a.nids : 1, sizeof(*found));
+    if (!u || !s || !bts || !shown || !found) {
+        fprintf(stderr, "coroscope: cannot set up unwinding of %s: %s\n", what,
+                strerror(errno ? errno : ENOMEM));
+        status = EXIT_NONE;
+        goto out;
+    }
+    CoroBacktraceOptions opts = {
+        .max_frames = ps ? PS_MAX_FRAMES : a.max_frames,
+        .sym_flags = a.no_inlines ? CORO_SYM_NO_INLINES : 0,
+        .unwind_flags = 0,
+    };
+    for (size_t i = 0; i < reg.ncoros; i++) {
+        CoroInfo co = reg.coros[i];
+        if (!wanted(&a, co.id, found)) {
+            continue;
+        }
+        CoroMachineRegs live, *livep = NULL;
+        if (co.state == CORO_STATE_RUNNING) {
+            co.tid = running_tid(&reg, &co);
+            if (co.tid > 0 && t->ops->thread_regs(t, co.tid, &live) == 0) {
+                livep = &live;
+            }
+        }
+        CoroBacktrace *bt = &bts[nbts];
+        if (coro__backtrace_build(u, s, &reg.abi, &co, livep, &opts, bt) < 0) {
+            fprintf(stderr, "coroscope: out of memory\n");
+            status = EXIT_NONE;
+            goto out;
+        }
+        nbts++;
+        const CoroMachineRegs *sp_regs = livep ? livep : &co.regs;
+        if (co.state != CORO_STATE_CREATED && !bt->error[0] && stack_all_zero(t, &co, sp_regs)) {
+            snprintf(bt->error, sizeof(bt->error), "its stack reads as all zeros in this %s "
+                     "(gdb's gcore cannot read coroutine stacks with guard pages: use a kernel "
+                     "core)", a.pid ? "process" : "core");
+        }
+        char desc[128];
+        if (bt->error[0]) {
+            clean(bt->error);
+            fprintf(stderr, "coroscope: %s of %s: %s\n", describe_co(&co, desc, sizeof(desc)),
+                    what, bt->error);
+        }
+        /* Shown when it has frames (a never-entered one has its entry function). */
+        if (bt->nframes > 0 || co.state == CORO_STATE_CREATED) {
+            shown[nbts - 1] = true;
+            nshown++;
+        }
+        if (bt->error[0] && !(bt->truncated && bt->nframes > 0)) {
+            nfailed++;
+        }
+    }
+    for (size_t i = 0; i < a.nids; i++) {
+        if (!found[i]) {
+            fprintf(stderr, "coroscope: no coroutine %" PRIu64 " in %s\n", a.ids[i], what);
+            nfailed++;
+        }
+    }
+    /* Everything is read: let a live process go before printing. */
+    coro__target_resume(t);
+    if (reg.ncoros == 0 && nfailed == 0) {
+        fprintf(stderr, "coroscope: %s has no live coroutines\n", what);
+    }
+
+    fflush(stdout);
+    if (ps) {
+        print_ps(t->dwfl, bts, nbts, shown);
+    } else {
+        /* Formats take only what was shown: compact the array. */
+        size_t k = 0;
+        for (size_t i = 0; i < nbts; i++) {
+            if (shown[i]) {
+                CoroBacktrace tmp = bts[k];
+                bts[k] = bts[i];
+                bts[i] = tmp;
+                bool b = shown[k];
+                shown[k] = shown[i];
+                shown[i] = b;
+                k++;
+            }
+        }
+        CoroDumpMeta meta = { .pid = (int)t->pid, .time = when };
+        if (a.format == CORO_DUMP_TEXT && k == 0) {
+            /* Nothing to print; the messages above say why. */
+        } else {
+            rc = coro__format_dump(STDOUT_FILENO, a.format, &meta, bts, k, 0, NULL);
+            if (rc < 0 && rc != -EPIPE) {
+                fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(-rc));
+                nfailed++;
+            }
+        }
+    }
+    if (fflush(stdout) != 0 && errno != EPIPE) {
+        fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(errno));
+    }
+    if (nfailed) {
+        status = nshown ? EXIT_SOME : EXIT_NONE;
+    }
+
+out:
+    for (size_t i = 0; bts && i < nbts; i++) {
+        coro__backtrace_fini(&bts[i]);
+    }
+    free(bts);
+    free(shown);
+    free(found);
+    if (s) {
+        coro__symbolizer_destroy(s);
+    }
+    if (u) {
+        coro__unwinder_destroy(u);
+    }
+    coro__registry_free(&reg);
+    t->ops->close(t);
+    free(a.ids);
+    return status;
+}

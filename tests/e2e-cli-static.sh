@@ -1,0 +1,163 @@
+#!/bin/sh
+# End-to-end tests of the coroscope CLI on a program linked with the static library, on its
+# stripped copy (registry found by ELF section, not by symbol), on a core whose library file
+# has gone, and on an installed coroscope moved away from its PREFIX.
+# Runs from the repository root with the build directory in $B.
+set -u
+B=${B:-build}
+CLI=$B/coroscope
+SRC=tests/prog-cli.c
+[ -x "$CLI" ] && [ -f "$B/libcoroscope.a" ] || { echo "skip: $CLI not built"; exit 77; }
+
+T=$(mktemp -d /tmp/coroscope-e2e-cli-static.XXXXXX)
+pids=""
+cleanup() {
+    for p in $pids; do kill -9 "$p" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+export ASAN_OPTIONS="detect_leaks=0:disable_coredump=0:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export CORO_LEAK_CHECK=0
+
+fails=0
+ok() { echo "ok   - $1"; }
+bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+line_of() { grep -n "LINE-$1 \*/" "$SRC" | cut -d: -f1; }
+L_PARK_C=$(line_of park_c)
+L_SLEEP=$(line_of sleep)
+
+run() {
+    name=$1 want=$2
+    shift 2
+    "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+    if [ "$rc" -ne "$want" ]; then
+        bad "$name: exit $rc, expected $want"
+        sed 's/^/    out: /' "$T/out" | head -40
+        sed 's/^/    err: /' "$T/err" | head -10
+        return 1
+    fi
+    return 0
+}
+has() {
+    if grep -Eq -- "$3" "$2"; then ok "$1"; else
+        bad "$1: no line matching /$3/ in"; sed 's/^/    | /' "$2" | head -40
+    fi
+}
+lacks() {
+    if grep -Eq -- "$3" "$2"; then bad "$1: unexpected /$3/"; sed 's/^/    | /' "$2"; else ok "$1"; fi
+}
+start() {
+    rm -f "$T/ready"
+    "$@" wait >"$T/ready" 2>/dev/null &
+    pid=$!
+    pids="$pids $pid"
+    i=0
+    while ! grep -q ready "$T/ready" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 200 ] && { bad "$1 did not get ready"; return 1; }
+        sleep 0.05
+    done
+}
+make_core() {
+    rm -f "$1/core"
+    # The outer subshell reports "Aborted (core dumped)" into /dev/null, not into the log.
+    ( (cd "$1" && ulimit -c unlimited && exec "$2" "$3") >/dev/null 2>&1 ) 2>/dev/null
+    [ -s "$1/core" ]
+}
+
+# The same sanitizers as the library, or the static link fails.
+case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *) SAN="" ;; esac
+PROG=$T/prog-static
+# shellcheck disable=SC2046,SC2086
+if ! ${CC:-cc} -std=gnu11 -O2 -g $SAN -Iinclude -o "$PROG" "$SRC" "$B/libcoroscope.a" \
+        $(pkg-config --libs libdw libelf) -lpthread; then
+    echo "FAIL - static link of prog-cli"
+    exit 1
+fi
+if nm "$PROG" | grep -q ' coroscope_debug_abi$' && ! ldd "$PROG" | grep -q libcoroscope; then
+    ok "static: runtime linked in, no libcoroscope.so"
+else
+    bad "static: not a statically linked coroscope program"
+fi
+strip -o "$T/prog-stripped" "$PROG"
+if nm "$T/prog-stripped" 2>&1 | grep -q 'no symbols'; then ok "stripped: no symbol table"; else
+    bad "stripped: still has symbols"; fi
+
+# ---------------------------------------------------------------- static, live and core
+if start "$PROG"; then
+    run "static live: ps" 0 "$CLI" ps -p "$pid" &&
+        has "static live: parker-1 in park_c" "$T/out" \
+            "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$" &&
+        has "static live: sleeper running" "$T/out" \
+            "^[0-9]+ +running +sleeper +[0-9]+ +sleep_deep \(prog-cli\.c:$L_SLEEP\)$"
+    run "static live: bt --folded" 0 "$CLI" bt --folded -p "$pid" &&
+        has "static live: folded parker" "$T/out" \
+            "^parker-1;park_entry;park_a;park_b;park_c;coro_yield 1$"
+    kill "$pid"
+fi
+mkdir -p "$T/c"
+if make_core "$T/c" "$PROG" abort; then
+    run "static core: ps" 0 "$CLI" ps --core "$T/c/core" &&
+        has "static core: parker-1 in park_c" "$T/out" \
+            "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
+else
+    bad "static core: no core"
+fi
+
+# ---------------------------------------------------------------- stripped
+if start "$T/prog-stripped"; then
+    run "stripped live: ps (registry by section)" 0 "$CLI" ps -p "$pid" &&
+        has "stripped live: parker-1 listed" "$T/out" "^1 +suspended +parker-1 +[0-9]+ " &&
+        has "stripped live: never-entered listed" "$T/out" "^3 +created +fresh "
+    # No symbols at all (coroscope's own are stripped too), but .eh_frame is kept: the five
+    # frames are all there, as addresses in the program.
+    if run "stripped live: bt" 0 "$CLI" bt -p "$pid" 1; then
+        n=$(grep -cE '^ *#[0-9]+ +0x[0-9a-f]+ .*prog-stripped' "$T/out")
+        [ "$n" -eq 5 ] && ok "stripped live: 5 frames unwound without symbols" ||
+            { bad "stripped live: $n frames"; sed 's/^/    | /' "$T/out"; }
+    fi
+    kill "$pid"
+fi
+mkdir -p "$T/sc"
+if make_core "$T/sc" "$T/prog-stripped" abort; then
+    run "stripped core: ps" 0 "$CLI" ps --core "$T/sc/core" &&
+        has "stripped core: parker-2 listed" "$T/out" "^2 +suspended +parker-2 "
+    # strip keeps the build-id: the unstripped file gives the names back.
+    run "stripped core with -e unstripped: ps" 0 "$CLI" ps --core "$T/sc/core" -e "$PROG" &&
+        has "stripped core -e: parker-1 in park_c" "$T/out" \
+            "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
+else
+    bad "stripped core: no core"
+fi
+
+# ---------------------------------------------------------------- module files gone
+mkdir -p "$T/gone/tests"
+cp "$B/libcoroscope.so.0" "$T/gone/"
+cp "$B/tests/prog-cli" "$T/gone/tests/"
+if make_core "$T/gone" "$T/gone/tests/prog-cli" abort; then
+    rm "$T/gone/libcoroscope.so.0"
+    run "core whose library is gone" 2 "$CLI" ps --core "$T/gone/core" &&
+        has "library gone: says files are missing" "$T/err" \
+            "files of [0-9]+ of its modules are missing .*libcoroscope\.so\.0" &&
+        lacks "library gone: does not blame the program" "$T/err" "not built with coroscope"
+else
+    bad "library gone: no core"
+fi
+
+# ---------------------------------------------------------------- installed, then moved
+if make --no-print-directory -s install B="$B" PREFIX="$T/prefix" >"$T/inst.log" 2>&1; then
+    mv "$T/prefix" "$T/moved"
+    run "installed: --version from a moved prefix" 0 "$T/moved/bin/coroscope" --version
+    mkdir -p "$T/ic"
+    if [ -s "$T/c/core" ]; then
+        run "installed: ps of a core from a moved prefix" 0 "$T/moved/bin/coroscope" ps \
+            --core "$T/c/core" && has "installed: parker-1" "$T/out" "^1 +suspended +parker-1"
+    fi
+else
+    bad "make install PREFIX=$T/prefix"
+    sed 's/^/    | /' "$T/inst.log" | tail -5
+fi
+
+echo "e2e-cli-static: $fails failed"
+[ "$fails" -eq 0 ]

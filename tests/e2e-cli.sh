@@ -1,0 +1,271 @@
+#!/bin/sh
+# End-to-end tests of `coroscope ps` / `coroscope bt` on real processes and real core files
+# that this script makes: a live pid, a kernel core (ulimit -c in a temporary directory), a
+# gdb gcore, the program linked with the shared and with the static library, stripped, and
+# the bad inputs (each with its message and exit code).
+# Runs from the repository root with the build directory in $B.
+set -u
+B=${B:-build}
+CLI=$B/coroscope
+PROG=$B/tests/prog-cli
+case "$PROG" in /*) ;; *) PROG=$PWD/$PROG ;; esac
+SRC=tests/prog-cli.c
+[ -x "$CLI" ] && [ -x "$PROG" ] || { echo "skip: $CLI or $PROG not built"; exit 77; }
+
+T=$(mktemp -d /tmp/coroscope-e2e-cli.XXXXXX)
+pids=""
+cleanup() {
+    for p in $pids; do kill -9 "$p" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+# A target's own leak report or ASan's leak check must not run when we kill it.
+export ASAN_OPTIONS="detect_leaks=0:disable_coredump=0:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export CORO_LEAK_CHECK=0
+
+fails=0
+ok() { echo "ok   - $1"; }
+bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
+line_of() { grep -n "LINE-$1 \*/" "$SRC" | cut -d: -f1; }
+
+L_PARK_C=$(line_of park_c); L_PARK_B=$(line_of park_b); L_PARK_A=$(line_of park_a)
+L_PARK_ENTRY=$(line_of park_entry); L_SLEEP=$(line_of sleep); L_SLEEPER=$(line_of sleeper)
+L_WAITER=$(line_of waiter); L_OUTER=$(line_of outer-yield); L_INNER=$(line_of inner)
+
+# run NAME EXPECTED_RC CMD...: runs CMD, keeps stdout in $T/out and stderr in $T/err.
+run() {
+    name=$1 want=$2
+    shift 2
+    "$@" >"$T/out" 2>"$T/err"
+    rc=$?
+    if [ "$rc" -ne "$want" ]; then
+        bad "$name: exit $rc, expected $want"
+        sed 's/^/    out: /' "$T/out" | head -40
+        sed 's/^/    err: /' "$T/err" | head -10
+        return 1
+    fi
+    return 0
+}
+# has NAME FILE EREGEX: FILE has a line matching EREGEX.
+has() {
+    if grep -Eq -- "$3" "$2"; then ok "$1"; else
+        bad "$1: no line matching /$3/ in"; sed 's/^/    | /' "$2" | head -40
+    fi
+}
+# one_line NAME FILE: stderr is one line.
+one_line() {
+    n=$(wc -l <"$2")
+    if [ "$n" -eq 1 ]; then ok "$1"; else bad "$1: $n lines"; sed 's/^/    | /' "$2"; fi
+}
+
+# start PROGRAM: starts a prog-cli in wait mode, sets $pid once it is ready.
+start() {
+    rm -f "$T/ready"
+    "$@" wait >"$T/ready" 2>/dev/null &
+    pid=$!
+    pids="$pids $pid"
+    i=0
+    while ! grep -q ready "$T/ready" 2>/dev/null; do
+        i=$((i + 1))
+        [ $i -gt 200 ] && { bad "$1 did not get ready"; return 1; }
+        sleep 0.05
+    done
+}
+
+# make_core DIR PROGRAM MODE: a kernel core of PROGRAM MODE, left in DIR/core.
+make_core() {
+    rm -f "$1/core"
+    # The outer subshell reports "Aborted (core dumped)" into /dev/null, not into the log.
+    ( (cd "$1" && ulimit -c unlimited && exec "$2" "$3") >/dev/null 2>&1 ) 2>/dev/null
+    [ -s "$1/core" ]
+}
+
+# check_ps WHAT: the fixed set of prog-cli, as ps prints it.
+check_ps() {
+    has "$1: ps parker-1 suspended in park_c" "$T/out" \
+        "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
+    has "$1: ps fresh created at its entry" "$T/out" "^3 +created +fresh +[0-9]+ +fresh_entry"
+    has "$1: ps inner" "$T/out" "^4 +suspended +inner +[0-9]+ +inner_entry \(prog-cli\.c:$L_INNER\)$"
+    has "$1: ps outer" "$T/out" "^5 +suspended +outer +[0-9]+ +outer_entry \(prog-cli\.c:$L_OUTER\)$"
+    has "$1: ps unnamed" "$T/out" "^6 +suspended +- +[0-9]+ +park_c"
+    has "$1: ps sleeper running in sleep_deep" "$T/out" \
+        "^[0-9]+ +running +sleeper +[0-9]+ +sleep_deep \(prog-cli\.c:$L_SLEEP\)$"
+    has "$1: ps waiter running (entered sleeper)" "$T/out" \
+        "^[0-9]+ +running +waiter +[0-9]+ +waiter_entry \(prog-cli\.c:$L_WAITER\)$"
+}
+
+# check_bt WHAT: bt text of coroutine 1 and of the sleeper, frames and lines in order.
+check_bt() {
+    # Frames of parker-1, innermost first, with their lines, as one string.
+    got=$(sed -n '/"parker-1"/,/^$/p' "$T/out" | grep -E '^ *#[0-9]+' |
+          sed -E 's/^ *#[0-9]+ +(0x[0-9a-f]+ +)?([A-Za-z_0-9]+).*prog-cli\.c:([0-9]+).*/\2:\3/;
+                  s/^ *#[0-9]+ +(0x[0-9a-f]+ +)?([A-Za-z_0-9]+).*/\2/' | tr '\n' ' ')
+    want="coro_yield park_c:$L_PARK_C park_b:$L_PARK_B park_a:$L_PARK_A park_entry:$L_PARK_ENTRY "
+    if [ "$got" = "$want" ]; then ok "$1: bt parker-1 frames and lines"; else
+        bad "$1: bt parker-1: got '$got', want '$want'"; sed 's/^/    | /' "$T/out" | head -30
+    fi
+}
+
+# check_json WHAT: the JSON document parses and has the fixed set with frames.
+check_json() {
+    if python3 - "$T/out" "$L_PARK_C" "$L_SLEEP" <<'EOF'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+assert doc["format"] == "coroscope" and doc["version"] == 1, doc.get("version")
+by = {c["name"]: c for c in doc["coroutines"]}
+p = by["parker-1"]
+fn = [f["function"] for f in p["frames"]]
+assert fn[:5] == ["coro_yield", "park_c", "park_b", "park_a", "park_entry"], fn
+assert p["frames"][1]["line"] == int(sys.argv[2]), p["frames"][1]
+assert p["state"] == "suspended"
+s = by["sleeper"]
+assert s["state"] == "running" and s["thread"], s
+assert any(f["function"] == "sleep_deep" and f["line"] == int(sys.argv[3]) for f in s["frames"]), s
+assert [f["function"] for f in by["fresh"]["frames"]] == ["fresh_entry"], by["fresh"]
+EOF
+    then ok "$1: bt --json"; else bad "$1: bt --json"; head -c 2000 "$T/out"; fi
+}
+
+check_folded() {
+    has "$1: bt --folded parker stack" "$T/out" \
+        "^parker-1;park_entry;park_a;park_b;park_c;coro_yield 1$"
+}
+
+# ---------------------------------------------------------------- usage
+run "usage: no arguments" 64 "$CLI" && has "usage: no arguments says why" "$T/err" "no command"
+run "usage: unknown command" 64 "$CLI" frob -p 1
+run "usage: two targets" 64 "$CLI" ps -p 1 --core x
+run "usage: -e without --core" 64 "$CLI" ps -p 1 -e x
+run "usage: bad -n" 64 "$CLI" bt -p 1 -n 0
+run "usage: bad id" 64 "$CLI" bt -p 1 x7
+run "usage: --json with --folded" 64 "$CLI" bt -p 1 --json --folded
+run "--help" 0 "$CLI" --help && has "--help lists bt" "$T/out" "coroscope bt"
+run "--version" 0 "$CLI" --version && has "--version" "$T/out" "^coroscope [0-9]"
+
+# ---------------------------------------------------------------- live process
+if start "$PROG"; then
+    run "live: ps" 0 "$CLI" ps -p "$pid" && check_ps live
+    run "live: bt" 0 "$CLI" bt -p "$pid" && check_bt live
+    has "live: bt sleeper from its thread's registers" "$T/out" "sleep_deep .*prog-cli\.c:$L_SLEEP"
+    run "live: bt --json" 0 "$CLI" bt --json -p "$pid" && check_json live
+    run "live: bt --folded" 0 "$CLI" bt --folded -p "$pid" && check_folded live
+    run "live: bt 2 (one id)" 0 "$CLI" bt -p "$pid" 2
+    if grep -q '"parker-2"' "$T/out" && ! grep -q '"parker-1"' "$T/out"; then
+        ok "live: bt ID shows only that coroutine"; else bad "live: bt ID"; cat "$T/out"; fi
+    run "live: bt -n 2" 0 "$CLI" bt -p "$pid" -n 2 1
+    n=$(grep -cE '^ *#[0-9]+' "$T/out")
+    [ "$n" -eq 2 ] && ok "live: -n 2 gives 2 frames" || bad "live: -n 2 gave $n frames"
+    run "live: bt unknown id" 1 "$CLI" bt -p "$pid" 1 99999 &&
+        has "live: unknown id message" "$T/err" "no coroutine 99999 in process $pid"
+    # The process goes on unharmed: not left stopped or traced, still answering.
+    sleep 0.1
+    st=$(sed -E 's/^[0-9]+ \(.*\) (.).*/\1/' "/proc/$pid/stat")
+    tr=$(awk '/^TracerPid/ {print $2}' "/proc/$pid/status")
+    if [ "$st" = S ] && [ "$tr" = 0 ]; then ok "live: process continues, not traced"; else
+        bad "live: process state $st, tracer $tr"; fi
+    run "live: ps again" 0 "$CLI" ps -p "$pid" && check_ps "live again"
+
+    # gdb's gcore of the same process.
+    if command -v gcore >/dev/null 2>&1 && gcore -o "$T/gcore" "$pid" >/dev/null 2>&1; then
+        # gdb's gcore zero-fills every 1 MiB chunk it cannot read through /proc/PID/mem, and
+        # stacks with MADV_GUARD_INSTALL guard pages (Linux >= 6.13) cannot be read that way:
+        # then each such coroutine must be reported, never shown with made-up frames.
+        "$CLI" ps --core "$T/gcore.$pid" >"$T/out" 2>"$T/err"
+        rc=$?
+        if [ $rc -eq 0 ]; then
+            check_ps gcore
+            run "gcore: bt" 0 "$CLI" bt --core "$T/gcore.$pid" && check_bt gcore
+        elif [ $rc -eq 1 ] && grep -q "^coroscope: coroutine 1 \"parker-1\" of core file .*reads as all zeros .*gcore" "$T/err"; then
+            ok "gcore: zero-filled coroutine stacks are reported, not shown as frames"
+            has "gcore: the never-entered coroutine is still shown" "$T/out" "^3 +created +fresh +[0-9]+ +fresh_entry"
+            n=$(grep -c "reads as all zeros" "$T/err")
+            [ "$n" -eq 7 ] && ok "gcore: one message per zeroed stack" || bad "gcore: $n zero-stack messages, expected 7"
+        else
+            bad "gcore: ps exit $rc"; sed 's/^/    | /' "$T/out" "$T/err"
+        fi
+    else
+        bad "gcore: could not make a core with gdb"
+    fi
+    kill "$pid"
+fi
+
+# ---------------------------------------------------------------- kernel core
+mkdir -p "$T/k"
+if make_core "$T/k" "$PROG" abort; then
+    run "core: ps" 0 "$CLI" ps --core "$T/k/core" && check_ps core
+    run "core: bt" 0 "$CLI" bt --core "$T/k/core" && check_bt core
+    run "core: bt --json" 0 "$CLI" bt --json --core "$T/k/core" && check_json core
+    run "core: bt --folded -e" 0 "$CLI" bt --folded --core "$T/k/core" -e "$PROG" &&
+        check_folded core
+    run "core: -e mismatching build-id" 2 "$CLI" ps --core "$T/k/core" -e /bin/true &&
+        has "core: build-id message" "$T/err" \
+            "executable /bin/true does not match core file .*build-id" && one_line "core: mismatch is one line" "$T/err"
+    head -c 200000 "$T/k/core" >"$T/trunc"
+    run "truncated core" 2 "$CLI" ps --core "$T/trunc" &&
+        has "truncated core message" "$T/err" "core file .*/trunc is truncated: 200000 bytes" &&
+        one_line "truncated core: one line" "$T/err"
+else
+    bad "core: no kernel core (core_pattern is $(cat /proc/sys/kernel/core_pattern))"
+fi
+
+run "not a core: text file" 2 "$CLI" ps --core "$SRC" &&
+    has "not a core: message" "$T/err" "prog-cli\.c is not a core file: not an ELF file" &&
+    one_line "not a core: one line" "$T/err"
+run "not a core: an executable" 2 "$CLI" bt --core "$PROG" &&
+    has "not a core: executable message" "$T/err" "is not a core file: it is an ELF executable"
+run "no such core" 2 "$CLI" ps --core "$T/nonexistent" &&
+    has "no such core: message" "$T/err" "cannot open core file .*nonexistent: No such file"
+
+# A core of a program without coroscope.
+mkdir -p "$T/s"
+(cd "$T/s" && ulimit -c unlimited && exec sleep 60) &
+spid=$!
+pids="$pids $spid"
+sleep 0.2
+kill -ABRT "$spid"
+wait "$spid" 2>/dev/null
+if [ -s "$T/s/core" ]; then
+    run "core without coroscope" 2 "$CLI" ps --core "$T/s/core" &&
+        has "core without coroscope: message" "$T/err" "was not built with coroscope" &&
+        one_line "core without coroscope: one line" "$T/err"
+else
+    bad "no core of sleep"
+fi
+
+# A pid that does not exist, and a live program without coroscope.
+sh -c 'exit 0' &
+gone=$!
+wait "$gone"
+run "no such pid" 2 "$CLI" ps -p "$gone" &&
+    has "no such pid: message" "$T/err" "cannot attach to process $gone: no such process" &&
+    one_line "no such pid: one line" "$T/err"
+sleep 60 &
+sp=$!
+pids="$pids $sp"
+run "live program without coroscope" 2 "$CLI" bt -p "$sp" &&
+    has "live without coroscope: message" "$T/err" "process $sp: it was not built with coroscope"
+kill "$sp"
+
+# ---------------------------------------------------------------- corrupted registries
+for m in corrupt-cycle corrupt-magic corrupt-stack; do
+    mkdir -p "$T/$m"
+    make_core "$T/$m" "$PROG" "$m" || bad "$m: no core"
+done
+if [ -s "$T/corrupt-cycle/core" ]; then
+    run "corrupt: cyclic record list" 1 timeout 20 "$CLI" ps --core "$T/corrupt-cycle/core" &&
+        has "corrupt cycle: message" "$T/err" "registry of core file .* is corrupt" &&
+        has "corrupt cycle: what was read is shown" "$T/out" "^1 +suspended +parker-1"
+fi
+if [ -s "$T/corrupt-magic/core" ]; then
+    run "corrupt: bad magic" 2 timeout 20 "$CLI" bt --core "$T/corrupt-magic/core" &&
+        has "corrupt magic: message" "$T/err" "cannot read the coroutine registry of core file .*bad magic" &&
+        one_line "corrupt magic: one line" "$T/err"
+fi
+if [ -s "$T/corrupt-stack/core" ]; then
+    run "corrupt: one coroutine's registers" 1 timeout 20 "$CLI" bt --core "$T/corrupt-stack/core" &&
+        has "corrupt stack: message names the coroutine" "$T/err" "coroutine 1 \"parker-1\" of core file" &&
+        has "corrupt stack: the others are shown" "$T/out" "\"parker-2\""
+fi
+
+echo "e2e-cli: $fails failed"
+[ "$fails" -eq 0 ]
