@@ -53,6 +53,8 @@ __attribute__((visibility("hidden"), tls_model("initial-exec")))
 __thread CoroShard *coro__tls_shard;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
+
+void coro__inspect_thread_init(void); /* inspect/guard.c */
 static pthread_key_t shard_key;
 
 static inline CoroShard *tls_shard(void)
@@ -166,6 +168,9 @@ static __attribute__((noinline)) CoroShard *shard_init(void)
 #endif
     coro__tls_shard = sh;
     pthread_setspecific(shard_key, sh);
+    /* inspect/guard.c: this thread's alternate signal stack, the overflow handler and the
+     * CORO_LEAK_CHECK exit report (also what links inspect/ into static programs). */
+    coro__inspect_thread_init();
     return sh;
 }
 

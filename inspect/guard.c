@@ -1,0 +1,377 @@
+/*
+ * What the runtime asks of inspect/ when a thread first uses coroutines
+ * (coro__inspect_thread_init): the stack-overflow report and the CORO_LEAK_CHECK exit report.
+ *
+ * Overflow: a SIGSEGV handler (SA_ONSTACK, on a per-thread alternate stack, since the
+ * overflowing stack has no room left) checks whether the fault hit the guard page of the
+ * coroutine running on this thread. If so it prints
+ *     coroscope: coroutine 12 "name" overflowed its 64 KiB stack (created at MODULE+0xOFF)
+ * and a bounded backtrace found by scanning the coroutine's stack for return addresses,
+ * then restores the default disposition and returns: the faulting instruction runs again and
+ * the process dies by SIGSEGV as it would have, core included. Everything else goes to the
+ * handler that was installed before ours (or to the default action).
+ *
+ * The handler is async-signal-safe: no malloc, no stdio, no locks, no libdw. Function names
+ * would need libdw (locks, malloc), so code addresses are printed as module+offset from a
+ * module table copied beforehand (at process and thread start); `addr2line -e MODULE OFF`
+ * or `coroscope` on the core resolve them.
+ *
+ * Being referenced from runtime/coro.c is also what pulls inspect/ (and so coro_dump and the
+ * leak report) into programs linked with the static library.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <link.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <ucontext.h>
+#include <unistd.h>
+
+#include "inspect-int.h"
+
+extern struct coro_debug_abi coroscope_debug_abi;
+
+#define ALTSTACK_SIZE (64u * 1024u)
+#define MAX_MODULES 256
+#define MAX_SEGMENTS 4
+#define SCAN_FRAMES 16
+
+/* ---- module table for module+offset, filled outside signal handlers ---- */
+
+typedef struct ModSpan {
+    uint64_t base;                      /* load bias */
+    uint64_t lo[MAX_SEGMENTS], hi[MAX_SEGMENTS]; /* executable segments */
+    unsigned nseg;
+    char name[200];
+} ModSpan;
+
+static ModSpan modules[MAX_MODULES];
+static volatile unsigned nmodules;
+static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
+
+static int collect_module(struct dl_phdr_info *info, size_t size, void *data)
+{
+    unsigned *n = data;
+    if (*n >= MAX_MODULES) {
+        return 1;
+    }
+    ModSpan *m = &modules[*n];
+    memset(m, 0, sizeof(*m));
+    m->base = info->dlpi_addr;
+    for (int i = 0; i < info->dlpi_phnum && m->nseg < MAX_SEGMENTS; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
+            m->lo[m->nseg] = info->dlpi_addr + ph->p_vaddr;
+            m->hi[m->nseg] = m->lo[m->nseg] + ph->p_memsz;
+            m->nseg++;
+        }
+    }
+    if (m->nseg == 0) {
+        return 0;
+    }
+    const char *name = info->dlpi_name;
+    if (!name || !name[0]) {
+        ssize_t len = readlink("/proc/self/exe", m->name, sizeof(m->name) - 1);
+        m->name[len > 0 ? len : 0] = '\0';
+    } else {
+        snprintf(m->name, sizeof(m->name), "%s", name);
+    }
+    (*n)++;
+    return 0;
+}
+
+static void refresh_modules(void)
+{
+    pthread_mutex_lock(&modules_lock);
+    unsigned n = 0;
+    nmodules = 0;
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    dl_iterate_phdr(collect_module, &n);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST);
+    nmodules = n;
+    pthread_mutex_unlock(&modules_lock);
+}
+
+static const ModSpan *module_of(uint64_t pc)
+{
+    unsigned n = nmodules;
+    for (unsigned i = 0; i < n; i++) {
+        for (unsigned s = 0; s < modules[i].nseg; s++) {
+            if (pc >= modules[i].lo[s] && pc < modules[i].hi[s]) {
+                return &modules[i];
+            }
+        }
+    }
+    return NULL;
+}
+
+/* Does the code before ra end with a call instruction? (ra is a return address candidate.) */
+static bool after_call(const ModSpan *m, uint64_t ra)
+{
+    uint64_t lo = 0;
+    for (unsigned s = 0; s < m->nseg; s++) {
+        if (ra >= m->lo[s] && ra <= m->hi[s]) {
+            lo = m->lo[s];
+        }
+    }
+    if (ra < lo + 7) {
+        return false;
+    }
+    const unsigned char *p = (const unsigned char *)(uintptr_t)ra;
+    if (p[-5] == 0xe8) {
+        return true;                                        /* call rel32 */
+    }
+    /* call *r/m: ff /2, 2 to 7 bytes long */
+    for (int len = 2; len <= 7; len++) {
+        if (p[-len] == 0xff && ((p[-len + 1] >> 3) & 7) == 2) {
+            return true;
+        }
+    }
+    return false;
+}
+
+/* ---- the handler ---- */
+
+static struct sigaction previous;
+static volatile sig_atomic_t reporting;
+
+static void out_where(CoroOut *o, uint64_t pc)
+{
+    const ModSpan *m = module_of(pc);
+    if (m) {
+        coro__out_str(o, m->name);
+        coro__out_mem(o, "+", 1);
+        coro__out_hex(o, pc - m->base);
+    } else {
+        coro__out_hex(o, pc);
+    }
+}
+
+static void report_overflow(const unsigned char *rec, uint64_t base, uint64_t size,
+                            const ucontext_t *uc)
+{
+    const struct coro_debug_abi *a = &coroscope_debug_abi;
+    CoroOut o;
+    coro__out_init(&o, STDERR_FILENO);
+    uint64_t id, site = 0;
+    memcpy(&id, rec + a->off_id, 8);
+    if (a->off_create_site != CORO_DEBUG_ABSENT) {
+        memcpy(&site, rec + a->off_create_site, 8);
+    }
+    char name[CORO_INFO_NAME_SIZE];
+    size_t nl = a->name_size < sizeof(name) ? a->name_size : sizeof(name) - 1;
+    memcpy(name, rec + a->off_name, nl);
+    name[nl] = '\0';
+    coro__out_str(&o, "coroscope: coroutine ");
+    coro__out_u64(&o, id);
+    if (name[0]) {
+        coro__out_str(&o, " ");
+        coro__out_json_str(&o, name);
+    }
+    coro__out_str(&o, " overflowed its ");
+    coro__out_u64(&o, size / 1024);
+    coro__out_str(&o, " KiB stack");
+    if (site) {
+        coro__out_str(&o, " (created at ");
+        out_where(&o, site - 1);
+        coro__out_str(&o, ")");
+    }
+    coro__out_str(&o, "\n");
+
+    /* Bounded backtrace: the faulting pc, then return addresses found on the stack. */
+    uint64_t pc = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
+    uint64_t sp = (uint64_t)uc->uc_mcontext.gregs[REG_RSP];
+    coro__out_str(&o, "  #0  ");
+    out_where(&o, pc);
+    coro__out_str(&o, "\n");
+    uint64_t top = base + size;
+    uint64_t p = sp < base ? base : (sp + 7) & ~(uint64_t)7;
+    unsigned shown = 1;
+    uint64_t last = 0, repeats = 0;
+    for (; p + 8 <= top && shown < SCAN_FRAMES; p += 8) {
+        uint64_t v = *(const uint64_t *)(uintptr_t)p;
+        const ModSpan *m = module_of(v);
+        if (!m || !after_call(m, v)) {
+            continue;
+        }
+        if (v - 1 >= coroscope_debug_abi.trampoline_start &&
+            v - 1 < coroscope_debug_abi.trampoline_end) {
+            break;          /* the bottom of the coroutine stack */
+        }
+        if (v == last) {
+            repeats++;      /* recursion: say how deep instead of repeating the line */
+            continue;
+        }
+        if (repeats) {
+            coro__out_str(&o, "      (the line above repeated ");
+            coro__out_u64(&o, repeats);
+            coro__out_str(&o, " more times)\n");
+            repeats = 0;
+        }
+        last = v;
+        coro__out_str(&o, "  #");
+        coro__out_u64(&o, shown);
+        coro__out_str(&o, shown < 10 ? "  " : " ");
+        out_where(&o, v - 1);
+        coro__out_str(&o, "\n");
+        shown++;
+    }
+    if (repeats) {
+        coro__out_str(&o, "      (the line above repeated ");
+        coro__out_u64(&o, repeats);
+        coro__out_str(&o, " more times)\n");
+    }
+    if (p + 8 <= top && shown >= SCAN_FRAMES) {
+        coro__out_str(&o, "  ...\n");
+    }
+    coro__out_str(&o, "  (return addresses found by scanning the stack; resolve with addr2line "
+                  "-f -e MODULE OFFSET, or run coroscope bt on the core)\n");
+    coro__out_flush(&o);
+}
+
+static void restore_default(int sig)
+{
+    struct sigaction dfl;
+    memset(&dfl, 0, sizeof(dfl));
+    dfl.sa_handler = SIG_DFL;
+    sigemptyset(&dfl.sa_mask);
+    sigaction(sig, &dfl, NULL);
+}
+
+static void on_segv(int sig, siginfo_t *si, void *ctx)
+{
+    ucontext_t *uc = ctx;
+    Coroutine *self = coro_self();
+    const struct coro_debug_abi *a = &coroscope_debug_abi;
+    if (self && !reporting) {
+        const unsigned char *rec = (const unsigned char *)self;
+        uint64_t base, size;
+        memcpy(&base, rec + a->off_stack_base, 8);
+        memcpy(&size, rec + a->off_stack_size, 8);
+        uint64_t addr = (uint64_t)(uintptr_t)si->si_addr;
+        uint64_t guard = a->guard_size ? a->guard_size : 4096;
+        uint64_t sp = (uint64_t)uc->uc_mcontext.gregs[REG_RSP];
+        /* The guard page itself, or (a frame bigger than the guard) a stack pointer that
+         * has already left the stack downwards. */
+        bool hit = (addr >= base - guard && addr < base) ||
+                   (sp < base && base - sp < 1024 * 1024 && addr < base);
+        if (hit) {
+            reporting = 1;
+            report_overflow(rec, base, size, uc);
+            /* Die of this very fault with the default action (and a core). */
+            restore_default(sig);
+            return;
+        }
+    }
+    if (previous.sa_flags & SA_SIGINFO) {
+        if (previous.sa_sigaction) {
+            previous.sa_sigaction(sig, si, ctx);
+            return;
+        }
+    } else if (previous.sa_handler != SIG_DFL && previous.sa_handler != SIG_IGN) {
+        previous.sa_handler(sig);
+        return;
+    }
+    /* Default (a SIGSEGV cannot usefully be ignored): the fault repeats and kills us. */
+    restore_default(sig);
+}
+
+static void install_handler(void)
+{
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_sigaction = on_segv;
+    sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
+    sigemptyset(&sa.sa_mask);
+    sigaction(SIGSEGV, &sa, &previous);
+}
+
+/* ---- per-thread alternate signal stacks ---- */
+
+static pthread_key_t altstack_key;
+
+static void altstack_release(void *p)
+{
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) == 0 && cur.ss_sp == p && !(cur.ss_flags & SS_ONSTACK)) {
+        stack_t off = { .ss_flags = SS_DISABLE };
+        sigaltstack(&off, NULL);
+        munmap(p, ALTSTACK_SIZE);
+    }
+}
+
+static void altstack_install(void)
+{
+    stack_t cur;
+    if (sigaltstack(NULL, &cur) != 0 || !(cur.ss_flags & SS_DISABLE)) {
+        return;     /* the thread has one already (the program's, or a sanitizer's) */
+    }
+    void *p = mmap(NULL, ALTSTACK_SIZE, PROT_READ | PROT_WRITE,
+                   MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (p == MAP_FAILED) {
+        return;
+    }
+    stack_t ss = { .ss_sp = p, .ss_size = ALTSTACK_SIZE, .ss_flags = 0 };
+    if (sigaltstack(&ss, NULL) != 0) {
+        munmap(p, ALTSTACK_SIZE);
+        return;
+    }
+    pthread_setspecific(altstack_key, p);
+}
+
+/* ---- CORO_LEAK_CHECK ---- */
+
+static int leak_exitcode = 23;
+
+static void leak_at_exit(void)
+{
+    size_t n = coro__leak_report(0, STDERR_FILENO, "coroscope: CORO_LEAK_CHECK: ", NULL);
+    if (n > 0) {
+        /* As LeakSanitizer: the exit status says so. Flush the program's stdio first. */
+        fflush(NULL);
+        _exit(leak_exitcode);
+    }
+}
+
+static void leak_check_arm(void)
+{
+    const char *v = secure_getenv("CORO_LEAK_CHECK");
+    if (!v || !v[0] || strcmp(v, "0") == 0) {
+        return;
+    }
+    const char *code = secure_getenv("CORO_LEAK_EXITCODE");
+    if (code && code[0]) {
+        char *end;
+        long c = strtol(code, &end, 10);
+        if (*end == '\0' && c >= 0 && c <= 255) {
+            leak_exitcode = (int)c;
+        }
+    }
+    atexit(leak_at_exit);
+}
+
+static pthread_once_t process_once = PTHREAD_ONCE_INIT;
+static _Atomic int process_ready;
+
+static void process_init(void)
+{
+    pthread_key_create(&altstack_key, altstack_release);
+    refresh_modules();
+    install_handler();
+    leak_check_arm();
+    process_ready = 1;
+}
+
+void coro__inspect_thread_init(void)
+{
+    if (process_ready) {
+        /* A later thread: objects may have been loaded since (dlopen). */
+        refresh_modules();
+    }
+    pthread_once(&process_once, process_init);
+    altstack_install();
+}
