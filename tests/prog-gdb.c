@@ -9,7 +9,8 @@
  *   prog-gdb corrupt-loop    make the registry's record list loop, then abort()
  *   prog-gdb corrupt-magic   overwrite the descriptor's magic, then abort()
  *
- * State at the stop point, on the main thread unless said otherwise:
+ * Lines marked L:tag are looked up by the test. State at the stop point, on the main
+ * thread unless said otherwise:
  *   "alpha"   suspended in alpha_leaf() <- alpha_mid() <- alpha_main(), local alpha_secret = 4242
  *   "beta"    suspended in beta_main() directly
  *   (unnamed) created, never entered, entry idle_main()
@@ -40,7 +41,7 @@ volatile int stop_reason;
 void stop_here(int why);
 __attribute__((noinline)) void stop_here(int why)
 {
-    stop_reason = why;
+    stop_reason = why; /* L:stop_store */
     if (strcmp(mode, "wait") == 0) {
         printf("%d\n", (int)getpid());
         fflush(stdout);
@@ -52,32 +53,36 @@ __attribute__((noinline)) void stop_here(int why)
     }
 }
 
+/* alpha_secret lives in the stack frame; alpha_reg lives across the yield in a callee-saved
+ * register, which gdb recovers from the registers the runtime saved at the switch. */
 __attribute__((noinline)) static void alpha_leaf(int depth)
 {
     volatile int alpha_secret = 4242 + depth;
-    coro_yield();
+    int alpha_reg = 5151 + depth * stop_reason;
+    coro_yield(); /* L:alpha_yield */
+    __asm__ volatile("" : : "r"(alpha_reg));
     alpha_secret++;
 }
 
 __attribute__((noinline)) static void alpha_mid(int depth)
 {
-    alpha_leaf(depth - 1);
+    alpha_leaf(depth - 1); /* L:alpha_call_leaf */
     __asm__ volatile("" ::: "memory");
 }
 
 static void alpha_main(void *opaque)
 {
-    alpha_mid(1);
+    alpha_mid(1); /* L:alpha_call_mid */
     __asm__ volatile("" ::: "memory");
 }
 
 static void beta_main(void *opaque)
 {
-    coro_yield();
+    coro_yield(); /* L:beta_yield */
     __asm__ volatile("" ::: "memory");
 }
 
-static void idle_main(void *opaque)
+static void idle_main(void *opaque) /* L:idle_decl */
 {
 }
 
@@ -88,7 +93,7 @@ static void parked_main(void *opaque)
 
 static void inner_main(void *opaque)
 {
-    stop_here(1);
+    stop_here(1); /* L:inner_call */
     __asm__ volatile("" ::: "memory");
 }
 
@@ -96,7 +101,7 @@ static void outer_main(void *opaque)
 {
     Coroutine *inner = coro_create_opts(inner_main, NULL,
                                         &(CoroutineOptions){ .name = "inner" });
-    coro_enter(inner);
+    coro_enter(inner); /* L:outer_enter */
     __asm__ volatile("" ::: "memory");
 }
 
@@ -104,7 +109,7 @@ __attribute__((noinline)) static void sleeper_block(void)
 {
     char c;
     atomic_store(&sleeper_ready, 1);
-    while (read(sleeper_pipe[0], &c, 1) < 0) {
+    while (read(sleeper_pipe[0], &c, 1) < 0) { /* L:sleeper_read */
     }
 }
 

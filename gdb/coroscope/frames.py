@@ -239,10 +239,14 @@ def describe_pc(pc):
         start = text.find("<")
         if start >= 0:
             name = text[start + 1:text.rfind(">")].split("+")[0]
-    sal = gdb.find_pc_line(pc)
     where = None
-    if sal.symtab is not None and sal.line:
-        where = "%s:%d" % (sal.symtab.filename, sal.line)
+    if block is not None and block.function.symtab is not None and block.function.line:
+        # The function's own line, rather than its first instruction's.
+        where = "%s:%d" % (block.function.symtab.filename, block.function.line)
+    else:
+        sal = gdb.find_pc_line(pc)
+        if sal.symtab is not None and sal.line:
+            where = "%s:%d" % (sal.symtab.filename, sal.line)
     return name or ("0x%x" % pc), where
 
 

@@ -1,0 +1,364 @@
+#!/bin/sh
+# End-to-end test of the gdb extension (gdb/): coro-info, coro-bt, coro-select and coro-apply
+# driven through `gdb -nx -batch` against real processes (started under gdb, attached by pid),
+# real core files (kernel cores and gcore), programs linked with the shared and the static
+# library, a stripped executable, corrupted registries and a program without coroscope.
+# Each command's output sits between ==NAME== markers and is checked block by block.
+# Exit 0 pass, 77 skip (no gdb or no Python in gdb), 1 fail.
+set -u
+B=${B:-build}
+ROOT=$(pwd)
+BDIR=$(cd "$B" && pwd)
+PROG=$BDIR/tests/prog-gdb
+SPROG=$BDIR/tests/prog-gdb-static
+SRC=tests/prog-gdb.c
+
+if ! command -v gdb >/dev/null 2>&1; then
+    echo "e2e-gdb: skipped: gdb is not installed"
+    exit 77
+fi
+if ! gdb -nx -batch -ex 'python print("py" + "ok")' 2>/dev/null | grep -q pyok; then
+    echo "e2e-gdb: skipped: this gdb has no Python support (the extension needs it)"
+    exit 77
+fi
+for f in "$PROG" "$SPROG" "$BDIR/libcoroscope.so.0-gdb.py"; do
+    [ -e "$f" ] || { echo "e2e-gdb: FAIL: $f is missing (make check builds it)"; exit 1; }
+done
+
+T=$(mktemp -d /tmp/coroscope-e2e-gdb.XXXXXX)
+bgpid=""
+cleanup() {
+    [ -n "$bgpid" ] && kill "$bgpid" 2>/dev/null
+    rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+
+failures=0
+checks=0
+fail() {
+    failures=$((failures + 1))
+    echo "e2e-gdb: FAIL: $*"
+}
+
+line_of() { grep -n "L:$1 " "$SRC" | head -1 | cut -d: -f1; }
+L_STOP=$(line_of stop_store)
+L_AYIELD=$(line_of alpha_yield)
+L_ALEAF=$(line_of alpha_call_leaf)
+L_AMID=$(line_of alpha_call_mid)
+L_BYIELD=$(line_of beta_yield)
+L_IDLE=$(line_of idle_decl)
+L_ENTER=$(line_of outer_enter)
+L_SREAD=$(line_of sleeper_read)
+
+# gdb in batch mode, the build tree's auto-load hook allowed, never longer than 120 s.
+rungdb() {
+    out=$1
+    shift
+    timeout 120 gdb -nx -batch -iex "add-auto-load-safe-path $BDIR" "$@" >"$out" 2>&1
+    rc=$?
+    [ $rc -eq 124 ] && fail "gdb timed out (hang) for $out"
+    return 0
+}
+
+# block FILE NAME: the lines between ==NAME== and the next ==...== marker.
+block() {
+    awk -v m="==$2==" '$0 == m { on = 1; next } /^==[A-Za-z0-9_-]+==$/ { on = 0 } on' "$1"
+}
+
+# has FILE BLOCK ERE: some line of the block matches.
+has() {
+    checks=$((checks + 1))
+    if ! block "$1" "$2" | grep -Eq -- "$3"; then
+        fail "$(basename "$1") [$2]: no line matches /$3/"
+        block "$1" "$2" | sed 's/^/    | /' | head -30
+    fi
+}
+
+# lacks FILE BLOCK ERE: no line of the block matches.
+lacks() {
+    checks=$((checks + 1))
+    if block "$1" "$2" | grep -Eq -- "$3"; then
+        fail "$(basename "$1") [$2]: unexpected line matching /$3/"
+        block "$1" "$2" | sed 's/^/    | /' | head -30
+    fi
+}
+
+# in_order FILE BLOCK ERE...: lines matching each ERE appear in this order.
+in_order() {
+    f=$1 b=$2
+    shift 2
+    checks=$((checks + 1))
+    block "$f" "$b" >"$T/blk"
+    n=0
+    for re in "$@"; do
+        m=$(tail -n +$((n + 1)) "$T/blk" | grep -nE -- "$re" | head -1 | cut -d: -f1)
+        if [ -z "$m" ]; then
+            fail "$(basename "$f") [$b]: /$re/ missing or out of order"
+            sed 's/^/    | /' "$T/blk" | head -30
+            return
+        fi
+        n=$((n + m))
+    done
+}
+
+# count FILE BLOCK ERE N: exactly N lines match.
+count() {
+    checks=$((checks + 1))
+    c=$(block "$1" "$2" | grep -Ec -- "$3")
+    [ "$c" -eq "$4" ] || fail "$(basename "$1") [$2]: $c lines match /$3/, want $4"
+}
+
+F='tests/prog-gdb\.c'
+asan=0
+case "$B" in
+    *asan*) asan=1 ;;   # ASan reserves terabytes of shadow memory: no gcore, no core
+esac
+no_cores=$asan
+S='[[:space:]]+'
+
+# The coroutine list every stop point shows, ids in order (the sleeper runs on another
+# thread, whose ids come from the next block of 1024).
+check_info() {
+    f=$1 b=$2 innerwhere=$3
+    in_order "$f" "$b" \
+        "^ +1${S}suspended${S}\"alpha\"${S}thread [0-9]+ at alpha_leaf \\($F:$L_AYIELD\\)\$" \
+        "^ +2${S}suspended${S}\"beta\"${S}thread [0-9]+ at beta_main \\($F:$L_BYIELD\\)\$" \
+        "^ +3${S}created${S}\"\"${S}thread [0-9]+ at idle_main \\($F:$L_IDLE\\)\$" \
+        "^ +4${S}running${S}\"outer\"${S}thread [0-9]+ at outer_main \\($F:$L_ENTER\\)\$" \
+        "^[* ] 5${S}running${S}\"inner\"${S}thread [0-9]+ at $innerwhere" \
+        "^ +1025${S}running${S}\"sleeper\"${S}thread [0-9]+ at "
+    count "$f" "$b" '^[* ] [0-9]+ ' 6
+}
+
+# coro-bt of alpha: the frames from the suspension point to the entry function, in order.
+check_alpha_bt() {
+    has "$1" "$2" '^coroutine 1 "alpha" \[suspended, thread [0-9]+\]:$'
+    check_alpha_frames "$1" "$2"
+}
+
+# The same frames after coro-select, from gdb's plain bt: the placeholder #0 is hidden.
+check_alpha_frames() {
+    f=$1 b=$2
+    in_order "$f" "$b" \
+        '^#[0-9]+ .*coro_yield \(\)' \
+        "^#[0-9]+ +0x[0-9a-f]+ in alpha_leaf \\(depth=(depth@entry=)?0\\) at $F:$L_AYIELD\$" \
+        "^#[0-9]+ +0x[0-9a-f]+ in alpha_mid \\(depth=1\\) at $F:$L_ALEAF\$" \
+        "^#[0-9]+ +0x[0-9a-f]+ in alpha_main \\(.*\\) at $F:$L_AMID\$" \
+        '^#[0-9]+ .*coro__trampoline \(\)'
+    lacks "$f" "$b" '^#0 '
+}
+
+# ---------------------------------------------------------------- 1. started under gdb
+for variant in shared static; do
+    if [ $variant = shared ]; then
+        exe=$PROG load=""           # the build tree's auto-load hook loads the extension
+    else
+        exe=$SPROG load="source $ROOT/gdb/coroscope-gdb.py"
+    fi
+    out=$T/live-$variant.out
+    rungdb "$out" ${load:+-ex "$load"} -ex 'break stop_here' -ex run \
+        -ex 'echo ==info==\n' -ex 'coro-info' \
+        -ex 'echo ==bt1==\n' -ex 'coro-bt 1' \
+        -ex 'echo ==btfull==\n' -ex 'coro-bt 1 -full' \
+        -ex 'echo ==bt3==\n' -ex 'coro-bt 3' \
+        -ex 'echo ==btall==\n' -ex 'coro-bt' \
+        -ex 'echo ==sel1==\n' -ex 'coro-select 1' \
+        -ex 'echo ==print==\n' -ex 'print alpha_secret' -ex 'print alpha_reg' \
+        -ex 'echo ==bt==\n' -ex 'bt' \
+        -ex 'echo ==up==\n' -ex 'up' -ex 'info locals' -ex 'print depth' \
+        -ex 'echo ==info-selected==\n' -ex 'coro-info' \
+        -ex 'echo ==sel-running==\n' -ex 'coro-select 1025' -ex 'thread' \
+        -ex 'echo ==sel-none==\n' -ex 'coro-select' -ex 'bt' \
+        -ex 'thread 1' -ex 'coro-select 2' \
+        -ex 'echo ==next==\n' -ex 'next' -ex 'bt' \
+        -ex 'echo ==apply==\n' -ex 'coro-apply 1 2 -- print $pc' \
+        -ex 'echo ==apply-all==\n' -ex 'coro-apply all -- info frame' \
+        -ex 'echo ==err-id==\n' -ex 'coro-select 99999' \
+        -ex 'echo ==err-arg==\n' -ex 'coro-bt one' \
+        -ex 'echo ==err-apply==\n' -ex 'coro-apply 1 print 1' \
+        -ex 'echo ==help==\n' -ex 'help coro-select' -ex 'help coro-apply' \
+        -ex 'echo ==end==\n' -ex kill "$exe"
+
+    check_info "$out" info "stop_here \\($F:$L_STOP\\)\$"
+    has "$out" info '^\* 5 '
+    check_alpha_bt "$out" bt1
+    if [ $asan = 1 ]; then
+        has "$out" btfull '^ +alpha_reg = 5151$'
+    else
+        has "$out" btfull '^ +alpha_secret = 4242$'
+    fi
+    has "$out" bt3 '^coroutine 3 \(unnamed\) \[created, thread [0-9]+\]:$'
+    has "$out" bt3 "^not started; will run idle_main \\($F:$L_IDLE\\)\$"
+    in_order "$out" btall '^coroutine 1 "alpha"' '^coroutine 2 "beta"' '^coroutine 3 ' \
+        '^coroutine 4 "outer"' "in outer_main .* at $F:$L_ENTER\$" '^coroutine 5 "inner"' \
+        "^#0 +stop_here \\(.*\\) at $F:$L_STOP\$" '^coroutine 1025 "sleeper"' \
+        "in sleeper_block \\(\\) at $F:$L_SREAD\$"
+    # coro-select: the innermost user frame is selected, locals and up work, #0 is hidden.
+    has "$out" sel1 '^\[Switching to coroutine 1 "alpha" \[suspended, thread [0-9]+\]\]$'
+    has "$out" sel1 "^#[0-9]+ +0x[0-9a-f]+ in alpha_leaf \\(depth=(depth@entry=)?0\\) at $F:$L_AYIELD\$"
+    has "$out" print '^\$[12] = 5151$'
+    # GCC drops the location of stack variables that ASan instruments.
+    [ $asan = 1 ] || has "$out" print '^\$1 = 4242$'
+    check_alpha_frames "$out" bt
+    has "$out" up "^#[0-9]+ +0x[0-9a-f]+ in alpha_mid \\(depth=1\\) at $F:$L_ALEAF\$"
+    has "$out" up '^\$3 = 1$'
+    has "$out" info-selected '^\* 1 +suspended +"alpha"'
+    lacks "$out" info-selected '^\* 5 '
+    # A running coroutine: its thread is selected instead.
+    has "$out" sel-running '^\[Switching to thread 2 \(LWP [0-9]+\), where coroutine 1025 "sleeper" \[running, thread [0-9]+\] is running\]$'
+    has "$out" sel-running '^\[Current thread is 2 '
+    has "$out" sel-none '^\[No coroutine was selected; thread 2 '
+    # Continuing (next) drops the selection: bt is the thread's own stack again.
+    in_order "$out" next "^#0 +stop_here \\(.*\\) at $F:" "^#1 .* in inner_main "
+    lacks "$out" next 'beta_main'
+    in_order "$out" apply '^coroutine 1 "alpha"' '^\$[0-9]+ = .*<alpha_leaf\+[0-9]+>$' \
+        '^coroutine 2 "beta"' '^\$[0-9]+ = .*<beta_main\+[0-9]+>$'
+    count "$out" apply-all '^coroutine [0-9]+ ' 6
+    in_order "$out" apply-all '^coroutine 1 "alpha"' ' rip = 0x[0-9a-f]+ in alpha_leaf ' \
+        '^coroutine 2 "beta"' ' rip = 0x[0-9a-f]+ in beta_main '
+    has "$out" err-id '^coro-select: no live coroutine with id 99999 \(coro-info lists them\)$'
+    has "$out" err-arg "^coro-bt: bad coroutine id 'one'"
+    has "$out" err-apply '^usage: coro-apply \(all \| ID\.\.\.\) -- COMMAND$'
+    has "$out" help '^Usage: coro-select ID$'
+    has "$out" help '^Usage: coro-apply all -- COMMAND$'
+    lacks "$out" info 'Python Exception|Traceback'
+    if grep -Eq 'Python Exception|Traceback' "$out"; then
+        fail "live-$variant: a Python exception reached the user:"
+        grep -E -A3 'Python Exception|Traceback' "$out" | head -20
+    fi
+done
+
+# ---------------------------------------------------------------- 2. attached by pid, then gcore
+"$PROG" wait >"$T/wait.pid" 2>&1 &
+bgpid=$!
+i=0
+while [ ! -s "$T/wait.pid" ] && [ $i -lt 100 ]; do
+    sleep 0.05
+    i=$((i + 1))
+done
+if [ $no_cores = 1 ]; then
+    gcore="echo (no gcore under ASan)\n"
+else
+    gcore="gcore $T/core-gcore"
+fi
+out=$T/attach.out
+rungdb "$out" -p "$bgpid" \
+    -ex 'echo ==info==\n' -ex 'coro-info' \
+    -ex 'echo ==bt1==\n' -ex 'coro-bt 1' \
+    -ex 'echo ==sel1==\n' -ex 'coro-select 1' -ex 'print alpha_reg' \
+    -ex "$gcore" -ex 'echo ==end==\n' -ex detach
+if grep -q 'ptrace: Operation not permitted' "$out"; then
+    echo "e2e-gdb: attach part skipped: ptrace is not permitted here (kernel.yama.ptrace_scope or" \
+         "no CAP_SYS_PTRACE)"
+else
+    check_info "$out" info ""
+    check_alpha_bt "$out" bt1
+    has "$out" sel1 '^\$1 = 5151$'
+    # The process is unharmed by the attach: it still answers signals and exits.
+    kill -0 "$bgpid" 2>/dev/null || fail "attached process died"
+fi
+kill "$bgpid" 2>/dev/null
+wait "$bgpid" 2>/dev/null
+bgpid=""
+
+# ---------------------------------------------------------------- 3. core files
+[ $no_cores = 1 ] && echo "e2e-gdb: core-file part skipped under ASan (no core dumps there)"
+kcore() {  # kcore EXE MODE NAME: a kernel core of EXE MODE, as $T/NAME
+    mkdir -p "$T/k-$3"
+    (cd "$T/k-$3" && ulimit -c unlimited && "$1" "$2" >/dev/null 2>&1; true) 2>/dev/null
+    c=$(ls "$T/k-$3"/core* 2>/dev/null | head -1)
+    if [ -n "$c" ]; then
+        mv "$c" "$T/$3"
+    else
+        # core_pattern may pipe cores elsewhere: make one with gdb instead.
+        timeout 60 gdb -nx -batch -ex run -ex "gcore $T/$3" --args "$1" "$2" >/dev/null 2>&1
+    fi
+    [ -s "$T/$3" ] || fail "could not make a core file of $1 $2"
+}
+if [ $no_cores = 0 ]; then
+    set --
+    if grep -q 'Memory read failed for corefile section' "$T/attach.out"; then
+        # gdb's gcore reads each mapping in large chunks; a chunk that holds a guard page
+        # installed with MADV_GUARD_INSTALL fails as a whole and is written as zeros, so the
+        # coroutine stacks are missing from the core (docs/gdb.md). Kernel cores are fine.
+        echo "e2e-gdb: note: gcore could not read the coroutine stacks (guard pages inside" \
+             "one mapping): gcore core not checked, kernel cores are"
+    elif [ -s "$T/core-gcore" ]; then
+        set -- "gcore:$PROG:core-gcore"
+    fi
+    kcore "$PROG" crash core-shared
+    kcore "$SPROG" crash core-static
+    strip -o "$T/prog-stripped" "$SPROG"
+    for spec in "$@" "kernel-shared:$PROG:core-shared" "kernel-static:$SPROG:core-static" \
+                "stripped:$T/prog-stripped:core-static"; do
+        name=${spec%%:*} rest=${spec#*:}
+        exe=${rest%%:*} core=${rest#*:}
+        [ -s "$T/$core" ] || continue
+        out=$T/core-$name.out
+        rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" \
+            -ex 'echo ==info==\n' -ex 'coro-info' \
+            -ex 'echo ==bt1==\n' -ex 'coro-bt 1' \
+            -ex 'echo ==sel1==\n' -ex 'coro-select 1' -ex 'print alpha_secret' -ex 'print alpha_reg' -ex 'bt' \
+            -ex 'echo ==apply==\n' -ex 'coro-apply 2 -- frame' \
+            -ex 'echo ==end==\n' "$exe" "$T/$core"
+        if [ "$name" = stripped ]; then
+            # No symbols: the registry is found through the .coroscope_debug section.
+            in_order "$out" info '^ +1 +suspended +"alpha" ' '^ +2 +suspended +"beta" ' \
+                '^ +3 +created +"" ' '^ +4 +running +"outer" ' '^[* ] 5 +running +"inner" '
+            has "$out" bt1 '^coroutine 1 "alpha" \[suspended, thread [0-9]+\]:$'
+            continue
+        fi
+        check_info "$out" info ""
+        check_alpha_bt "$out" bt1
+        has "$out" sel1 '^\$1 = 4242$'
+        has "$out" sel1 '^\$2 = 5151$'
+        check_alpha_frames "$out" sel1
+        has "$out" apply "^#[0-9]+ +0x[0-9a-f]+ in beta_main \\(.*\\) at $F:$L_BYIELD\$"
+    done
+
+    # Corrupted registries: one clear line each, quickly, never a hang.
+    kcore "$PROG" corrupt-loop core-loop
+    kcore "$PROG" corrupt-magic core-magic
+    for spec in "loop:list loops back to 0x[0-9a-f]+ after [0-9]+ entries" \
+                "magic:has bad magic"; do
+        name=${spec%%:*} re=${spec#*:}
+        [ -s "$T/core-$name" ] || continue
+        out=$T/corrupt-$name.out
+        start=$(date +%s)
+        rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" \
+            -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==bt==\n' -ex 'coro-bt' \
+            -ex 'echo ==end==\n' "$PROG" "$T/core-$name"
+        [ $(($(date +%s) - start)) -le 20 ] || fail "corrupt-$name took more than 20 s"
+        has "$out" info "^coroscope: .*$re"
+        count "$out" info '.' 1
+        count "$out" bt '.' 1
+    done
+fi
+
+# ---------------------------------------------------------------- 4. no coroscope in the program
+out=$T/none.out
+rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" -ex starti \
+    -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==end==\n' -ex kill /bin/true
+has "$out" info '^coroscope: no coroscope runtime in this program \(neither the symbol coroscope_debug_abi nor a \.coroscope_debug section is loaded\)'
+count "$out" info '.' 1
+
+# ---------------------------------------------------------------- 5. 1,000 coroutines in <= 2 s
+cat >"$T/time.py" <<'EOF'
+import time
+import gdb
+t0 = time.monotonic()
+text = gdb.execute("coro-info", to_string=True)
+gdb.write("coro-info: %d lines in %.3f s\n" % (len(text.splitlines()), time.monotonic() - t0))
+EOF
+out=$T/many.out
+rungdb "$out" -ex 'break stop_here' -ex run -ex 'echo ==time==\n' -ex "source $T/time.py" \
+    -ex 'echo ==end==\n' -ex kill --args "$PROG" many 1000
+has "$out" time '^coro-info: 1006 lines in '
+secs=$(block "$out" time | sed -n 's/^coro-info: [0-9]* lines in \([0-9.]*\) s$/\1/p')
+if [ -n "$secs" ]; then
+    echo "e2e-gdb: coro-info with 1,006 coroutines: $secs s (limit 2 s)"
+    awk -v s="$secs" 'BEGIN { exit !(s <= 2.0) }' || fail "coro-info took $secs s for 1,006 coroutines"
+fi
+
+echo "e2e-gdb: $checks checks, $failures failed"
+[ $failures -eq 0 ]
