@@ -61,8 +61,9 @@ start() {
 }
 make_core() {
     rm -f "$1/core"
-    # The outer subshell reports "Aborted (core dumped)" into /dev/null, not into the log.
-    ( (cd "$1" && ulimit -c unlimited && exec "$2" "$3") >/dev/null 2>&1 ) 2>/dev/null
+    # An inner shell waits for the program, so that its "Aborted (core dumped)" goes to
+    # /dev/null rather than into the test log.
+    sh -c 'cd "$1" && ulimit -c unlimited && "$2" "$3"; exit 0' sh "$1" "$2" "$3" >/dev/null 2>&1
     [ -s "$1/core" ]
 }
 
@@ -146,16 +147,23 @@ else
 fi
 
 # ---------------------------------------------------------------- installed, then moved
-if make --no-print-directory -s install B="$B" PREFIX="$T/prefix" >"$T/inst.log" 2>&1; then
-    mv "$T/prefix" "$T/moved"
-    run "installed: --version from a moved prefix" 0 "$T/moved/bin/coroscope" --version
-    mkdir -p "$T/ic"
-    if [ -s "$T/c/core" ]; then
-        run "installed: ps of a core from a moved prefix" 0 "$T/moved/bin/coroscope" ps \
-            --core "$T/c/core" && has "installed: parker-1" "$T/out" "^1 +suspended +parker-1"
+# DESTDIR, not PREFIX: the build's coroscope.pc keeps its prefix for whoever uses it next.
+if make --no-print-directory -s install B="$B" DESTDIR="$T/dest" >"$T/inst.log" 2>&1; then
+    bin=$(find "$T/dest" -path '*/bin/coroscope' | head -1)
+    if [ -n "$bin" ]; then
+        mkdir -p "$T/moved"
+        mv "$bin" "$T/moved/coroscope"
+        rm -rf "$T/dest"
+        run "installed: --version, moved away from its prefix" 0 "$T/moved/coroscope" --version
+        if [ -s "$T/c/core" ]; then
+            run "installed: ps of a core, moved away from its prefix" 0 "$T/moved/coroscope" \
+                ps --core "$T/c/core" && has "installed: parker-1" "$T/out" "^1 +suspended +parker-1"
+        fi
+    else
+        bad "make install put no bin/coroscope under DESTDIR"
     fi
 else
-    bad "make install PREFIX=$T/prefix"
+    bad "make install DESTDIR=$T/dest"
     sed 's/^/    | /' "$T/inst.log" | tail -5
 fi
 
