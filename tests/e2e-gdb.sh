@@ -173,6 +173,7 @@ for variant in shared static; do
         -ex 'echo ==next==\n' -ex 'next' -ex 'bt' \
         -ex 'echo ==apply==\n' -ex 'coro-apply 1 2 -- print $pc' \
         -ex 'echo ==apply-all==\n' -ex 'coro-apply all -- info frame' \
+        -ex 'echo ==apply-err==\n' -ex 'coro-apply 2 1 -- print alpha_reg' \
         -ex 'echo ==err-id==\n' -ex 'coro-select 99999' \
         -ex 'echo ==err-arg==\n' -ex 'coro-bt one' \
         -ex 'echo ==err-apply==\n' -ex 'coro-apply 1 print 1' \
@@ -216,6 +217,9 @@ for variant in shared static; do
     count "$out" apply-all '^coroutine [0-9]+ ' 6
     in_order "$out" apply-all '^coroutine 1 "alpha"' ' rip = 0x[0-9a-f]+ in alpha_leaf ' \
         '^coroutine 2 "beta"' ' rip = 0x[0-9a-f]+ in beta_main '
+    # An error in one coroutine is shown and the others still run.
+    in_order "$out" apply-err '^coroutine 2 "beta"' '^No symbol "alpha_reg" in current context\.$' \
+        '^coroutine 1 "alpha"' '^\$[0-9]+ = 5151$'
     has "$out" err-id '^coro-select: no live coroutine with id 99999 \(coro-info lists them\)$'
     has "$out" err-arg "^coro-bt: bad coroutine id 'one'"
     has "$out" err-apply '^usage: coro-apply \(all \| ID\.\.\.\) -- COMMAND$'
@@ -315,6 +319,20 @@ if [ $no_cores = 0 ]; then
         check_alpha_frames "$out" sel1
         has "$out" apply "^#[0-9]+ +0x[0-9a-f]+ in beta_main \\(.*\\) at $F:$L_BYIELD\$"
     done
+
+    # One corrupted coroutine: reported on its own line, the others still shown.
+    kcore "$PROG" corrupt-stack core-badstack
+    out=$T/corrupt-stack.out
+    rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" \
+        -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==bt==\n' -ex 'coro-bt 2 1' \
+        -ex 'echo ==sel==\n' -ex 'coro-select 2' -ex 'echo ==end==\n' "$PROG" "$T/core-badstack"
+    in_order "$out" info "^ +1 +suspended +\"alpha\" +thread [0-9]+ at alpha_leaf " \
+        '^ +2 +suspended +"beta" +thread [0-9]+ at \?\? \(saved stack pointer 0x10 outside its stack \[0x[0-9a-f]+, 0x[0-9a-f]+\)\)$' \
+        '^ +3 +created '
+    in_order "$out" bt '^coroutine 2 "beta"' '^coroscope: cannot show coroutine 2: saved stack pointer 0x10 outside its stack' \
+        '^coroutine 1 "alpha"' "in alpha_leaf \\(depth=0\\) at $F:$L_AYIELD\$"
+    has "$out" sel '^coroscope: cannot show coroutine 2: saved stack pointer 0x10 outside its stack \[0x[0-9a-f]+, 0x[0-9a-f]+\)$'
+    count "$out" sel '.' 1
 
     # Corrupted registries: one clear line each, quickly, never a hang.
     kcore "$PROG" corrupt-loop core-loop

@@ -8,6 +8,7 @@
  *   prog-gdb many N          also park N extra suspended coroutines, then as "run"
  *   prog-gdb corrupt-loop    make the registry's record list loop, then abort()
  *   prog-gdb corrupt-magic   overwrite the descriptor's magic, then abort()
+ *   prog-gdb corrupt-stack   give "beta" a saved stack pointer outside its stack, then abort()
  *
  * Lines marked L:tag are looked up by the test. State at the stop point, on the main
  * thread unless said otherwise:
@@ -132,6 +133,17 @@ static void corrupt(const char *how)
     struct coro_debug_abi *d = &coroscope_debug_abi;
     if (strcmp(how, "corrupt-magic") == 0) {
         memcpy(d->magic, "garbage", 8);
+        return;
+    }
+    if (strcmp(how, "corrupt-stack") == 0) {
+        /* beta's saved stack pointer points far outside its stack. */
+        for (char *r = (char *)(uintptr_t)d->records; r;
+             r = (char *)(uintptr_t)*(uint64_t *)(r + d->off_next)) {
+            if (*(uint32_t *)(r + d->off_state) != CORO_STATE_FREE &&
+                *(uint64_t *)(r + d->off_id) == 2) {
+                *(uint64_t *)(r + d->off_regs + d->regs.rsp) = 0x10;
+            }
+        }
         return;
     }
     /* corrupt-loop: the third record points back at the first, and the bound is huge. */

@@ -54,12 +54,12 @@ def _show(co, reg, temporary):
     """Makes gdb show co's stack on the selected thread (or on co's own thread when it is on
     a CPU). Returns the thread whose frames are now the coroutine's."""
     if co.error:
-        raise gdb.GdbError("coroscope: coroutine %d: %s" % (co.id, co.error))
+        raise gdb.GdbError("coroscope: cannot show coroutine %d: %s" % (co.id, co.error))
     if co.on_cpu:
         thread = frames.find_thread(reg.inferior, co.tid)
         if thread is None:
-            raise gdb.GdbError("coroscope: coroutine %d is running on thread %d, which gdb "
-                               "does not know" % (co.id, co.tid))
+            raise gdb.GdbError("coroscope: cannot show coroutine %d: it runs on thread %d, "
+                               "which gdb does not know" % (co.id, co.tid))
         thread.switch()
         if temporary:
             frames.set_temporary(frames.OWN_STACK)
@@ -205,7 +205,9 @@ Example:
                 try:
                     _show(co, reg, temporary=True)
                     out.append(gdb.execute("bt -full" if full else "bt", to_string=True))
-                except (gdb.MemoryError, gdb.error, gdb.GdbError) as e:
+                except gdb.GdbError as e:
+                    out.append("%s\n" % e)
+                except (gdb.MemoryError, gdb.error) as e:
                     out.append("coroscope: cannot show coroutine %d: %s\n" % (co.id, e))
         gdb.write("".join(out))
 
@@ -259,7 +261,10 @@ Example:
         try:
             thread = _show(co, reg, temporary=False)
             _select_user_frame(classifier)
-        except (gdb.MemoryError, gdb.error, gdb.GdbError) as e:
+        except gdb.GdbError:
+            frames.set_selected(None)
+            raise
+        except (gdb.MemoryError, gdb.error) as e:
             frames.set_selected(None)
             raise gdb.GdbError("coroscope: cannot show coroutine %d: %s" % (co.id, e))
         if co.on_cpu:
@@ -306,9 +311,17 @@ Example:
                 try:
                     _show(co, reg, temporary=True)
                     _select_user_frame(classifier)
+                except gdb.GdbError as e:
+                    gdb.write("%s\n" % e)
+                    continue
+                except (gdb.MemoryError, gdb.error) as e:
+                    gdb.write("coroscope: cannot show coroutine %d: %s\n" % (co.id, e))
+                    continue
+                try:
                     gdb.write(gdb.execute(command, from_tty=False, to_string=True))
                 except (gdb.MemoryError, gdb.error, gdb.GdbError) as e:
-                    gdb.write("coroscope: coroutine %d: %s\n" % (co.id, e))
+                    # As gdb prints a command's error, then on to the next coroutine.
+                    gdb.write("%s\n" % e)
 
 
 def register():

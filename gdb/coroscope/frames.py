@@ -125,6 +125,13 @@ class CoroutineUnwinder(gdb.unwinder.Unwinder):
         super(CoroutineUnwinder, self).__init__(UNWINDER_NAME)
 
     def __call__(self, pending_frame):
+        try:
+            return self._unwind(pending_frame)
+        except (gdb.error, gdb.MemoryError):
+            # Never break gdb's own unwinding: without us, gdb shows the thread's stack.
+            return None
+
+    def _unwind(self, pending_frame):
         sel = _applies_here()
         if sel is None or pending_frame.level() != sel.host_level:
             return None
