@@ -174,6 +174,37 @@ $(B)/tests/prog-gdb-static: tests/prog-gdb.c $(B)/libcoroscope.a
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \
 	    $(ALL_LDFLAGS) $(B)/libcoroscope.a $(LIB_LIBS)
 
+# test-inspect: known call chains at -O0 and -O2 linked in, and one in a shared library;
+# helpers for the leak exit code (shared and static library) and the C++ exception check.
+INSPECT_FIX  := $(B)/tests/chain-inspect-o0.o $(B)/tests/chain-inspect-o2.o \
+                $(B)/tests/libchain-inspect.so
+TEST_HELPERS += $(B)/tests/prog-inspect-leak-static $(B)/tests/prog-inspect-cxx
+$(B)/tests/chain-inspect-o0.o: tests/libchain-inspect.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -O0 -DCHAIN=o0 -c $< -o $@
+$(B)/tests/chain-inspect-o2.o: tests/libchain-inspect.c
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -DCHAIN=o2 -c $< -o $@
+$(B)/tests/libchain-inspect.so: tests/libchain-inspect.c $(B)/$(SONAME)
+	@mkdir -p $(dir $@)
+	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -DCHAIN=so -shared -o $@ $< \
+	    $(ALL_LDFLAGS) -L$(B) -lcoroscope
+$(B)/tests/test-inspect: tests/test-inspect.c $(INSPECT_FIX) $(B)/$(SONAME)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) $(CMOCKA_CFLAGS) -o $@ $< \
+	    $(filter %.o,$^) $(ALL_LDFLAGS) -L$(B)/tests -lchain-inspect -L$(B) \
+	    -Wl,-rpath,'$$ORIGIN' -Wl,-rpath,'$$ORIGIN/..' -lcoroscope $(CMOCKA_LIBS) -lpthread
+$(B)/tests/prog-inspect-leak-static: tests/prog-inspect-leak.c $(B)/libcoroscope.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \
+	    $(ALL_LDFLAGS) $(B)/libcoroscope.a $(LIB_LIBS)
+$(B)/tests/prog-inspect-cxx: tests/prog-inspect-cxx.cc $(B)/$(SONAME)
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CXXLD   $@")
+	$(Q)$(CXX) -O2 -g -Iinclude $(SAN) $(CXXFLAGS) -o $@ $< $(ALL_LDFLAGS) -L$(B) \
+	    -Wl,-rpath,'$$ORIGIN/..' -lcoroscope
+
 TEST_WRAP    ?=
 check: deps all $(TEST_BIN) $(TEST_HELPERS)
 	$(Q)B=$(B) TEST_WRAP="$(TEST_WRAP)" ./tests/run-tests.sh $(TEST_BIN) $(TEST_SCRIPTS)

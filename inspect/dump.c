@@ -24,6 +24,31 @@ static CoroTarget *self_target;
 static CoroUnwinder *unwinder;
 static CoroSymbolizer *symbolizer;
 static unsigned long long reported_adds;
+static pthread_once_t atfork_once = PTHREAD_ONCE_INIT;
+
+/* fork: no other thread may hold the engine across it, and the child reads itself. */
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&engine_lock);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&engine_lock);
+}
+
+static void atfork_child(void)
+{
+    if (self_target) {
+        coro__self_target_forked(self_target);
+    }
+    pthread_mutex_unlock(&engine_lock);
+}
+
+static void register_atfork(void)
+{
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
+}
 
 static int count_adds(struct dl_phdr_info *info, size_t size, void *data)
 {
@@ -129,6 +154,7 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
     CoroDumpMeta meta = { .pid = getpid() };
     clock_gettime(CLOCK_REALTIME, &meta.time);
 
+    pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&engine_lock);
     int rc = engine_open_locked();
     if (rc < 0) {

@@ -32,6 +32,7 @@
 #include <unistd.h>
 
 #include "inspect-int.h"
+#include "signal-int.h"
 
 extern struct coro_debug_abi coroscope_debug_abi;
 
@@ -262,6 +263,8 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
         if (hit) {
             reporting = 1;
             report_overflow(rec, base, size, uc);
+            /* CORO_DUMP_ON_CRASH=1: every coroutine too (signal-crash.c). */
+            coro__sig_crash_report_once(sig, uc);
             /* Die of this very fault with the default action (and a core). */
             restore_default(sig);
             return;
@@ -276,7 +279,9 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
         previous.sa_handler(sig);
         return;
     }
-    /* Default (a SIGSEGV cannot usefully be ignored): the fault repeats and kills us. */
+    /* Default (a SIGSEGV cannot usefully be ignored): the fault repeats and kills us, after
+     * the crash report when CORO_DUMP_ON_CRASH=1 asked for one (signal-crash.c). */
+    coro__sig_crash_report_once(sig, uc);
     restore_default(sig);
 }
 
@@ -361,6 +366,9 @@ static void process_init(void)
 {
     pthread_key_create(&altstack_key, altstack_release);
     refresh_modules();
+    /* The signal dump's environment (signal.c; its constructor did it already when
+     * libcoroscope is a shared library), before our SIGSEGV handler goes in. */
+    coro__signal_init();
     install_handler();
     leak_check_arm();
     process_ready = 1;

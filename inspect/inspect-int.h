@@ -121,6 +121,9 @@ void coro__registry_free(CoroRegistry *r);
  */
 int coro__self_target_open(CoroTarget **out);
 
+/* To call in a fork child before reusing a self target opened in the parent. */
+void coro__self_target_forked(CoroTarget *t);
+
 /* Address of this process's own descriptor (the runtime's coroscope_debug_abi). */
 uint64_t coro__self_abi_addr(void);
 

@@ -34,6 +34,7 @@ typedef struct ModSyms {
     const char *name;
     Sym *syms;
     size_t nsyms;
+    char *names;              /* bare copies of clone names (see bare_len) */
 } ModSyms;
 
 typedef struct Entry {
@@ -79,6 +80,7 @@ void coro__symbolizer_destroy(CoroSymbolizer *s)
     }
     for (size_t i = 0; i < s->nmods; i++) {
         free(s->mods[i].syms);
+        free(s->mods[i].names);
     }
     free(s->mods);
     free(s->tab);
@@ -96,6 +98,35 @@ static int sym_cmp(const void *a, const void *b)
         return x->size > 0 ? -1 : 1;
     }
     return x->rank - y->rank;
+}
+
+/*
+ * Length of name without GCC's clone suffixes (".isra.0", ".constprop.1", ".part.0",
+ * ".cold", ".lto_priv.0", ...): people and the other readers (gdb shows the DWARF name) know
+ * the function as written. 0 when there is nothing to strip.
+ */
+static size_t bare_len(const char *name)
+{
+    static const char *const clones[] = { "isra", "constprop", "part", "cold", "lto_priv",
+                                          "localalias", "clone", "specialized" };
+    const char *dot = strchr(name, '.');
+    if (!dot || dot == name) {
+        return 0;
+    }
+    for (const char *p = dot; *p;) {
+        /* Each component: a known clone word or a number. */
+        const char *q = p + 1;
+        size_t len = strcspn(q, ".");
+        bool ok = len > 0 && strspn(q, "0123456789") == len;
+        for (size_t i = 0; !ok && i < sizeof(clones) / sizeof(clones[0]); i++) {
+            ok = strlen(clones[i]) == len && strncmp(q, clones[i], len) == 0;
+        }
+        if (!ok) {
+            return 0;
+        }
+        p = q + len;
+    }
+    return (size_t)(dot - name);
 }
 
 static ModSyms *mod_syms(CoroSymbolizer *s, Dwfl_Module *m)
@@ -153,6 +184,23 @@ static ModSyms *mod_syms(CoroSymbolizer *s, Dwfl_Module *m)
             }
         }
         ms->nsyms = w;
+        /* Bare names: copied into one buffer (offsets first, pointers once it is final). */
+        size_t need = 0;
+        for (size_t i = 0; i < ms->nsyms; i++) {
+            size_t b = bare_len(ms->syms[i].name);
+            need += b ? b + 1 : 0;
+        }
+        ms->names = need ? malloc(need) : NULL;
+        size_t at = 0;
+        for (size_t i = 0; ms->names && i < ms->nsyms; i++) {
+            size_t b = bare_len(ms->syms[i].name);
+            if (b) {
+                memcpy(ms->names + at, ms->syms[i].name, b);
+                ms->names[at + b] = '\0';
+                ms->syms[i].name = ms->names + at;
+                at += b + 1;
+            }
+        }
     }
     s->lastmod = s->nmods++;
     return ms;

@@ -136,6 +136,18 @@ int coro__self_target_open(CoroTarget **out)
     return 0;
 }
 
+void coro__self_target_forked(CoroTarget *t)
+{
+    /* The child reads its own memory now, not its parent's: new pid, and /proc/self/mem as
+     * opened before the fork still means the parent's. */
+    SelfTarget *s = (SelfTarget *)t;
+    t->pid = getpid();
+    if (s->memfd >= 0) {
+        close(s->memfd);
+        s->memfd = -1;
+    }
+}
+
 uint64_t coro__self_abi_addr(void)
 {
     return (uint64_t)(uintptr_t)&coroscope_debug_abi;

@@ -1,0 +1,815 @@
+/*
+ * In-process introspection: coro_dump in its three formats, the frames and lines of known
+ * call chains (-O0, -O2, a shared library, an inlined function), running coroutines, the
+ * leak API and its cmocka assertion, CORO_LEAK_CHECK exit codes (shared and static library),
+ * the guard-page overflow report, and a C++ program's exceptions with coroscope linked in.
+ *
+ * The chains come from tests/libchain-inspect.c, built at -O0 (suffix o0), -O2 (o2) and into
+ * libchain-inspect.so (so); each records the line of each of its calls as it runs.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <regex.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <setjmp.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/mman.h>
+#include <sys/wait.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+#include <coroscope/cmocka.h>
+#include <coroscope/coro.h>
+#include <coroscope/inspect.h>
+
+#include "test-inspect-json.h"
+
+#define CHAIN_DECL(X)                                                                     \
+    extern int line_a_##X, line_b_##X, line_inline_##X, line_c_##X;                       \
+    void chain_a_##X(void *opaque);
+CHAIN_DECL(o0)
+CHAIN_DECL(o2)
+CHAIN_DECL(so)
+
+typedef struct Chain {
+    const char *suffix;
+    CoroutineEntry *entry;
+    const int *line_a, *line_b, *line_inline, *line_c;
+    const char *module_suffix;   /* the ELF module the chain lives in */
+} Chain;
+
+static const Chain chains[] = {
+    { "o0", chain_a_o0, &line_a_o0, &line_b_o0, &line_inline_o0, &line_c_o0, "/test-inspect" },
+    { "o2", chain_a_o2, &line_a_o2, &line_b_o2, &line_inline_o2, &line_c_o2, "/test-inspect" },
+    { "so", chain_a_so, &line_a_so, &line_b_so, &line_inline_so, &line_c_so,
+      "/libchain-inspect.so" },
+};
+
+/* ---- helpers ---- */
+
+static char *read_all(int fd)
+{
+    off_t len = lseek(fd, 0, SEEK_END);
+    assert_true(len >= 0);
+    char *buf = malloc((size_t)len + 1);
+    assert_non_null(buf);
+    assert_int_equal(pread(fd, buf, (size_t)len, 0), len);
+    buf[len] = '\0';
+    return buf;
+}
+
+/* coro_dump into memory. noinline: a dump from a coroutine shows this function as frame 1. */
+static __attribute__((noinline)) char *dump_string(int format)
+{
+    int fd = memfd_create("dump", MFD_CLOEXEC);
+    assert_true(fd >= 0);
+    int rc = coro_dump(fd, format);
+    __asm__ volatile("" ::: "memory");
+    assert_int_equal(rc, 0);
+    char *s = read_all(fd);
+    close(fd);
+    return s;
+}
+
+static bool ends_with(const char *s, const char *suffix)
+{
+    size_t a = strlen(s), b = strlen(suffix);
+    return a >= b && strcmp(s + a - b, suffix) == 0;
+}
+
+/* Creates a suspended coroutine running chain c; *line gets the line of the create call. */
+static __attribute__((noinline)) Coroutine *park_chain(const Chain *c, const char *name, int *line)
+{
+    CoroutineOptions o = { .name = name };
+    *line = __LINE__; Coroutine *co = coro_create_opts(c->entry, NULL, &o);
+    assert_non_null(co);
+    coro_enter(co);
+    return co;
+}
+
+/* ---- text ---- */
+
+/* The text block of coroutine id: from its header to the blank line or end. */
+static char *text_block(const char *dump, uint64_t id)
+{
+    char head[64];
+    snprintf(head, sizeof(head), "\ncoroutine %llu ", (unsigned long long)id);
+    const char *p = strstr(dump, head);
+    if (!p) {
+        return NULL;
+    }
+    p++;
+    const char *end = strstr(p, "\n\n");
+    size_t len = end ? (size_t)(end - p) + 1 : strlen(p);
+    return strndup(p, len);
+}
+
+static void check_text_chain(const Chain *c)
+{
+    uint64_t mark = coro_leak_mark();
+    char name[32];
+    snprintf(name, sizeof(name), "chain-%s", c->suffix);
+    int create_line;
+    Coroutine *co = park_chain(c, name, &create_line);
+    char *dump = dump_string(CORO_DUMP_TEXT);
+    char *block = text_block(dump, coro_id(co));
+    assert_non_null(block);
+
+    /* What a person reads: the suspension point, the chain with the line of each call, the
+     * inlined function as its own frame, nothing below the entry function, the creator. */
+    char pat[2048];
+    const char *f = "([^ )]*/)?tests/libchain-inspect\\.c";
+    const char *pc = "0x[0-9a-f]{16}";
+    snprintf(pat, sizeof(pat),
+             "^coroutine %llu \"%s\" \\[suspended, thread %d\\]:\n"
+             "  #0  %s coro_yield \\([^ )]*coro\\.c:[0-9]+\\)\n"
+             "  #1  %s chain_c_%s \\(%s:%d\\)\n"
+             "  #2  %s inline_%s \\(%s:%d\\) \\[inlined\\]\n"
+             "  #3  %s chain_b_%s \\(%s:%d\\)\n"
+             "  #4  %s chain_a_%s \\(%s:%d\\)\n"
+             "  created by park_chain at ([^ ]*/)?tests/test-inspect\\.c:%d\n$",
+             (unsigned long long)coro_id(co), name, (int)gettid(), pc, pc, c->suffix, f,
+             *c->line_c, pc, c->suffix, f, *c->line_inline, pc, c->suffix, f, *c->line_b, pc,
+             c->suffix, f, *c->line_a, create_line);
+    regex_t re;
+    assert_int_equal(regcomp(&re, pat, REG_EXTENDED | REG_NOSUB), 0);
+    if (regexec(&re, block, 0, NULL, 0) != 0) {
+        print_error("text block:\n%s\ndoes not match\n%s\n", block, pat);
+        fail();
+    }
+    regfree(&re);
+    free(block);
+    free(dump);
+    coro_enter(co);
+    assert_no_coroutine_leaks_since(mark);
+}
+
+static void test_text_chain_o0(void **state)
+{
+    check_text_chain(&chains[0]);
+}
+
+static void test_text_chain_o2(void **state)
+{
+    check_text_chain(&chains[1]);
+}
+
+static void test_text_chain_shared_library(void **state)
+{
+    check_text_chain(&chains[2]);
+}
+
+static void test_text_preamble_and_never_entered(void **state)
+{
+    uint64_t mark = coro_leak_mark();
+    int line;
+    CoroutineOptions o = { .name = "fresh" };
+    line = __LINE__; Coroutine *co = coro_create_opts(chain_a_o0, NULL, &o);
+    char *dump = dump_string(CORO_DUMP_TEXT);
+    char first[128];
+    snprintf(first, sizeof(first), "coroscope: %zu coroutine%s in process %d at ",
+             coro_live_count(), coro_live_count() == 1 ? "" : "s", (int)getpid());
+    assert_memory_equal(dump, first, strlen(first));
+    char *block = text_block(dump, coro_id(co));
+    assert_non_null(block);
+    /* Only the entry function, at its first line; then the creation site. */
+    regex_t re;
+    char pat[512];
+    snprintf(pat, sizeof(pat),
+             "^coroutine %llu \"fresh\" \\[created, thread %d\\]:\n"
+             "  #0  0x[0-9a-f]{16} chain_a_o0 \\(([^ )]*/)?tests/libchain-inspect.c:[0-9]+\\)\n"
+             "  created by test_text_preamble_and_never_entered at ([^ ]*/)?tests/"
+             "test-inspect.c:%d\n$", (unsigned long long)coro_id(co), (int)gettid(), line);
+    assert_int_equal(regcomp(&re, pat, REG_EXTENDED), 0);
+    if (regexec(&re, block, 0, NULL, 0) != 0) {
+        print_error("block:\n%s\ndoes not match\n%s\n", block, pat);
+        fail();
+    }
+    regfree(&re);
+    free(block);
+    free(dump);
+    coro_enter(co);     /* runs to the yield in chain_c */
+    coro_enter(co);
+    assert_no_coroutine_leaks_since(mark);
+}
+
+/* ---- JSON ---- */
+
+static void check_frame_object(const Json *f)
+{
+    static const char *const keys[] = { "pc", "function", "offset", "file", "line", "module",
+                                        "inlined" };
+    assert_non_null(f);
+    assert_int_equal(f->type, J_OBJ);
+    assert_int_equal(f->n, 7);
+    for (size_t i = 0; i < 7; i++) {
+        assert_string_equal(f->keys[i], keys[i]);
+    }
+    const Json *pc = jget(f, "pc");
+    assert_int_equal(pc->type, J_STR);
+    assert_memory_equal(pc->s, "0x", 2);
+    assert_true(strtoull(pc->s, NULL, 16) != 0);
+    const Json *fn = jget(f, "function"), *off = jget(f, "offset"), *file = jget(f, "file"),
+               *line = jget(f, "line"), *mod = jget(f, "module"), *inl = jget(f, "inlined");
+    assert_true(fn->type == J_STR || fn->type == J_NULL);
+    assert_true((off->type == J_NUM && off->is_int && off->i >= 0) || off->type == J_NULL);
+    assert_true(file->type == J_STR || file->type == J_NULL);
+    assert_true((line->type == J_NUM && line->is_int && line->i > 0) || line->type == J_NULL);
+    assert_true(mod->type == J_STR || mod->type == J_NULL);
+    assert_int_equal(inl->type, J_BOOL);
+}
+
+static const Json *find_coroutine(const Json *doc, uint64_t id)
+{
+    const Json *list = jget(doc, "coroutines");
+    for (size_t i = 0; list && i < list->n; i++) {
+        const Json *c = list->items[i];
+        if (jget(c, "id")->i == (long long)id) {
+            return c;
+        }
+    }
+    return NULL;
+}
+
+static Json *parse_dump_json(const char *text)
+{
+    char err[128];
+    Json *doc = jparse_document(text, err, sizeof(err));
+    if (!doc) {
+        print_error("dump is not one JSON document and a newline: %s\n", err);
+        fail();
+    }
+    /* The top level and every coroutine object, exactly as schema version 1 says. */
+    static const char *const top[] = { "format", "version", "pid", "time", "coroutines" };
+    assert_int_equal(doc->type, J_OBJ);
+    assert_int_equal(doc->n, 5);
+    for (size_t i = 0; i < 5; i++) {
+        assert_string_equal(doc->keys[i], top[i]);
+    }
+    assert_string_equal(jget(doc, "format")->s, "coroscope");
+    assert_int_equal(jget(doc, "version")->i, 1);
+    assert_int_equal(jget(doc, "pid")->i, getpid());
+    regex_t re;
+    assert_int_equal(regcomp(&re, "^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{2}:[0-9]{2}"
+                             "\\.[0-9]{3}Z$", REG_EXTENDED | REG_NOSUB), 0);
+    assert_int_equal(regexec(&re, jget(doc, "time")->s, 0, NULL, 0), 0);
+    regfree(&re);
+    const Json *list = jget(doc, "coroutines");
+    assert_int_equal(list->type, J_ARR);
+    static const char *const ckeys[] = { "id", "name", "state", "thread", "entry", "created_at",
+                                         "stack", "frames" };
+    for (size_t i = 0; i < list->n; i++) {
+        const Json *c = list->items[i];
+        assert_int_equal(c->type, J_OBJ);
+        assert_int_equal(c->n, 8);
+        for (size_t k = 0; k < 8; k++) {
+            assert_string_equal(c->keys[k], ckeys[k]);
+        }
+        assert_true(jget(c, "id")->is_int && jget(c, "id")->i > 0);
+        assert_true(jget(c, "name")->type == J_STR || jget(c, "name")->type == J_NULL);
+        const char *st = jget(c, "state")->s;
+        assert_true(strcmp(st, "created") == 0 || strcmp(st, "running") == 0 ||
+                    strcmp(st, "suspended") == 0);
+        assert_true(jget(c, "thread")->type == J_NUM || jget(c, "thread")->type == J_NULL);
+        check_frame_object(jget(c, "entry"));
+        if (jget(c, "created_at")->type != J_NULL) {
+            check_frame_object(jget(c, "created_at"));
+        }
+        const Json *stack = jget(c, "stack");
+        assert_int_equal(stack->n, 3);
+        assert_memory_equal(jget(stack, "base")->s, "0x", 2);
+        assert_true(jget(stack, "size")->is_int && jget(stack, "size")->i > 0);
+        assert_true(jget(stack, "used_max")->type == J_NUM ||
+                    jget(stack, "used_max")->type == J_NULL);
+        const Json *frames = jget(c, "frames");
+        assert_int_equal(frames->type, J_ARR);
+        for (size_t k = 0; k < frames->n; k++) {
+            check_frame_object(frames->items[k]);
+        }
+    }
+    return doc;
+}
+
+static void expect_frame(const Json *f, const char *function, const char *file_suffix, int line,
+                         const char *module_suffix, bool inlined)
+{
+    const Json *fn = jget(f, "function");
+    if (fn->type != J_STR || strcmp(fn->s, function) != 0) {
+        print_error("frame function %s, expected %s\n", fn->type == J_STR ? fn->s : "null",
+                    function);
+        fail();
+    }
+    if (file_suffix) {
+        assert_int_equal(jget(f, "file")->type, J_STR);
+        assert_true(ends_with(jget(f, "file")->s, file_suffix));
+    }
+    if (line) {
+        assert_int_equal(jget(f, "line")->i, line);
+    }
+    if (module_suffix) {
+        assert_true(ends_with(jget(f, "module")->s, module_suffix));
+    }
+    assert_int_equal(jget(f, "inlined")->b, inlined);
+    /* Inlined instances have no symbol offset; real frames do. */
+    assert_int_equal(jget(f, "offset")->type, inlined ? J_NULL : J_NUM);
+}
+
+static void test_json_document_and_chains(void **state)
+{
+    uint64_t mark = coro_leak_mark();
+    Coroutine *cos[3];
+    int lines[3];
+    for (int i = 0; i < 3; i++) {
+        cos[i] = park_chain(&chains[i], NULL, &lines[i]);
+    }
+    Coroutine *fresh = coro_create(chain_a_o2, NULL);
+    char *text = dump_string(CORO_DUMP_JSON);
+    Json *doc = parse_dump_json(text);
+
+    for (int i = 0; i < 3; i++) {
+        const Chain *ch = &chains[i];
+        const Json *c = find_coroutine(doc, coro_id(cos[i]));
+        assert_non_null(c);
+        assert_int_equal(jget(c, "name")->type, J_NULL);
+        assert_string_equal(jget(c, "state")->s, "suspended");
+        assert_int_equal(jget(c, "thread")->i, gettid());
+        assert_int_equal(jget(jget(c, "stack"), "size")->i, CORO_DEFAULT_STACK_SIZE);
+        char fn[32];
+        snprintf(fn, sizeof(fn), "chain_a_%s", ch->suffix);
+        expect_frame(jget(c, "entry"), fn, "tests/libchain-inspect.c", 0, ch->module_suffix,
+                     false);
+        assert_int_equal(jget(jget(c, "entry"), "offset")->i, 0);
+        expect_frame(jget(c, "created_at"), "park_chain", "tests/test-inspect.c", lines[i],
+                     "/test-inspect", false);
+        const Json *fr = jget(c, "frames");
+        assert_int_equal(fr->n, 5);
+        expect_frame(fr->items[0], "coro_yield", "coro.c", 0, "/libcoroscope.so.0", false);
+        snprintf(fn, sizeof(fn), "chain_c_%s", ch->suffix);
+        expect_frame(fr->items[1], fn, "tests/libchain-inspect.c", *ch->line_c,
+                     ch->module_suffix, false);
+        snprintf(fn, sizeof(fn), "inline_%s", ch->suffix);
+        expect_frame(fr->items[2], fn, "tests/libchain-inspect.c", *ch->line_inline,
+                     ch->module_suffix, true);
+        snprintf(fn, sizeof(fn), "chain_b_%s", ch->suffix);
+        expect_frame(fr->items[3], fn, "tests/libchain-inspect.c", *ch->line_b,
+                     ch->module_suffix, false);
+        /* The inlined frame and its caller share the pc. */
+        assert_string_equal(jget(fr->items[2], "pc")->s, jget(fr->items[3], "pc")->s);
+        snprintf(fn, sizeof(fn), "chain_a_%s", ch->suffix);
+        expect_frame(fr->items[4], fn, "tests/libchain-inspect.c", *ch->line_a,
+                     ch->module_suffix, false);
+    }
+    /* A never-entered coroutine: its entry function is its only frame. */
+    const Json *c = find_coroutine(doc, coro_id(fresh));
+    assert_non_null(c);
+    assert_string_equal(jget(c, "state")->s, "created");
+    assert_int_equal(jget(c, "frames")->n, 1);
+    expect_frame(jget(c, "frames")->items[0], "chain_a_o2", NULL, 0, NULL, false);
+    assert_string_equal(jget(jget(c, "frames")->items[0], "pc")->s,
+                        jget(jget(c, "entry"), "pc")->s);
+    jfree(doc);
+    free(text);
+    coro_enter(fresh);
+    coro_enter(fresh);
+    for (int i = 0; i < 3; i++) {
+        coro_enter(cos[i]);
+    }
+    assert_no_coroutine_leaks_since(mark);
+}
+
+/* A coroutine that dumps while it runs, entered by another coroutine. */
+static char *inner_dump;
+
+static void dumping_entry(void *opaque)
+{
+    inner_dump = dump_string(CORO_DUMP_JSON);
+    coro_yield();
+}
+
+static void outer_entry(void *opaque)
+{
+    coro_enter(opaque);
+    coro_yield();
+}
+
+static void test_json_running_chain_from_live_stack(void **state)
+{
+    uint64_t mark = coro_leak_mark();
+    CoroutineOptions oi = { .name = "inner" }, oo = { .name = "outer" };
+    Coroutine *inner = coro_create_opts(dumping_entry, NULL, &oi);
+    Coroutine *outer = coro_create_opts(outer_entry, inner, &oo);
+    coro_enter(outer);
+    Json *doc = parse_dump_json(inner_dump);
+    const Json *ci = find_coroutine(doc, coro_id(inner));
+    const Json *co = find_coroutine(doc, coro_id(outer));
+    assert_non_null(ci);
+    assert_non_null(co);
+    assert_string_equal(jget(ci, "state")->s, "running");
+    assert_string_equal(jget(co, "state")->s, "running");
+    const Json *fi = jget(ci, "frames"), *fo = jget(co, "frames");
+    /* The dumping coroutine, from the live stack: coro_dump, our helper, its entry. */
+    assert_int_equal(fi->n, 3);
+    expect_frame(fi->items[0], "coro_dump", NULL, 0, "/libcoroscope.so.0", false);
+    expect_frame(fi->items[1], "dump_string", "tests/test-inspect.c", 0, NULL, false);
+    expect_frame(fi->items[2], "dumping_entry", "tests/test-inspect.c", 0, NULL, false);
+    /* The coroutine that entered it, from its saved registers: suspended in coro_enter. */
+    assert_int_equal(fo->n, 2);
+    expect_frame(fo->items[0], "coro_enter", NULL, 0, "/libcoroscope.so.0", false);
+    expect_frame(fo->items[1], "outer_entry", "tests/test-inspect.c", 0, NULL, false);
+    jfree(doc);
+    free(inner_dump);
+    inner_dump = NULL;
+    coro_enter(inner);
+    coro_enter(outer);
+    assert_no_coroutine_leaks_since(mark);
+}
+
+static void test_dump_rejects_bad_format_and_fd(void **state)
+{
+    assert_int_equal(coro_dump(STDOUT_FILENO, 3), -EINVAL);
+    assert_int_equal(coro_dump(STDOUT_FILENO, -1), -EINVAL);
+    uint64_t mark = coro_leak_mark();
+    Coroutine *co = coro_create(chain_a_o2, NULL);    /* something to write */
+    assert_int_equal(coro_dump(-1, CORO_DUMP_JSON), -EBADF);
+    int rd = open("/dev/null", O_RDONLY);
+    assert_int_equal(coro_dump(rd, CORO_DUMP_TEXT), -EBADF);
+    close(rd);
+    coro_enter(co);
+    coro_enter(co);
+    assert_no_coroutine_leaks_since(mark);
+}
+
+/* ---- folded ---- */
+
+static void test_folded_aggregates_identical_stacks(void **state)
+{
+    uint64_t mark = coro_leak_mark();
+    Coroutine *cos[5];
+    int line;
+    for (int i = 0; i < 3; i++) {
+        cos[i] = park_chain(&chains[1], "same", &line);
+    }
+    for (int i = 3; i < 5; i++) {
+        cos[i] = park_chain(&chains[0], "other;name with space", &line);
+    }
+    char *text = dump_string(CORO_DUMP_FOLDED);
+    regex_t re;
+    assert_int_equal(regcomp(&re, "^[^ ;]+(;[^ ;]+)* [1-9][0-9]*$", REG_EXTENDED | REG_NOSUB), 0);
+    size_t total = 0;
+    bool seen_same = false, seen_other = false;
+    char *save = NULL;
+    for (char *l = strtok_r(text, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        if (regexec(&re, l, 0, NULL, 0) != 0) {
+            print_error("not a folded line: \"%s\"\n", l);
+            fail();
+        }
+        total += strtoul(strrchr(l, ' ') + 1, NULL, 10);
+        if (strcmp(l, "same;chain_a_o2;chain_b_o2;inline_o2;chain_c_o2;coro_yield 3") == 0) {
+            seen_same = true;
+        }
+        if (strcmp(l, "other:name_with_space;chain_a_o0;chain_b_o0;inline_o0;chain_c_o0;"
+                   "coro_yield 2") == 0) {
+            seen_other = true;
+        }
+    }
+    regfree(&re);
+    assert_true(seen_same);
+    assert_true(seen_other);
+    assert_int_equal(total, coro_live_count());
+    free(text);
+    for (int i = 0; i < 5; i++) {
+        coro_enter(cos[i]);
+    }
+    assert_no_coroutine_leaks_since(mark);
+}
+
+/* ---- leaks ---- */
+
+static void test_leak_check_since_counts_only_newer(void **state)
+{
+    int line;
+    Coroutine *before = park_chain(&chains[1], "before-mark", &line);
+    uint64_t mark = coro_leak_mark();
+    Coroutine *a = park_chain(&chains[1], "after-1", &line);
+    Coroutine *b = coro_create(chain_a_o0, NULL);
+    int fd = memfd_create("leaks", MFD_CLOEXEC);
+    assert_int_equal(coro_leak_check_since(mark, fd), 2);
+    char *report = read_all(fd);
+    close(fd);
+    char want[64];
+    assert_non_null(strstr(report, "2 coroutines still alive"));
+    snprintf(want, sizeof(want), "coroutine %llu \"after-1\" [suspended",
+             (unsigned long long)coro_id(a));
+    assert_non_null(strstr(report, want));
+    snprintf(want, sizeof(want), "coroutine %llu [created", (unsigned long long)coro_id(b));
+    assert_non_null(strstr(report, want));
+    assert_null(strstr(report, "before-mark"));
+    assert_non_null(strstr(report, "created by park_chain at "));
+    free(report);
+    assert_true(coro_leak_check(-1) >= 3);
+    coro_enter(a);
+    assert_int_equal(coro_leak_check_since(mark, -1), 1);
+    coro_enter(b);
+    coro_enter(b);
+    assert_int_equal(coro_leak_check_since(mark, -1), 0);
+    coro_enter(before);
+    assert_no_coroutine_leaks_since(mark);
+}
+
+static size_t counted_inside;
+
+static void count_from_inside(void *opaque)
+{
+    counted_inside = coro_leak_check_since(*(uint64_t *)opaque, -1);
+}
+
+static void test_leak_check_leaves_out_the_caller(void **state)
+{
+    uint64_t mark = coro_leak_mark();
+    Coroutine *co = coro_create(count_from_inside, &mark);
+    counted_inside = 99;
+    coro_enter(co);
+    assert_int_equal(counted_inside, 0);
+    assert_no_coroutine_leaks_since(mark);
+}
+
+/* The cmocka assertion, run in a child so that its failure is what we observe. */
+static uint64_t child_mark;
+static Coroutine *child_leaked;
+
+static void leaking_test(void **state)
+{
+    child_mark = coro_leak_mark();
+    int line;
+    child_leaked = park_chain(&chains[1], "left-behind", &line);
+    assert_no_coroutine_leaks_since(child_mark);
+}
+
+static void clean_test(void **state)
+{
+    uint64_t mark = coro_leak_mark();
+    int line;
+    Coroutine *co = park_chain(&chains[1], "finished", &line);
+    coro_enter(co);
+    assert_no_coroutine_leaks_since(mark);
+}
+
+static int run_child_group(void (*fn)(void **), char **output)
+{
+    int out = memfd_create("child", MFD_CLOEXEC);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(out, STDOUT_FILENO);
+        dup2(out, STDERR_FILENO);
+        const struct CMUnitTest t[] = { cmocka_unit_test(fn) };
+        _exit(_cmocka_run_group_tests("child", t, 1, NULL, NULL));
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    *output = read_all(out);
+    if (getenv("TEST_INSPECT_VERBOSE")) {
+        fprintf(stderr, "child output:\n%s\n", *output);
+    }
+    close(out);
+    assert_true(WIFEXITED(status));
+    return WEXITSTATUS(status);
+}
+
+static void test_cmocka_assertion_fails_on_leak(void **state)
+{
+    char *out;
+    assert_int_equal(run_child_group(leaking_test, &out), 1);
+    assert_non_null(strstr(out, "\"left-behind\" [suspended"));
+    assert_non_null(strstr(out, "1 coroutine created since the leak mark is still alive"));
+    assert_non_null(strstr(out, "test-inspect.c:"));
+    free(out);
+    assert_int_equal(run_child_group(clean_test, &out), 0);
+    assert_null(strstr(out, "still alive"));
+    free(out);
+}
+
+/* ---- child programs: leak exit code, overflow, C++ ---- */
+
+static char helper_dir[PATH_MAX];
+
+static const char *helper(const char *name)
+{
+    static char path[PATH_MAX + 64];
+    snprintf(path, sizeof(path), "%s/%s", helper_dir, name);
+    return path;
+}
+
+typedef struct Child {
+    int status;
+    char *out, *err;
+} Child;
+
+static Child run_child(const char *prog, const char *arg, char *const env[])
+{
+    int out = memfd_create("out", MFD_CLOEXEC), err = memfd_create("err", MFD_CLOEXEC);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(out, STDOUT_FILENO);
+        dup2(err, STDERR_FILENO);
+        char *const argv[] = { (char *)prog, (char *)arg, NULL };
+        execve(prog, argv, env);
+        _exit(127);
+    }
+    Child c;
+    assert_int_equal(waitpid(pid, &c.status, 0), pid);
+    c.out = read_all(out);
+    c.err = read_all(err);
+    close(out);
+    close(err);
+    return c;
+}
+
+static void child_free(Child *c)
+{
+    free(c->out);
+    free(c->err);
+}
+
+/* The sanitizer runtime's own variables, so that ASan builds run their children alike. */
+static char *env_or(const char *name, char *buf, size_t len)
+{
+    const char *v = getenv(name);
+    snprintf(buf, len, "%s=%s", name, v ? v : "");
+    return buf;
+}
+
+static void check_leak_exit(const char *prog)
+{
+    char asan[512], ubsan[512];
+    env_or("ASAN_OPTIONS", asan, sizeof(asan));
+    env_or("UBSAN_OPTIONS", ubsan, sizeof(ubsan));
+
+    char *const on[] = { "CORO_LEAK_CHECK=1", asan, ubsan, NULL };
+    Child c = run_child(prog, "leak", on);
+    assert_true(WIFEXITED(c.status));
+    assert_int_equal(WEXITSTATUS(c.status), 23);
+    assert_string_equal(c.out, "main done\n");     /* the program's stdio was flushed */
+    assert_non_null(strstr(c.err, "coroscope: CORO_LEAK_CHECK: 2 coroutines still alive:\n"));
+    assert_non_null(strstr(c.err, "\"leaky-reader\" [suspended, thread "));
+    assert_non_null(strstr(c.err, " coro_yield ("));
+    assert_non_null(strstr(c.err, " wait_for_input"));
+    assert_non_null(strstr(c.err, "created by main at "));
+    assert_non_null(strstr(c.err, "prog-inspect-leak.c:"));
+    child_free(&c);
+
+    char *const code[] = { "CORO_LEAK_CHECK=1", "CORO_LEAK_EXITCODE=42", asan, ubsan, NULL };
+    c = run_child(prog, "leak", code);
+    assert_true(WIFEXITED(c.status));
+    assert_int_equal(WEXITSTATUS(c.status), 42);
+    child_free(&c);
+
+    c = run_child(prog, "clean", on);
+    assert_true(WIFEXITED(c.status));
+    assert_int_equal(WEXITSTATUS(c.status), 0);
+    assert_string_equal(c.err, "");
+    child_free(&c);
+
+    char *const off[] = { asan, ubsan, NULL };
+    c = run_child(prog, "leak", off);
+    assert_true(WIFEXITED(c.status));
+    assert_int_equal(WEXITSTATUS(c.status), 0);
+    assert_string_equal(c.err, "");
+    child_free(&c);
+}
+
+static void test_leak_env_exit_code_shared(void **state)
+{
+    check_leak_exit(helper("prog-inspect-leak"));
+}
+
+static void test_leak_env_exit_code_static(void **state)
+{
+    check_leak_exit(helper("prog-inspect-leak-static"));
+}
+
+static void check_overflow(const char *mode)
+{
+    char asan[512];
+    /* ASan reports the fault itself once our handler passes it on; let ours be the one. */
+    snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s%shandle_segv=0",
+             getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
+             getenv("ASAN_OPTIONS") ? ":" : "");
+    char *const env[] = { asan, NULL };
+    Child c = run_child(helper("prog-inspect-overflow"), mode, env);
+    if (!WIFSIGNALED(c.status) || WTERMSIG(c.status) != SIGSEGV) {
+        print_error("status %#x, stderr:\n%s\n", c.status, c.err);
+        fail();
+    }
+    regex_t re;
+    assert_int_equal(regcomp(&re, "^coroscope: coroutine [0-9]+ \"deep\" overflowed its 64 KiB "
+                             "stack \\(created at [^ ]*/prog-inspect-overflow\\+0x[0-9a-f]+\\)\n"
+                             "  #0  [^ ]*/prog-inspect-overflow\\+0x[0-9a-f]+\n"
+                             "  #1  [^ ]*/prog-inspect-overflow\\+0x[0-9a-f]+\n"
+                             "      \\(the line above repeated [0-9]+ more times\\)\n",
+                             REG_EXTENDED | REG_NOSUB), 0);
+    if (regexec(&re, c.err, 0, NULL, 0) != 0) {
+        print_error("unexpected overflow report:\n%s\n", c.err);
+        fail();
+    }
+    regfree(&re);
+    child_free(&c);
+}
+
+static void test_overflow_report_then_sigsegv(void **state)
+{
+    check_overflow("overflow");
+}
+
+static void test_overflow_on_another_thread(void **state)
+{
+    check_overflow("overflow-thread");
+}
+
+static void test_other_faults_keep_their_handling(void **state)
+{
+    char *const env[] = { "ASAN_OPTIONS=handle_segv=0", NULL };
+    Child c = run_child(helper("prog-inspect-overflow"), "null", env);
+    assert_true(WIFSIGNALED(c.status));
+    assert_int_equal(WTERMSIG(c.status), SIGSEGV);
+    assert_null(strstr(c.err, "overflowed"));
+    child_free(&c);
+    /* A handler the program installed before coroscope's still gets its faults. */
+    c = run_child(helper("prog-inspect-overflow"), "chain", env);
+    assert_true(WIFEXITED(c.status));
+    assert_int_equal(WEXITSTATUS(c.status), 42);
+    assert_string_equal(c.err, "own handler called\n");
+    child_free(&c);
+}
+
+static void test_cxx_exceptions_keep_libgcc_unwinder(void **state)
+{
+    char asan[512];
+    env_or("ASAN_OPTIONS", asan, sizeof(asan));
+    char *const env[] = { "LD_DEBUG=bindings", asan, NULL };
+    Child c = run_child(helper("prog-inspect-cxx"), NULL, env);
+    assert_true(WIFEXITED(c.status));
+    assert_int_equal(WEXITSTATUS(c.status), 0);
+    assert_string_equal(c.out, "caught 2\n");
+    /* Every binding of _Unwind_RaiseException goes to libgcc_s, and libunwind is not loaded. */
+    int bindings = 0;
+    char *save = NULL;
+    for (char *l = strtok_r(c.err, "\n", &save); l; l = strtok_r(NULL, "\n", &save)) {
+        if (strstr(l, "libunwind")) {
+            print_error("libunwind in the C++ program: %s\n", l);
+            fail();
+        }
+        if (strstr(l, "`_Unwind_RaiseException'")) {
+            bindings++;
+            if (!strstr(l, "/libgcc_s.so")) {
+                print_error("bound elsewhere: %s\n", l);
+                fail();
+            }
+        }
+    }
+    assert_true(bindings >= 1);
+    child_free(&c);
+}
+
+static int setup_paths(void **state)
+{
+    ssize_t n = readlink("/proc/self/exe", helper_dir, sizeof(helper_dir) - 1);
+    if (n <= 0) {
+        return -1;
+    }
+    helper_dir[n] = '\0';
+    *strrchr(helper_dir, '/') = '\0';
+    return 0;
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_text_chain_o0),
+        cmocka_unit_test(test_text_chain_o2),
+        cmocka_unit_test(test_text_chain_shared_library),
+        cmocka_unit_test(test_text_preamble_and_never_entered),
+        cmocka_unit_test(test_json_document_and_chains),
+        cmocka_unit_test(test_json_running_chain_from_live_stack),
+        cmocka_unit_test(test_dump_rejects_bad_format_and_fd),
+        cmocka_unit_test(test_folded_aggregates_identical_stacks),
+        cmocka_unit_test(test_leak_check_since_counts_only_newer),
+        cmocka_unit_test(test_leak_check_leaves_out_the_caller),
+        cmocka_unit_test(test_cmocka_assertion_fails_on_leak),
+        cmocka_unit_test(test_leak_env_exit_code_shared),
+        cmocka_unit_test(test_leak_env_exit_code_static),
+        cmocka_unit_test(test_overflow_report_then_sigsegv),
+        cmocka_unit_test(test_overflow_on_another_thread),
+        cmocka_unit_test(test_other_faults_keep_their_handling),
+        cmocka_unit_test(test_cxx_exceptions_keep_libgcc_unwinder),
+    };
+    return cmocka_run_group_tests(tests, setup_paths, NULL);
+}
