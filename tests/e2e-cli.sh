@@ -193,6 +193,32 @@ if start "$PROG"; then
     kill "$pid"
 fi
 
+# ---------------------------------------------------------------- threads that come and go
+# A thread keeps creating threads that each run a coroutine: attaching must catch every
+# thread that appears meanwhile, and leave none stopped or traced.
+rm -f "$T/ready"
+"$PROG" churn >"$T/ready" 2>/dev/null &
+cpid=$!
+pids="$pids $cpid"
+i=0
+while ! grep -q ready "$T/ready" 2>/dev/null && [ $i -lt 200 ]; do sleep 0.05; i=$((i + 1)); done
+churn_ok=0
+for i in 1 2 3 4 5; do
+    "$CLI" ps -p "$cpid" >"$T/out" 2>"$T/err" && grep -Eq "^1 +suspended +parker-1 .*park_c" "$T/out" &&
+        churn_ok=$((churn_ok + 1))
+done
+[ $churn_ok -eq 5 ] && ok "churn: 5 of 5 ps runs complete while threads come and go" ||
+    { bad "churn: $churn_ok of 5 ps runs complete"; sed 's/^/    | /' "$T/err"; }
+sleep 0.1
+tracer=0
+for task in /proc/"$cpid"/task/*; do
+    tp=$(awk '/^TracerPid/ {print $2}' "$task/status" 2>/dev/null)
+    st=$(awk '/^State/ {print $2}' "$task/status" 2>/dev/null)
+    { [ -n "$tp" ] && [ "$tp" != 0 ]; } || [ "$st" = t ] || [ "$st" = T ] && tracer=1
+done
+[ $tracer -eq 0 ] && ok "churn: no thread left traced or stopped" || bad "churn: a thread left traced or stopped"
+kill "$cpid"
+
 # ---------------------------------------------------------------- kernel core
 mkdir -p "$T/k"
 if make_core "$T/k" "$PROG" abort; then

@@ -7,6 +7,8 @@
  *     abort     park the fixed set, then abort() (a kernel core, when ulimit -c allows)
  *     many N    also park N coroutines 8 calls deep ("bulk-<i>"), then wait
  *     many-abort N [T]  as many, plus T threads parked 8 calls deep, then abort()
+ *     churn     as wait, while another thread keeps creating short-lived threads that each
+ *               run a coroutine to completion (threads appear and vanish while we attach)
  *     corrupt-cycle  park the set, make the registry's record list a cycle, abort()
  *     corrupt-magic  park the set, scribble on the descriptor's magic, abort()
  *     corrupt-stack  park the set, smash one parked coroutine's saved stack pointer, abort()
@@ -124,6 +126,33 @@ static void *parked_thread(void *arg)
 {
     threads_parked++;
     bulkt1(0);
+    return NULL;
+}
+
+static void quick_entry(void *opaque)
+{
+    sink++;
+}
+
+static void *churn_worker(void *arg)
+{
+    Coroutine *co = coro_create(quick_entry, NULL);
+    if (co) {
+        coro_enter(co);
+    }
+    return NULL;
+}
+
+static _Atomic long churned;
+static void *churner(void *arg)
+{
+    for (;;) {
+        pthread_t w;
+        if (pthread_create(&w, NULL, churn_worker, NULL) == 0) {
+            pthread_join(w, NULL);
+            churned++;
+        }
+    }
     return NULL;
 }
 
@@ -248,6 +277,13 @@ int main(int argc, char **argv)
             r = *(uint64_t *)(uintptr_t)(r + coroscope_debug_abi.off_next);
         }
         abort();
+    }
+    if (strcmp(mode, "churn") == 0) {
+        pthread_t ch;
+        pthread_create(&ch, NULL, churner, NULL);
+        while (churned < 10) {
+            usleep(1000);
+        }
     }
     if (strstr(mode, "abort")) {
         abort();
