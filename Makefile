@@ -185,11 +185,11 @@ $(B)/tests/chain-inspect-o0.o: tests/libchain-inspect.c
 $(B)/tests/chain-inspect-o2.o: tests/libchain-inspect.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -DCHAIN=o2 -c $< -o $@
-$(B)/tests/libchain-inspect.so: tests/libchain-inspect.c $(B)/$(SONAME)
+$(B)/tests/libchain-inspect.so: tests/libchain-inspect.c $(B)/libcoroscope.so
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -DCHAIN=so -shared -o $@ $< \
 	    $(ALL_LDFLAGS) -L$(B) -lcoroscope
-$(B)/tests/test-inspect: tests/test-inspect.c $(INSPECT_FIX) $(B)/$(SONAME)
+$(B)/tests/test-inspect: tests/test-inspect.c $(INSPECT_FIX) $(B)/libcoroscope.so
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) $(CMOCKA_CFLAGS) -o $@ $< \
 	    $(filter %.o,$^) $(ALL_LDFLAGS) -L$(B)/tests -lchain-inspect -L$(B) \
@@ -199,7 +199,7 @@ $(B)/tests/prog-inspect-leak-static: tests/prog-inspect-leak.c $(B)/libcoroscope
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \
 	    $(ALL_LDFLAGS) $(B)/libcoroscope.a $(LIB_LIBS)
-$(B)/tests/prog-inspect-cxx: tests/prog-inspect-cxx.cc $(B)/$(SONAME)
+$(B)/tests/prog-inspect-cxx: tests/prog-inspect-cxx.cc $(B)/libcoroscope.so
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CXXLD   $@")
 	$(Q)$(CXX) -O2 -g -Iinclude $(SAN) $(CXXFLAGS) -o $@ $< $(ALL_LDFLAGS) -L$(B) \

@@ -110,8 +110,11 @@ static const ModSpan *module_of(uint64_t pc)
     return NULL;
 }
 
+/* The stack scan reads whatever the coroutine left on its stack, sanitizer redzones included. */
+#define NO_ASAN __attribute__((no_sanitize("address")))
+
 /* Does the code before ra end with a call instruction? (ra is a return address candidate.) */
-static bool after_call(const ModSpan *m, uint64_t ra)
+static NO_ASAN bool after_call(const ModSpan *m, uint64_t ra)
 {
     uint64_t lo = 0;
     for (unsigned s = 0; s < m->nseg; s++) {
@@ -152,7 +155,7 @@ static void out_where(CoroOut *o, uint64_t pc)
     }
 }
 
-static void report_overflow(const unsigned char *rec, uint64_t base, uint64_t size,
+static NO_ASAN void report_overflow(const unsigned char *rec, uint64_t base, uint64_t size,
                             const ucontext_t *uc)
 {
     const struct coro_debug_abi *a = &coroscope_debug_abi;

@@ -2,9 +2,9 @@
  * Helper of tests/test-inspect.c for the guard-page report. Modes:
  *   overflow         a coroutine named "deep" with a 64 KiB stack recurses into its guard page
  *   overflow-thread  the same on a second thread (its own alternate signal stack)
- *   null             a coroutine dereferences NULL: not an overflow, default action
+ *   null             a coroutine writes near NULL: not an overflow, default action
  *   chain            the program installs its own SIGSEGV handler first (it exits 42);
- *                    a NULL dereference in a coroutine must reach it
+ *                    a fault near NULL in a coroutine must reach it
  */
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
@@ -18,7 +18,8 @@
 
 #pragma GCC diagnostic ignored "-Winfinite-recursion"
 
-static volatile int *volatile null_ptr;
+/* Near NULL but not NULL, so that UBSan builds fault as plain ones do. */
+static volatile int *volatile null_ptr = (volatile int *)16;
 
 __attribute__((noinline)) static int recurse(int n)
 {
