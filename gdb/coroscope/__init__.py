@@ -5,8 +5,6 @@ to libcoroscope); see docs/gdb.md.  register() is idempotent: the hook may run o
 objfile that loads libcoroscope.
 """
 
-import gdb
-
 from . import commands
 from . import frames
 

@@ -95,9 +95,6 @@ class Coroutine(object):
         """Running on a thread: its frames are that thread's, not its saved registers."""
         return self.state == STATE_RUNNING or (self.torn and self.state != STATE_CREATED)
 
-    def display_name(self):
-        return self.name
-
 
 class Registry(object):
     """The descriptor of one inferior and the coroutines it lists."""
@@ -110,8 +107,9 @@ class Registry(object):
         magic, version, size, ptr_size, arch = _HEAD.unpack(head)
         if magic != MAGIC:
             raise RegistryError(
-                "coroscope: the registry descriptor at 0x%x (%s) has bad magic %r: "
-                "memory is corrupted or this is not a coroscope program" % (addr, where, magic))
+                "coroscope: the registry descriptor at 0x%x (%s) has bad magic %s: "
+                "memory is corrupted or this is not a coroscope program"
+                % (addr, where, repr(magic.decode("latin-1"))))
         if version != VERSION:
             raise RegistryError(
                 "coroscope: registry descriptor version %d at 0x%x; this gdb extension reads "
@@ -164,9 +162,6 @@ class Registry(object):
                             ("shard_off_current", 8)):
             if getattr(self, name) + width > ss:
                 raise self._corrupt("shard field %s" % name)
-        if self.nrecords > MAX_RECORDS:
-            # Still walk: the walk is bounded by MAX_RECORDS and cycle detection.
-            pass
 
     # ---- code ranges
 
