@@ -1,0 +1,156 @@
+/*
+ * cmocka tests of coro_dump_on_signal() in this process: argument checks, never replacing a
+ * handler of the program's (-EBUSY), and a dump written to a file on a real signal, with
+ * "%p" in the path and the file created 0600. The multi-threaded stress test, blocked and
+ * spinning threads, the environment and the crash report run in real child processes:
+ * tests/e2e-signal.sh.
+ */
+#define _GNU_SOURCE
+#include <coroscope/coro.h>
+#include <coroscope/inspect.h>
+#include <errno.h>
+#include <fcntl.h>
+#include <setjmp.h>
+#include <signal.h>
+#include <stdarg.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/stat.h>
+#include <time.h>
+#include <unistd.h>
+
+#include <cmocka.h>
+
+static void user_handler(int sig)
+{
+    (void)sig;
+}
+
+static void test_signal_rejects_bad_arguments(void **state)
+{
+    (void)state;
+    assert_int_equal(coro_dump_on_signal(0, NULL, CORO_DUMP_TEXT), -EINVAL);
+    assert_int_equal(coro_dump_on_signal(-1, NULL, CORO_DUMP_TEXT), -EINVAL);
+    assert_int_equal(coro_dump_on_signal(SIGKILL, NULL, CORO_DUMP_TEXT), -EINVAL);
+    assert_int_equal(coro_dump_on_signal(SIGSEGV, NULL, CORO_DUMP_TEXT), -EINVAL);
+    assert_int_equal(coro_dump_on_signal(SIGRTMAX + 1, NULL, CORO_DUMP_TEXT), -EINVAL);
+    assert_int_equal(coro_dump_on_signal(SIGUSR1, NULL, 7), -EINVAL);
+    assert_int_equal(coro_dump_on_signal(SIGUSR1, "", CORO_DUMP_TEXT), -EINVAL);
+    /* Nothing was installed by the failed calls. */
+    struct sigaction sa;
+    sigaction(SIGUSR1, NULL, &sa);
+    assert_true(sa.sa_handler == SIG_DFL);
+}
+
+static void test_signal_never_replaces_a_handler(void **state)
+{
+    (void)state;
+    struct sigaction sa, now;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = user_handler;
+    sigaction(SIGUSR2, &sa, NULL);
+    assert_int_equal(coro_dump_on_signal(SIGUSR2, NULL, CORO_DUMP_TEXT), -EBUSY);
+    sigaction(SIGUSR2, NULL, &now);
+    assert_true(now.sa_handler == user_handler);
+
+    /* SIG_IGN is the program's choice too. */
+    sa.sa_handler = SIG_IGN;
+    sigaction(SIGUSR2, &sa, NULL);
+    assert_int_equal(coro_dump_on_signal(SIGUSR2, NULL, CORO_DUMP_TEXT), -EBUSY);
+    sigaction(SIGUSR2, NULL, &now);
+    assert_true(now.sa_handler == SIG_IGN);
+    sa.sa_handler = SIG_DFL;
+    sigaction(SIGUSR2, &sa, NULL);
+}
+
+static volatile int resumed;
+
+__attribute__((noinline)) static void parked_in_test(void)
+{
+    coro_yield();
+    resumed++;
+}
+
+static void parked_entry(void *opaque)
+{
+    (void)opaque;
+    parked_in_test();
+    resumed++;
+}
+
+static char *slurp(const char *path)
+{
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return NULL;
+    }
+    static char buf[1 << 16];
+    size_t n = fread(buf, 1, sizeof(buf) - 1, f);
+    fclose(f);
+    buf[n] = '\0';
+    return buf;
+}
+
+/* Waits until the file holds a complete text dump (its last line is the summary). */
+static char *wait_dump(const char *path, int ndumps)
+{
+    for (int i = 0; i < 5000; i++) {
+        char *s = slurp(path);
+        int n = 0;
+        for (char *p = s; p && (p = strstr(p, "# signal dump:")); p++) {
+            n++;
+        }
+        if (n >= ndumps && s[strlen(s) - 1] == '\n') {
+            return s;
+        }
+        usleep(2000);
+    }
+    return NULL;
+}
+
+static void test_signal_dumps_to_a_file(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/coroscope-test-signal-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char pattern[128], path[128];
+    snprintf(pattern, sizeof(pattern), "%s/dump-%%p.txt", dir);
+    snprintf(path, sizeof(path), "%s/dump-%d.txt", dir, (int)getpid());
+
+    CoroutineOptions o = { .name = "parked-in-test" };
+    Coroutine *co = coro_create_opts(parked_entry, NULL, &o);
+    coro_enter(co);
+
+    assert_int_equal(coro_dump_on_signal(SIGUSR1, pattern, CORO_DUMP_TEXT), 0);
+    /* Calling again for the same signal is not "busy": it updates the configuration. */
+    assert_int_equal(coro_dump_on_signal(SIGUSR1, pattern, CORO_DUMP_TEXT), 0);
+    raise(SIGUSR1);
+    char *text = wait_dump(path, 1);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"parked-in-test\" [suspended, thread "));
+    assert_non_null(strstr(text, "coro_yield (runtime/coro.c:"));
+    assert_non_null(strstr(text, "parked_in_test (tests/test-signal.c:"));
+    struct stat st;
+    assert_int_equal(stat(path, &st), 0);
+    assert_int_equal(st.st_mode & 0777, 0600);
+
+    /* Appends: a second signal, a second dump in the same file. */
+    raise(SIGUSR1);
+    assert_non_null(wait_dump(path, 2));
+
+    coro_enter(co); /* let it finish */
+    unlink(path);
+    rmdir(dir);
+}
+
+int main(void)
+{
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test(test_signal_rejects_bad_arguments),
+        cmocka_unit_test(test_signal_never_replaces_a_handler),
+        cmocka_unit_test(test_signal_dumps_to_a_file),
+    };
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
