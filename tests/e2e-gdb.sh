@@ -232,6 +232,17 @@ for variant in shared static; do
     fi
 done
 
+# ---------------------------------------------------------------- 1b. stopped inside the switch
+# The second entry into coro__switch is "alpha" yielding: its record's seqlock is open (odd)
+# and its saved registers are incomplete, so it must be shown from its thread's stack.
+out=$T/switch.out
+rungdb "$out" -ex 'set breakpoint pending on' -ex 'break coro__switch' -ex run -ex continue \
+    -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==bt==\n' -ex 'coro-bt 1' \
+    -ex 'echo ==end==\n' -ex kill "$PROG"
+has "$out" info "^[* ] 1${S}running${S}\"alpha\"${S}thread [0-9]+ at alpha_leaf \\($F:$L_AYIELD\\)\$"
+in_order "$out" bt '^coroutine 1 "alpha" \[running, thread [0-9]+\]:$' '^#0 .*coro__switch \(\)' \
+    "in alpha_leaf \\(depth=(depth@entry=)?0\\) at $F:$L_AYIELD\$"
+
 # ---------------------------------------------------------------- 2. attached by pid, then gcore
 "$PROG" wait >"$T/wait.pid" 2>&1 &
 bgpid=$!

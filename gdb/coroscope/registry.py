@@ -82,6 +82,8 @@ class Coroutine(object):
 
     @property
     def state_name(self):
+        if self.torn and self.state in STATE_NAMES and self.state != STATE_CREATED:
+            return "running"  # still on its thread, inside the switch
         return STATE_NAMES.get(self.state, "state-%d" % self.state)
 
     @property
