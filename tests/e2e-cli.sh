@@ -165,6 +165,14 @@ if start "$PROG"; then
     if [ "$st" = S ] && [ "$tr" = 0 ]; then ok "live: process continues, not traced"; else
         bad "live: process state $st, tracer $tr"; fi
     run "live: ps again" 0 "$CLI" ps -p "$pid" && check_ps "live again"
+    # Another user may not trace it: one line that says what to do.
+    if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 &&
+        setpriv --reuid=65534 --regid=65534 --clear-groups "$CLI" --version >/dev/null 2>&1; then
+        run "live: not allowed to trace" 2 setpriv --reuid=65534 --regid=65534 --clear-groups \
+            "$CLI" ps -p "$pid" &&
+            has "live: EPERM message" "$T/err" "cannot attach to process $pid: not allowed to trace it \(.*root" &&
+            one_line "live: EPERM is one line" "$T/err"
+    fi
 
     # gdb's gcore of the same process.
     # Not for ASan builds: gcore does not skip ASan's terabytes of shadow memory.
