@@ -374,5 +374,6 @@ int main(void)
         cmocka_unit_test_teardown(test_registry_counts_agree, no_leftovers),
         cmocka_unit_test_teardown(test_registry_ids_distinct_among_live, no_leftovers),
     };
+    apply_test_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -613,5 +613,6 @@ int main(int argc, char **argv)
                                         no_leftovers),
         cmocka_unit_test_setup_teardown(test_coro_100k_lifecycles, fresh, no_leftovers),
     };
+    apply_test_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
 }

@@ -1,0 +1,445 @@
+/*
+ * What the runtime does to and in a whole process: misuse aborts with one clear line (death
+ * tests in a forked child), guard pages below every stack, and fork() with coroutines
+ * suspended, running on other threads, or being created at that moment.
+ */
+#include "coro-test.h"
+
+#include <pthread.h>
+#include <stdatomic.h>
+
+static pid_t parent_pid;
+
+static bool in_child(void)
+{
+    return getpid() != parent_pid;
+}
+
+static void nop(void *arg)
+{
+}
+
+/* ---- death tests ---- */
+
+struct pair {
+    Coroutine *alpha, *beta;
+};
+
+static void reenter_self(void *opaque)
+{
+    struct pair *p = opaque;
+    if (in_child()) {
+        coro_enter(p->alpha); /* alpha is running: itself */
+    }
+}
+
+static void test_coro_death_reenter_running(void **state)
+{
+    struct pair p;
+    p.alpha = coro_create(reenter_self, &p);
+    coro_set_name(p.alpha, "alpha");
+    char who[96];
+    snprintf(who, sizeof(who), "coroutine %llu \"alpha\" entered coroutine %llu \"alpha\"",
+             (unsigned long long)coro_id(p.alpha), (unsigned long long)coro_id(p.alpha));
+    const char *needles[] = { "coroscope: fatal: Co-routine re-entered recursively: ", who,
+                              "while it is running", "libcoroscope.so", NULL };
+    expect_death((ChildFn *)coro_enter, p.alpha, SIGABRT, needles);
+    coro_enter(p.alpha); /* in the parent it just returns */
+}
+
+static void beta_enters_alpha(void *opaque)
+{
+    struct pair *p = opaque;
+    if (in_child()) {
+        coro_enter(p->alpha); /* alpha has entered us: it is nested */
+    }
+}
+
+static void alpha_enters_beta(void *opaque)
+{
+    struct pair *p = opaque;
+    coro_enter(p->beta);
+}
+
+static void test_coro_death_enter_nested(void **state)
+{
+    struct pair p;
+    p.alpha = coro_create(alpha_enters_beta, &p);
+    p.beta = coro_create(beta_enters_alpha, &p);
+    coro_set_name(p.alpha, "alpha");
+    coro_set_name(p.beta, "beta");
+    char line[256];
+    snprintf(line, sizeof(line),
+             "Co-routine re-entered recursively: coroutine %llu \"beta\" entered coroutine "
+             "%llu \"alpha\", which has entered coroutine %llu \"beta\"",
+             (unsigned long long)coro_id(p.beta), (unsigned long long)coro_id(p.alpha),
+             (unsigned long long)coro_id(p.beta));
+    const char *needles[] = { line, NULL };
+    expect_death((ChildFn *)coro_enter, p.alpha, SIGABRT, needles);
+    coro_enter(p.alpha);
+}
+
+/* A coroutine running on another thread, entered from this one. */
+struct blocked {
+    Coroutine *co;
+    int ready[2], release[2];
+};
+
+static void block_on_pipe(void *opaque)
+{
+    struct blocked *b = opaque;
+    char c;
+    if (write(b->ready[1], "r", 1) != 1 || read(b->release[0], &c, 1) != 1) {
+        abort();
+    }
+}
+
+static void *thread_enter(void *arg)
+{
+    coro_enter(arg);
+    return NULL;
+}
+
+static void enter_running_elsewhere(void *arg)
+{
+    struct blocked *b = arg;
+    pthread_t t;
+    char c;
+    pthread_create(&t, NULL, thread_enter, b->co);
+    if (read(b->ready[0], &c, 1) != 1) { /* the coroutine runs on t now */
+        _exit(3);
+    }
+    coro_enter(b->co);
+}
+
+static void test_coro_death_enter_running_on_other_thread(void **state)
+{
+    struct blocked b;
+    assert_int_equal(pipe(b.ready), 0);
+    assert_int_equal(pipe(b.release), 0);
+    b.co = coro_create(block_on_pipe, &b);
+    coro_set_name(b.co, "worker");
+    char line[160];
+    snprintf(line, sizeof(line), "entered coroutine %llu \"worker\" while it is running",
+             (unsigned long long)coro_id(b.co));
+    const char *needles[] = { "re-entered recursively: the thread's own stack (thread ", line,
+                              NULL };
+    expect_death(enter_running_elsewhere, &b, SIGABRT, needles);
+    /* In the parent: let it run to its end. */
+    assert_int_equal(write(b.release[1], "x", 1), 1);
+    coro_enter(b.co);
+    for (int i = 0; i < 2; i++) {
+        close(b.ready[i]);
+        close(b.release[i]);
+    }
+}
+
+static void yield_once(void *arg)
+{
+    coro_yield();
+}
+
+static void *yield_on_fresh_thread(void *arg)
+{
+    coro_yield();
+    return NULL;
+}
+
+static void yield_outside_fresh_thread(void *arg)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, yield_on_fresh_thread, NULL);
+    pthread_join(t, NULL);
+}
+
+static void test_coro_death_yield_outside(void **state)
+{
+    const char *needles[] = { "coroscope: fatal: coro_yield() called outside a coroutine, "
+                              "on thread ", NULL };
+    /* This thread has used coroutines before... */
+    coro_enter(coro_create(nop, NULL));
+    expect_death((ChildFn *)coro_yield, NULL, SIGABRT, needles);
+    /* ...and a thread that never has. */
+    const char *needles2[] = { "coroscope: fatal: coro_yield() called outside a coroutine", NULL };
+    expect_death(yield_outside_fresh_thread, NULL, SIGABRT, needles2);
+}
+
+static void test_coro_death_enter_terminated(void **state)
+{
+    Coroutine *co = coro_create(yield_once, NULL); /* yields once, then returns */
+    coro_enter(co);
+    coro_enter(co);
+    const char *needles[] = { "that coroutine has terminated (use after termination)", NULL };
+    expect_death((ChildFn *)coro_enter, co, SIGABRT, needles);
+}
+
+/* ---- guard pages ---- */
+
+static void write_below_stack(void *arg)
+{
+    RecView v = rec_get(coro_id(arg));
+    volatile char *lowest = (volatile char *)(uintptr_t)v.stack_base;
+    lowest[0] = 1;            /* the lowest usable byte is writable... */
+    fprintf(stderr, "lowest byte written\n");
+    lowest[-1] = 1;           /* ...the one below it is not */
+    fprintf(stderr, "guard byte written\n");
+}
+
+static unsigned long recurse(unsigned long n)
+{
+    volatile char pad[512];
+    pad[0] = (char)n;
+    return n ? recurse(n - 1) + pad[0] : 0;
+}
+
+static void overflow_fn(void *arg)
+{
+    fprintf(stderr, "%lu\n", recurse(1ul << 30));
+}
+
+static void overflow_child(void *arg)
+{
+    /* Runs off the bottom of a 64 KiB coroutine stack into its guard page. */
+    CoroutineOptions o = { .name = "deep", .stack_size = 64 * 1024 };
+    coro_enter(coro_create_opts(overflow_fn, NULL, &o));
+}
+
+static void yield_twice(void *arg)
+{
+    coro_yield();
+    coro_yield();
+}
+
+static void test_coro_guard_page_faults(void **state)
+{
+    /* A new default stack, one with an odd size, and a pooled stack handed out again. */
+    size_t sizes[] = { 0, 20000, 0 };
+    for (int i = 0; i < 3; i++) {
+        CoroutineOptions o = { .stack_size = sizes[i] };
+        Coroutine *co = coro_create_opts(yield_twice, NULL, &o);
+        coro_enter(co);
+        const char *needles[] = { "lowest byte written", NULL };
+        expect_death(write_below_stack, co, SIGSEGV, needles);
+        coro_enter(co);
+        coro_enter(co);
+    }
+    expect_death(overflow_child, NULL, SIGSEGV, NULL);
+}
+
+/* ---- fork ---- */
+
+struct fork_world {
+    Coroutine *s1, *s2;           /* main thread: suspended, created */
+    Coroutine *running, *tsusp;   /* thread T: running (blocked), suspended */
+    uint64_t main_shard, t_shard;
+    int fds[2];                   /* releases T's running coroutine */
+    int ready[2];
+    pthread_t t;
+    unsigned done;
+};
+
+static void count_done(void *opaque)
+{
+    struct fork_world *w = opaque;
+    coro_yield();
+    w->done++;
+}
+
+static void block_until_released(void *opaque)
+{
+    struct fork_world *w = opaque;
+    char c;
+    if (write(w->ready[1], "r", 1) != 1 || read(w->fds[0], &c, 1) != 1) {
+        abort();
+    }
+}
+
+static void *fork_thread(void *arg)
+{
+    struct fork_world *w = arg;
+    w->t_shard = 0;
+    w->tsusp = coro_create(count_done, w);
+    coro_enter(w->tsusp);
+    w->t_shard = shard_of((int32_t)gettid());
+    w->running = coro_create(block_until_released, w);
+    coro_set_name(w->running, "stuck-in-T");
+    coro_enter(w->running);
+    return NULL;
+}
+
+static void check_child_registry(void *arg)
+{
+    struct fork_world *w = arg;
+    const struct coro_debug_abi *d = abi();
+    int32_t me = (int32_t)gettid();
+    child_check(me == getpid(), "the child's only thread is its main thread");
+    /* This thread's shard carries over with the child's tid; T's shard is released. */
+    child_check(shard_of(me) == w->main_shard, "shard %#llx, expected %#llx",
+                (unsigned long long)shard_of(me), (unsigned long long)w->main_shard);
+    child_check(rd32(w->t_shard, d->shard_off_tid) == 0, "T's shard tid %d",
+                (int)rd32(w->t_shard, d->shard_off_tid));
+    struct count_arg cnt;
+    child_check(registry_scan(&cnt), "registry list well formed");
+    child_check(coro_live_count() == 4, "live %zu", coro_live_count());
+    child_check(cnt.live == 4, "registry %llu", (unsigned long long)cnt.live);
+
+    /* New coroutines work and are recorded with the child's tid. */
+    Coroutine *c = coro_create(yield_twice, NULL);
+    coro_set_name(c, "child-new");
+    coro_enter(c);
+    RecView v;
+    child_check(rec_find(coro_id(c), &v), "new coroutine in the registry");
+    child_check(v.state == CORO_STATE_SUSPENDED && v.tid == me, "state %u tid %d", v.state,
+                v.tid);
+    child_check(strcmp(v.name, "child-new") == 0, "name %s", v.name);
+    coro_enter(c);
+    coro_enter(c);
+
+    /* Coroutines suspended before the fork resume in the child, T's one included. */
+    coro_enter(w->s1);
+    coro_enter(w->s2);
+    coro_enter(w->s2);
+    child_check(rec_find(coro_id(w->tsusp), &v) && v.tid != me, "T's suspended coroutine");
+    coro_enter(w->tsusp);
+    child_check(w->done == 3, "done %u", w->done);
+
+    /* What is left: the coroutine that was running on T, a thread the child does not have. */
+    child_check(registry_scan(&cnt), "registry list well formed");
+    child_check(coro_live_count() == 1, "live %zu", coro_live_count());
+    child_check(cnt.live == 1 && cnt.by_state[CORO_STATE_TERMINATED] == 0, "registry %llu",
+                (unsigned long long)cnt.live);
+    child_check(rec_find(coro_id(w->running), &v) && v.state == CORO_STATE_RUNNING,
+                "T's running coroutine");
+    child_check(rd64(shard_of(me), d->shard_off_current) == 0, "current");
+}
+
+static void test_coro_fork_child_registry(void **state)
+{
+    struct fork_world w;
+    memset(&w, 0, sizeof(w));
+    assert_int_equal(pipe(w.fds), 0);
+    assert_int_equal(pipe(w.ready), 0);
+    w.s1 = coro_create(count_done, &w);
+    coro_enter(w.s1);
+    w.s2 = coro_create(count_done, &w);
+    w.main_shard = shard_of((int32_t)gettid());
+    assert_int_not_equal(w.main_shard, 0);
+    assert_int_equal(pthread_create(&w.t, NULL, fork_thread, &w), 0);
+    char c;
+    assert_int_equal(read(w.ready[0], &c, 1), 1); /* T is inside its running coroutine */
+    assert_int_not_equal(w.t_shard, 0);
+    assert_int_equal(coro_live_count(), 4);
+
+    expect_clean_exit(check_child_registry, &w, 30);
+
+    /* The parent is untouched: release T and finish everything. */
+    assert_int_equal(rd32(w.t_shard, abi()->shard_off_tid) != 0, 1);
+    assert_int_equal(write(w.fds[1], "x", 1), 1);
+    pthread_join(w.t, NULL);
+    coro_enter(w.s1);
+    coro_enter(w.s2);
+    coro_enter(w.s2);
+    coro_enter(w.tsusp);
+    assert_int_equal(w.done, 3);
+    for (int i = 0; i < 2; i++) {
+        close(w.fds[i]);
+        close(w.ready[i]);
+    }
+}
+
+/* fork() while another thread is creating and terminating coroutines as fast as it can, on
+ * the paths that take the registry and pool locks: the child must not deadlock. */
+static _Atomic bool churn_stop;
+static _Atomic unsigned long churn_rounds;
+
+static void churn_batch(unsigned n)
+{
+    static __thread Coroutine *cos[300];
+    for (unsigned i = 0; i < n; i++) {
+        CoroutineOptions o = { .stack_size = i % 7 == 0 ? 32 * 1024 : 0 };
+        cos[i] = coro_create_opts(yield_once, NULL, &o);
+        if (!cos[i]) {
+            abort();
+        }
+        coro_enter(cos[i]);
+    }
+    for (unsigned i = 0; i < n; i++) {
+        coro_enter(cos[i]);
+    }
+}
+
+static void *churn_thread(void *arg)
+{
+    while (!atomic_load(&churn_stop)) {
+        churn_batch(300); /* more than a thread cache: spills to the shared pool */
+        coro_enter(coro_create(nop, NULL));
+        atomic_fetch_add(&churn_rounds, 1);
+    }
+    return NULL;
+}
+
+/*
+ * In the child, the churning threads are gone; what they were doing at the fork stays in the
+ * registry as it was: their batches (suspended), the coroutine each was running, possibly a
+ * record between termination and its return to the pool (TERMINATED, which readers skip) or
+ * one being created (in the registry, not yet in the counters), and so registry and counters
+ * may differ by one per thread. The child's own work must
+ * change none of that.
+ */
+static void fork_child_work(void *arg)
+{
+    struct count_arg c0, c1;
+    child_check(registry_scan(&c0), "registry list well formed after fork");
+    size_t live0 = coro_live_count();
+    child_check(c0.by_state[CORO_STATE_TERMINATED] <= 2, "terminated %llu",
+                (unsigned long long)c0.by_state[CORO_STATE_TERMINATED]);
+    /* A thread caught between publishing a state and bumping its counter leaves them one
+     * apart in the child, for good. */
+    child_check(c0.live + 2 >= live0 && c0.live <= live0 + 2, "registry %llu, counters %zu",
+                (unsigned long long)c0.live, live0);
+    churn_batch(300);
+    child_check(registry_scan(&c1), "registry list well formed");
+    child_check(coro_live_count() == live0, "live %zu, was %zu", coro_live_count(), live0);
+    child_check(c1.live == c0.live, "registry %llu, was %llu", (unsigned long long)c1.live,
+                (unsigned long long)c0.live);
+    child_check(c1.by_state[CORO_STATE_TERMINATED] == c0.by_state[CORO_STATE_TERMINATED],
+                "terminated %llu", (unsigned long long)c1.by_state[CORO_STATE_TERMINATED]);
+}
+
+static void test_coro_fork_during_create(void **state)
+{
+    pthread_t t[2];
+    unsigned forks = scaled(400, 200);
+    atomic_store(&churn_stop, false);
+    atomic_store(&churn_rounds, 0);
+    for (int i = 0; i < 2; i++) {
+        assert_int_equal(pthread_create(&t[i], NULL, churn_thread, NULL), 0);
+    }
+    while (atomic_load(&churn_rounds) < 2) {
+        usleep(100);
+    }
+    for (unsigned i = 0; i < forks; i++) {
+        expect_clean_exit(fork_child_work, NULL, 20);
+    }
+    atomic_store(&churn_stop, true);
+    for (int i = 0; i < 2; i++) {
+        pthread_join(t[i], NULL);
+    }
+}
+
+int main(void)
+{
+    parent_pid = getpid();
+    const struct CMUnitTest tests[] = {
+        cmocka_unit_test_teardown(test_coro_death_reenter_running, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_death_enter_nested, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_death_enter_running_on_other_thread, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_death_yield_outside, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_death_enter_terminated, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_guard_page_faults, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_fork_child_registry, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_fork_during_create, no_leftovers),
+    };
+    apply_test_filter();
+    return cmocka_run_group_tests(tests, NULL, NULL);
+}
