@@ -296,8 +296,14 @@ if [ $no_cores = 0 ]; then
         # gdb's gcore reads each mapping in large chunks; a chunk that holds a guard page
         # installed with MADV_GUARD_INSTALL fails as a whole and is written as zeros, so the
         # coroutine stacks are missing from the core (docs/gdb.md). Kernel cores are fine.
+        # The extension must then say so rather than show a wrong place.
         echo "e2e-gdb: note: gcore could not read the coroutine stacks (guard pages inside" \
-             "one mapping): gcore core not checked, kernel cores are"
+             "one mapping): checking the message for that, and kernel cores in full"
+        out=$T/core-gcore-zeros.out
+        rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" \
+            -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==end==\n' "$PROG" "$T/core-gcore"
+        has "$out" info '^ +1 +suspended +"alpha" +thread [0-9]+ at \?\? \(return address 0 on the stack: stack memory missing from this core\? '
+        count "$out" info '^[* ] [0-9]+ ' 6
     elif [ -s "$T/core-gcore" ]; then
         set -- "gcore:$PROG:core-gcore"
     fi

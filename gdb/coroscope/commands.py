@@ -96,6 +96,10 @@ def _where(co, reg, classifier):
     frame = frames.innermost_user_frame(classifier)
     if frame is None:
         return "??", "no frame outside coroscope"
+    if frame.pc() == 0 and not co.on_cpu:
+        # Seen with gcore cores: a stack that gdb could not copy is written as zeros.
+        return "??", ("return address 0 on the stack: stack memory missing from this core? "
+                      "(see docs/gdb.md, gcore and guard pages)")
     return frames.describe_frame(frame)
 
 
@@ -115,8 +119,8 @@ Reads memory only: works on live processes and core files.
 
 Example:
   (gdb) coro-info
-  * 1    running    "acceptor"  thread 4242 at accept_loop (server.c:88)
-    2    suspended  "conn-7"    thread 4242 at read_request (server.c:140)"""
+  * 1 running   "acceptor" thread 4242 at accept_loop (server.c:88)
+    2 suspended "conn-7"   thread 4242 at read_request (server.c:140)"""
 
     def __init__(self):
         super(CoroInfo, self).__init__("coro-info", gdb.COMMAND_STACK)

@@ -257,12 +257,6 @@ class Registry(object):
         out.sort(key=lambda c: c.id)
         return out
 
-    def find(self, coro_id):
-        for co in self.coroutines():
-            if co.id == coro_id:
-                return co
-        return None
-
 
 # ---- finding the descriptor
 
