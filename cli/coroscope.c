@@ -405,6 +405,18 @@ int main(int argc, char **argv)
         free(a.ids);
         return EXIT_NONE;
     }
+    /* Frames in a module whose file is gone cannot be unwound: say so once, up front. */
+    const char *missing[4];
+    size_t nmissing = coro__target_missing_modules(t, missing, 4);
+    for (size_t i = 0; i < nmissing && i < 4; i++) {
+        fprintf(stderr, "coroscope: warning: %s: module %s is missing or is not the file that "
+                "ran (build-id differs): frames in it cannot be unwound or named%s\n", what,
+                missing[i], a.core && !a.exe ? " (pass the program with -e)" : "");
+    }
+    if (nmissing > 4) {
+        fprintf(stderr, "coroscope: warning: %s: %zu more modules missing\n", what,
+                nmissing - 4);
+    }
     t->error[0] = '\0';
     rc = coro__registry_read(t, abi_addr, &reg);
     if (rc < 0) {

@@ -129,3 +129,31 @@ int coro__target_find_registry(CoroTarget *t, uint64_t *addr, const char **modul
     *module = st.module;
     return 0;
 }
+
+typedef struct MissingState {
+    const char **names;
+    size_t n, max;
+} MissingState;
+
+static int each_missing(Dwfl_Module *mod, void **userdata, const char *name, Dwarf_Addr start,
+                        void *arg)
+{
+    MissingState *st = arg;
+    GElf_Addr bias;
+    if (!dwfl_module_getelf(mod, &bias) && name && name[0] == '/' && missing_or_elf(name)) {
+        if (st->n < st->max) {
+            st->names[st->n] = name;
+        }
+        st->n++;
+    }
+    return DWARF_CB_OK;
+}
+
+size_t coro__target_missing_modules(CoroTarget *t, const char **names, size_t max)
+{
+    MissingState st = { names, 0, max };
+    if (t->dwfl) {
+        dwfl_getmodules(t->dwfl, each_missing, &st, 0);
+    }
+    return st.n;
+}

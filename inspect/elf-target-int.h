@@ -68,4 +68,11 @@ static inline const char *coro__target_describe(CoroTarget *t)
 int coro__target_find_registry(CoroTarget *t, uint64_t *addr, const char **module, char *err,
                                size_t errlen);
 
+/*
+ * Modules of t whose ELF file could not be used: it is gone, or it is an ELF file that is not
+ * the one the target ran (build-id differs). Frames in them can be neither unwound nor named.
+ * Stores up to max names (borrowed from t->dwfl) and returns how many there are.
+ */
+size_t coro__target_missing_modules(CoroTarget *t, const char **names, size_t max);
+
 #endif /* COROSCOPE_ELF_TARGET_INT_H */

@@ -137,8 +137,16 @@ mkdir -p "$T/gone/tests"
 cp "$B/libcoroscope.so.0" "$T/gone/"
 cp "$B/tests/prog-cli" "$T/gone/tests/"
 if make_core "$T/gone" "$T/gone/tests/prog-cli" abort; then
+    # The program moved after the crash: -e finds it again.
+    mv "$T/gone/tests/prog-cli" "$T/gone/moved"
+    run "core whose program moved: without -e" 1 "$CLI" ps --core "$T/gone/core" &&
+        has "program moved: warning names it and -e" "$T/err" \
+            "warning: core file .*: module .*/gone/tests/prog-cli is missing .*pass the program with -e"
+    run "core whose program moved: with -e" 0 "$CLI" ps --core "$T/gone/core" -e "$T/gone/moved" &&
+        has "program moved, -e: parker-1 in park_c" "$T/out" \
+            "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
     rm "$T/gone/libcoroscope.so.0"
-    run "core whose library is gone" 2 "$CLI" ps --core "$T/gone/core" &&
+    run "core whose library is gone" 2 "$CLI" ps --core "$T/gone/core" -e "$T/gone/moved" &&
         has "library gone: says files are missing" "$T/err" \
             "files of [0-9]+ of its modules are missing .*libcoroscope\.so\.0" &&
         lacks "library gone: does not blame the program" "$T/err" "not built with coroscope"
