@@ -123,6 +123,7 @@ def _applies_here():
 class CoroutineUnwinder(gdb.unwinder.Unwinder):
     def __init__(self):
         super(CoroutineUnwinder, self).__init__(UNWINDER_NAME)
+        self._types = None
 
     def __call__(self, pending_frame):
         try:
@@ -135,13 +136,16 @@ class CoroutineUnwinder(gdb.unwinder.Unwinder):
         sel = _applies_here()
         if sel is None or pending_frame.level() != sel.host_level:
             return None
-        pc = int(pending_frame.read_register("rip"))
+        rip = pending_frame.read_register("rip")
         # The placeholder's frame id must be inner to (below) the coroutine's first frame,
         # or gdb stops with "previous frame inner to this frame".
-        info = pending_frame.create_unwind_info(_FrameId(sel.regs["rsp"] - 16, pc))
+        info = pending_frame.create_unwind_info(_FrameId(sel.regs["rsp"] - 16, int(rip)))
+        if self._types is None:
+            # Each register's own type (void *, code pointer, long): gdb checks sizes.
+            self._types = dict((reg, pending_frame.read_register(reg).type)
+                               for reg in registry.REGS)
         for reg in registry.REGS:
-            kind = pending_frame.read_register(reg).type
-            info.add_saved_register(reg, gdb.Value(sel.regs[reg]).cast(kind))
+            info.add_saved_register(reg, gdb.Value(sel.regs[reg]).cast(self._types[reg]))
         return info
 
 
