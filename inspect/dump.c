@@ -144,7 +144,7 @@ typedef struct DumpJob {
 
 static int by_id(const void *a, const void *b)
 {
-    uint64_t x = ((const CoroBacktrace *)a)->info.id, y = ((const CoroBacktrace *)b)->info.id;
+    uint64_t x = ((const CoroInfo *)a)->id, y = ((const CoroInfo *)b)->id;
     return x < y ? -1 : x > y;
 }
 
@@ -176,6 +176,8 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
         pthread_mutex_unlock(&engine_lock);
         return -ENOMEM;
     }
+    /* Registry order is newest slab first; people read ids in order. */
+    qsort(reg.coros, reg.ncoros, sizeof(*reg.coros), by_id);
     uint64_t chain[CHAIN_MAX];
     size_t nchain = job->leak_only ? own_chain(&reg, self, chain) : 0;
     size_t n = 0;
@@ -193,8 +195,6 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
         }
     }
     if (rc == 0) {
-        /* Registry order is newest slab first; people read ids in order. */
-        qsort(bts, n, sizeof(*bts), by_id);
         if (job->leak_only) {
             job->leaks = n;
             if (job->fd >= 0 && n > 0) {

@@ -19,6 +19,7 @@ void coro__out_init(CoroOut *o, int fd)
     o->fd = fd;
     o->err = 0;
     o->len = 0;
+    memset(o->plain, 0, sizeof(o->plain));
 }
 
 static void out_write(CoroOut *o, const char *p, size_t len)
@@ -62,10 +63,23 @@ void coro__out_mem(CoroOut *o, const char *s, size_t len)
     o->len += len;
 }
 
+/* The fast path of coro__out_mem, for this file's many small pieces. */
+static inline void put(CoroOut *o, const char *s, size_t len)
+{
+    if (len <= sizeof(o->buf) - o->len) {
+        memcpy(o->buf + o->len, s, len);
+        o->len += len;
+    } else {
+        coro__out_mem(o, s, len);
+    }
+}
+
 void coro__out_str(CoroOut *o, const char *s)
 {
-    coro__out_mem(o, s, strlen(s));
+    put(o, s, strlen(s));
 }
+
+#define coro__out_str(o, s) put((o), (s), strlen(s))
 
 static void out_ch(CoroOut *o, char c)
 {
@@ -85,7 +99,7 @@ void coro__out_u64(CoroOut *o, uint64_t v)
         tmp[--i] = (char)('0' + v % 10);
         v /= 10;
     } while (v);
-    coro__out_mem(o, tmp + i, sizeof(tmp) - i);
+    put(o, tmp + i, sizeof(tmp) - i);
 }
 
 void coro__out_i64(CoroOut *o, int64_t v)
@@ -106,12 +120,12 @@ static void out_hex_width(CoroOut *o, uint64_t v, int width)
         tmp[--i] = "0123456789abcdef"[v & 15];
         v >>= 4;
     } while (v || 18 - i < width);
-    coro__out_mem(o, tmp + i, (size_t)(18 - i));
+    put(o, tmp + i, (size_t)(18 - i));
 }
 
 void coro__out_hex(CoroOut *o, uint64_t v)
 {
-    coro__out_mem(o, "0x", 2);
+    put(o, "0x", 2);
     out_hex_width(o, v, 1);
 }
 
@@ -151,51 +165,78 @@ static size_t utf8_len(const unsigned char *s)
 void coro__out_json_str(CoroOut *o, const char *s)
 {
     if (!s) {
-        coro__out_mem(o, "null", 4);
+        put(o, "null", 4);
+        return;
+    }
+    size_t slot = ((uintptr_t)s >> 3 ^ (uintptr_t)s >> 11) & (CORO_OUT_STR_CACHE - 1);
+    if (o->plain[slot] == s) {
+        out_ch(o, '"');
+        put(o, s, o->plain_len[slot]);
+        out_ch(o, '"');
         return;
     }
     out_ch(o, '"');
     const unsigned char *p = (const unsigned char *)s;
+    bool plain = true;
     while (*p) {
+        /* Copy runs of plain ASCII in one go: the common case (paths, symbol names). */
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p < 0x80 && *p != '"' && *p != '\\') {
+            p++;
+        }
+        if (p > run) {
+            put(o, (const char *)run, (size_t)(p - run));
+            continue;
+        }
         unsigned c = *p;
+        plain = false;
         if (c == '"' || c == '\\') {
             out_ch(o, '\\');
             out_ch(o, (char)c);
             p++;
         } else if (c < 0x20) {
-            coro__out_mem(o, "\\u00", 4);
+            put(o, "\\u00", 4);
             out_hex_width(o, c, 2);
-            p++;
-        } else if (c < 0x80) {
-            out_ch(o, (char)c);
             p++;
         } else {
             size_t n = utf8_len(p);
             if (n == 0) {
-                coro__out_mem(o, "\\ufffd", 6);
+                put(o, "\\ufffd", 6);
                 p++;
             } else {
-                coro__out_mem(o, (const char *)p, n);
+                put(o, (const char *)p, n);
                 p += n;
             }
         }
     }
     out_ch(o, '"');
+    if (plain && (size_t)(p - (const unsigned char *)s) < UINT32_MAX) {
+        o->plain[slot] = s;
+        o->plain_len[slot] = (uint32_t)(p - (const unsigned char *)s);
+    }
 }
 
 /* Untrusted text for the text format: quotes, backslashes and control bytes escaped. */
 static void out_text_str(CoroOut *o, const char *s)
 {
-    for (const unsigned char *p = (const unsigned char *)s; *p; p++) {
+    const unsigned char *p = (const unsigned char *)s;
+    while (*p) {
+        const unsigned char *run = p;
+        while (*p >= 0x20 && *p != 0x7f && *p != '"' && *p != '\\') {
+            p++;
+        }
+        if (p > run) {
+            put(o, (const char *)run, (size_t)(p - run));
+            continue;
+        }
         if (*p == '"' || *p == '\\') {
             out_ch(o, '\\');
             out_ch(o, (char)*p);
-        } else if (*p < 0x20 || *p == 0x7f) {
-            coro__out_mem(o, "\\x", 2);
-            out_hex_width(o, *p, 2);
         } else {
-            out_ch(o, (char)*p);
+            put(o, "\\x", 2);
+            out_hex_width(o, *p, 2);
         }
+        p++;
     }
 }
 
@@ -247,7 +288,7 @@ static void out_time(CoroOut *o, const struct timespec *ts)
     b[n++] = (char)('0' + ms / 10 % 10);
     b[n++] = (char)('0' + ms % 10);
     b[n++] = 'Z';
-    coro__out_mem(o, b, n);
+    put(o, b, n);
 }
 
 /* ---- text ---- */
@@ -255,7 +296,7 @@ static void out_time(CoroOut *o, const struct timespec *ts)
 static void text_location(CoroOut *o, const CoroFrame *f)
 {
     if (f->file) {
-        coro__out_mem(o, " (", 2);
+        put(o, " (", 2);
         out_text_str(o, f->file);
         if (f->line > 0) {
             out_ch(o, ':');
@@ -263,7 +304,7 @@ static void text_location(CoroOut *o, const CoroFrame *f)
         }
         out_ch(o, ')');
     } else if (f->module) {
-        coro__out_mem(o, " (in ", 5);
+        put(o, " (in ", 5);
         out_text_str(o, base_name(f->module));
         out_ch(o, ')');
     }
@@ -271,19 +312,19 @@ static void text_location(CoroOut *o, const CoroFrame *f)
 
 static void text_frame(CoroOut *o, size_t i, const CoroFrame *f)
 {
-    coro__out_mem(o, "  #", 3);
+    put(o, "  #", 3);
     coro__out_u64(o, i);
-    coro__out_mem(o, i < 10 ? "  0x" : " 0x", i < 10 ? 4 : 3);
+    put(o, i < 10 ? "  0x" : " 0x", i < 10 ? 4 : 3);
     out_hex_width(o, f->pc, 16);
     out_ch(o, ' ');
     if (f->function) {
         out_text_str(o, f->function);
     } else {
-        coro__out_mem(o, "??", 2);
+        put(o, "??", 2);
     }
     text_location(o, f);
     if (f->inlined) {
-        coro__out_mem(o, " [inlined]", 10);
+        put(o, " [inlined]", 10);
     }
     out_ch(o, '\n');
 }
@@ -291,27 +332,27 @@ static void text_frame(CoroOut *o, size_t i, const CoroFrame *f)
 static void text_one(CoroOut *o, const CoroBacktrace *bt)
 {
     const CoroInfo *ci = &bt->info;
-    coro__out_mem(o, "coroutine ", 10);
+    put(o, "coroutine ", 10);
     coro__out_u64(o, ci->id);
     if (ci->name[0]) {
-        coro__out_mem(o, " \"", 2);
+        put(o, " \"", 2);
         out_text_str(o, ci->name);
         out_ch(o, '"');
     }
-    coro__out_mem(o, " [", 2);
+    put(o, " [", 2);
     coro__out_str(o, coro__state_name(ci->state));
     if (ci->tid > 0) {
-        coro__out_mem(o, ", thread ", 9);
+        put(o, ", thread ", 9);
         coro__out_u64(o, (uint64_t)ci->tid);
     }
-    coro__out_mem(o, "]:\n", 3);
+    put(o, "]:\n", 3);
     for (size_t i = 0; i < bt->nframes; i++) {
         text_frame(o, i, &bt->frames[i]);
     }
     if (bt->error[0]) {
         coro__out_str(o, bt->nframes ? "  (backtrace stops: " : "  (no frames: ");
         out_text_str(o, bt->error);
-        coro__out_mem(o, ")\n", 2);
+        put(o, ")\n", 2);
     } else if (bt->truncated) {
         coro__out_str(o, "  (more frames not shown)\n");
     }
@@ -319,7 +360,7 @@ static void text_one(CoroOut *o, const CoroBacktrace *bt)
         coro__out_str(o, "  created by ");
         out_text_str(o, bt->created_at.function ? bt->created_at.function : "??");
         if (bt->created_at.file) {
-            coro__out_mem(o, " at ", 4);
+            put(o, " at ", 4);
             out_text_str(o, bt->created_at.file);
             if (bt->created_at.line > 0) {
                 out_ch(o, ':');
@@ -352,7 +393,7 @@ static void json_frame(CoroOut *o, const CoroFrame *f)
     if (f->offset >= 0) {
         coro__out_i64(o, f->offset);
     } else {
-        coro__out_mem(o, "null", 4);
+        put(o, "null", 4);
     }
     coro__out_str(o, ",\"file\":");
     coro__out_json_str(o, f->file);
@@ -360,7 +401,7 @@ static void json_frame(CoroOut *o, const CoroFrame *f)
     if (f->line > 0) {
         coro__out_u64(o, (uint64_t)f->line);
     } else {
-        coro__out_mem(o, "null", 4);
+        put(o, "null", 4);
     }
     coro__out_str(o, ",\"module\":");
     coro__out_json_str(o, f->module);
@@ -380,7 +421,7 @@ static void json_one(CoroOut *o, const CoroBacktrace *bt)
     if (ci->tid > 0) {
         coro__out_u64(o, (uint64_t)ci->tid);
     } else {
-        coro__out_mem(o, "null", 4);
+        put(o, "null", 4);
     }
     coro__out_str(o, ",\"entry\":");
     json_frame(o, &bt->entry);
@@ -388,7 +429,7 @@ static void json_one(CoroOut *o, const CoroBacktrace *bt)
     if (bt->created_at.pc) {
         json_frame(o, &bt->created_at);
     } else {
-        coro__out_mem(o, "null", 4);
+        put(o, "null", 4);
     }
     coro__out_str(o, ",\"stack\":{\"base\":\"");
     coro__out_hex(o, ci->stack_base);
@@ -398,7 +439,7 @@ static void json_one(CoroOut *o, const CoroBacktrace *bt)
     if (ci->stack_used_max != UINT64_MAX) {
         coro__out_u64(o, ci->stack_used_max);
     } else {
-        coro__out_mem(o, "null", 4);
+        put(o, "null", 4);
     }
     coro__out_str(o, "},\"frames\":[");
     for (size_t i = 0; i < bt->nframes; i++) {
@@ -498,7 +539,7 @@ static void folded_line(CoroOut *o, const CoroBacktrace *bt, uint64_t count)
 {
     folded_text(o, folded_name(bt));
     if (bt->nframes == 0) {
-        coro__out_mem(o, ";[", 2);
+        put(o, ";[", 2);
         coro__out_str(o, coro__state_name(bt->info.state));
         out_ch(o, ']');
     }

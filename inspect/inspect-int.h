@@ -279,11 +279,17 @@ int coro__format_text_one(int fd, const CoroBacktrace *bt);
 
 /* A buffered fd writer without stdio, for the formatters and for callers adding lines of
  * their own (the overflow report). CORO_SIGNAL_SAFE. */
+#define CORO_OUT_STR_CACHE 64
 typedef struct CoroOut {
     int fd;
     int err;                  /* first -errno of write(); later output is dropped */
     size_t len;
-    char buf[4096];
+    /* JSON strings that needed no escaping, by address: a dump repeats the same module,
+     * file and function strings (owned by the symbolizer) thousands of times. Strings given
+     * to one CoroOut must not change while it is in use. */
+    const char *plain[CORO_OUT_STR_CACHE];
+    uint32_t plain_len[CORO_OUT_STR_CACHE];
+    char buf[16384];
 } CoroOut;
 
 void coro__out_init(CoroOut *o, int fd);
