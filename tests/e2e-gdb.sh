@@ -370,6 +370,24 @@ if [ $no_cores = 0 ]; then
     done
 fi
 
+# ---------------------------------------------------------------- 3b. the installed auto-load hook
+# `make install-gdb` into a scratch prefix, the library copied beside it, and gdb given only
+# the two lines docs/gdb.md tells users of a non-/usr prefix to add.
+P=$T/prefix
+if ${MAKE:-make} -s --no-print-directory -C "$ROOT" install-gdb B="$B" PREFIX="$P" >"$T/install.log" 2>&1; then
+    mkdir -p "$P/lib" && cp "$BDIR/libcoroscope.so.0" "$P/lib/"
+    out=$T/installed.out
+    timeout 120 gdb -nx -batch -iex "add-auto-load-scripts-directory $P/share/gdb/auto-load" \
+        -iex "add-auto-load-safe-path $P/share/gdb/auto-load" \
+        -ex "set environment LD_LIBRARY_PATH=$P/lib" -ex 'break stop_here' -ex run \
+        -ex 'echo ==scripts==\n' -ex 'info auto-load python-scripts' \
+        -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==end==\n' -ex kill "$PROG" >"$out" 2>&1
+    has "$out" scripts "^Yes +$P/share/gdb/auto-load$P/lib/libcoroscope.so.0-gdb.py"
+    check_info "$out" info "stop_here \\($F:$L_STOP\\)\$"
+else
+    fail "make install-gdb PREFIX=$P failed: $(tail -1 "$T/install.log")"
+fi
+
 # ---------------------------------------------------------------- 4. no coroscope in the program
 out=$T/none.out
 rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" -ex starti \
