@@ -175,7 +175,8 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const bool 
             snprintf(tid, sizeof(tid), "%d", (int)bt->info.tid);
         }
         char where[512] = "?";
-        const CoroFrame *f = bt->info.state == CORO_STATE_CREATED ? &bt->entry : where_frame(dwfl, bt);
+        const CoroFrame *f =
+            bt->info.state == CORO_STATE_CREATED ? &bt->entry : where_frame(dwfl, bt);
         if (f && f->function) {
             const char *file = f->file ? strrchr(f->file, '/') : NULL;
             file = file ? file + 1 : f->file;

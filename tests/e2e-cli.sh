@@ -174,6 +174,17 @@ if start "$PROG"; then
             one_line "live: EPERM is one line" "$T/err"
     fi
 
+    # Already traced by a debugger: say by whom.
+    if command -v gdb >/dev/null 2>&1; then
+        gdb -nx -batch -p "$pid" -ex "shell \"$CLI\" ps -p $pid 2>\"$T/err\"; echo \$? >\"$T/rc\"" \
+            >/dev/null 2>&1
+        if [ "$(cat "$T/rc" 2>/dev/null)" = 2 ] &&
+            grep -q "cannot attach to process $pid: it is already traced by process [0-9]* (a debugger?)" "$T/err"; then
+            ok "live: already traced by gdb: says so, exit 2"
+        else
+            bad "live: already traced by gdb (exit $(cat "$T/rc" 2>/dev/null))"; sed 's/^/    | /' "$T/err"
+        fi
+    fi
     # gdb's gcore of the same process.
     # Not for ASan builds: gcore does not skip ASan's terabytes of shadow memory.
     if nm "$PROG" 2>/dev/null | grep -q __asan_init; then
@@ -282,6 +293,16 @@ wait "$gone"
 run "no such pid" 2 "$CLI" ps -p "$gone" &&
     has "no such pid: message" "$T/err" "cannot attach to process $gone: no such process" &&
     one_line "no such pid: one line" "$T/err"
+# A zombie: exited, not reaped yet.
+sh -c 'sleep 0 & echo $! >"$1"; exec sleep 3' sh "$T/zpid" &
+zparent=$!
+pids="$pids $zparent"
+sleep 0.3
+zpid=$(cat "$T/zpid")
+run "zombie pid" 2 "$CLI" ps -p "$zpid" &&
+    has "zombie: message" "$T/err" "cannot attach to process $zpid: it has exited and is a zombie" &&
+    one_line "zombie: one line" "$T/err"
+kill "$zparent" 2>/dev/null
 sleep 60 &
 sp=$!
 pids="$pids $sp"
