@@ -388,7 +388,16 @@ else
     fail "make install-gdb PREFIX=$P failed: $(tail -1 "$T/install.log")"
 fi
 
-# ---------------------------------------------------------------- 4. no coroscope in the program
+# ---------------------------------------------------------------- 4. no coroutines, no coroscope
+# A coroscope program before its first coroutine: an empty list, not an error.
+out=$T/empty.out
+rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" -ex 'break main' -ex run \
+    -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==bt==\n' -ex 'coro-bt all' \
+    -ex 'echo ==end==\n' -ex kill "$SPROG"
+has "$out" info '^No coroutines\.$'
+count "$out" info '.' 1
+has "$out" bt '^No coroutines\.$'
+
 out=$T/none.out
 rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" -ex starti \
     -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==end==\n' -ex kill /bin/true
