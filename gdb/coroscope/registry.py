@@ -52,6 +52,7 @@ MAX_RECORDS = 1 << 24
 MAX_SHARDS = 1 << 20
 USER_SPACE_END = 1 << 47
 CHUNK_BYTES = 1 << 16  # bulk reads of neighbouring records (records come in slabs)
+SLACK = 4096  # entries tolerated beyond the descriptor's count; cycles are caught anyway
 
 
 class RegistryError(gdb.GdbError):
@@ -68,6 +69,21 @@ def _u32(buf, off):
 
 def _i32(buf, off):
     return struct.unpack_from("<i", buf, off)[0]
+
+
+def _printable(raw):
+    """A name from the target as safe text: bad UTF-8, control characters, quotes and
+    backslashes shown as \\xNN."""
+    out = []
+    for c in raw.decode("utf-8", "surrogateescape"):
+        o = ord(c)
+        if 0xDC80 <= o <= 0xDCFF:
+            out.append("\\x%02x" % (o - 0xDC00))
+        elif c.isprintable() and c not in "\"\\":
+            out.append(c)
+        else:
+            out.append("\\x%02x" % o if o < 0x100 else "\\u%04x" % o)
+    return "".join(out)
 
 
 def _plausible_pointer(addr):
@@ -178,7 +194,9 @@ class Registry(object):
     def _walk(self, head, count, size, off_next, what, max_items):
         """Yields (address, bytes) of each element of a push-only list, reading neighbouring
         elements in one go when they are contiguous (records come in slabs)."""
-        bound = min(count, max_items)
+        # The runtime links new entries before it counts them: a target stopped in between
+        # holds a few more than the count says (a slab of records per thread at most).
+        bound = min(count + SLACK, max_items)
         seen = set()
         chunk_addr, chunk = 0, b""
         addr = head
@@ -236,7 +254,7 @@ class Registry(object):
             co.id = _u64(buf, self.off_id)
             co.seq = _u32(buf, self.off_seq)
             raw = buf[self.off_name:self.off_name + self.name_size]
-            co.name = raw.split(b"\0", 1)[0].decode("utf-8", "backslashreplace")
+            co.name = _printable(raw.split(b"\0", 1)[0])
             co.regs = dict((r, _u64(buf, self.off_regs + getattr(self, "reg_" + r)))
                            for r in REGS)
             co.stack_base = _u64(buf, self.off_stack_base)
