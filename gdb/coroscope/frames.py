@@ -25,6 +25,11 @@ class _FrameId(object):
         self.pc = gdb.Value(pc)
 
 
+def _frame_id(sp, pc):
+    real = getattr(gdb.unwinder, "FrameId", None)  # gdb 14 and later
+    return real(sp, pc) if real is not None else _FrameId(sp, pc)
+
+
 class Selection(object):
     """A coroutine's saved registers shown as the caller of a thread's frame #0."""
 
@@ -139,7 +144,7 @@ class CoroutineUnwinder(gdb.unwinder.Unwinder):
         rip = pending_frame.read_register("rip")
         # The placeholder's frame id must be inner to (below) the coroutine's first frame,
         # or gdb stops with "previous frame inner to this frame".
-        info = pending_frame.create_unwind_info(_FrameId(sel.regs["rsp"] - 16, int(rip)))
+        info = pending_frame.create_unwind_info(_frame_id(sel.regs["rsp"] - 16, int(rip)))
         if self._types is None:
             # Each register's own type (void *, code pointer, long): gdb checks sizes.
             self._types = dict((reg, pending_frame.read_register(reg).type)
