@@ -188,6 +188,24 @@ static bool frame_from(Dwfl_Module *m, bool eh, uint64_t key, Dwarf_Frame **fr)
     return cfi && dwarf_cfi_addrframe(cfi, key - bias, fr) == 0;
 }
 
+/*
+ * The CFA expression binutils writes for .plt entries, rsp + 8 plus 8 more once the entry has
+ * pushed its relocation index ((pc & 15) >= 11). Rules are per pc, so it compiles to a plain
+ * rsp + offset. A thread the signal dump stops inside a PLT stub needs it.
+ */
+static bool plt_cfa(const Dwarf_Op *ops, size_t nops, uint64_t pc, Rule *r)
+{
+    if (nops != 9 || ops[0].atom != DW_OP_breg7 || ops[1].atom != DW_OP_breg16 ||
+        ops[1].number != 0 || ops[2].atom != DW_OP_lit15 || ops[3].atom != DW_OP_and ||
+        ops[4].atom != DW_OP_lit11 || ops[5].atom != DW_OP_ge || ops[6].atom != DW_OP_lit3 ||
+        ops[7].atom != DW_OP_shl || ops[8].atom != DW_OP_plus || ops[0].number > 64) {
+        return false;
+    }
+    r->cfa_reg = DW_RSP;
+    r->cfa_off = (int32_t)ops[0].number + ((pc & 15) >= 11 ? 8 : 0);
+    return true;
+}
+
 static Rule *rule_compile(CoroUnwinder *u, uint64_t key)
 {
     Rule r;
@@ -201,7 +219,10 @@ static Rule *rule_compile(CoroUnwinder *u, uint64_t key)
     }
     Dwarf_Op *ops;
     size_t nops;
-    if (dwarf_frame_cfa(fr, &ops, &nops) != 0 || nops != 1 ||
+    int cfa_err = dwarf_frame_cfa(fr, &ops, &nops);
+    if (cfa_err == 0 && plt_cfa(ops, nops, key, &r)) {
+        /* compiled for this pc */
+    } else if (cfa_err != 0 || nops != 1 ||
         !(ops[0].atom == DW_OP_bregx ||
           (ops[0].atom >= DW_OP_breg0 && ops[0].atom <= DW_OP_breg31))) {
         r.status = ENOTSUP;
