@@ -15,6 +15,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
 #include <linux/futex.h>
 #include <signal.h>
 #include <stdlib.h>
@@ -30,8 +31,11 @@
 #include "signal-int.h"
 
 /* How long the helper waits for all threads to reach the hold handler. A thread that blocks
- * the internal signal, or sits in an uninterruptible sleep, is given up on after this. */
-#define HOLD_ACK_TIMEOUT_NS (200u * 1000u * 1000u)
+ * the internal signal is given up on as soon as /proc says so (after HOLD_CHECK_NS); one that
+ * is merely waiting for a CPU on a busy machine, or sits in an uninterruptible sleep, after
+ * HOLD_ACK_TIMEOUT_NS. */
+#define HOLD_ACK_TIMEOUT_NS (2000ull * 1000u * 1000u)
+#define HOLD_CHECK_NS (10u * 1000u * 1000u)
 /* How long a held thread waits for its release before it leaves on its own (the helper
  * thread should need milliseconds; this only bounds the damage if it cannot finish). */
 #define HOLD_MAX_WAIT_MS 2000
@@ -485,6 +489,47 @@ static bool shards_changed(SigSnapshot *s, int32_t self)
     return false;
 }
 
+/* Whether thread tid blocks signal signo, from SigBlk in /proc/self/task/TID/status. Raw
+ * syscalls and a stack buffer only: other threads are held while this runs. */
+static bool blocks_signal(int32_t tid, int signo)
+{
+    char path[64] = "/proc/self/task/";
+    char digits[16];
+    int nd = 0;
+    for (uint32_t v = (uint32_t)tid; v || nd == 0; v /= 10) {
+        digits[nd++] = (char)('0' + v % 10);
+    }
+    size_t len = strlen(path);
+    while (nd) {
+        path[len++] = digits[--nd];
+    }
+    memcpy(path + len, "/status", 8);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return false;
+    }
+    char buf[2048];
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return false;
+    }
+    buf[n] = '\0';
+    const char *p = strstr(buf, "\nSigBlk:");
+    if (!p) {
+        return false;
+    }
+    p += 9;
+    while (*p == ' ' || *p == '\t') {
+        p++;
+    }
+    uint64_t mask = 0;
+    for (; (*p >= '0' && *p <= '9') || (*p >= 'a' && *p <= 'f'); p++) {
+        mask = mask << 4 | (uint64_t)(*p <= '9' ? *p - '0' : *p - 'a' + 10);
+    }
+    return signo >= 1 && signo <= 64 && (mask >> (signo - 1) & 1);
+}
+
 /* Signals threads [from, s->nthreads) and waits until every one is held, gone, or late. */
 static void hold_threads(SigSnapshot *s, size_t from, uint32_t gen)
 {
@@ -504,16 +549,23 @@ static void hold_threads(SigSnapshot *s, size_t from, uint32_t gen)
             gone[i] = true; /* exited since the scan */
         }
     }
-    uint64_t deadline = coro__sig_now_ns() + HOLD_ACK_TIMEOUT_NS;
+    uint64_t deadline = sent + HOLD_ACK_TIMEOUT_NS;
+    bool checked = false;
     for (;;) {
         uint32_t acks = atomic_load_explicit(&hold.nacks, memory_order_acquire);
         size_t waiting = 0;
+        bool check = !checked && coro__sig_now_ns() - sent > HOLD_CHECK_NS;
+        checked |= check;
         for (size_t i = from; i < s->nthreads; i++) {
             if (gone[i] || atomic_load_explicit(&slots[i].acked, memory_order_acquire) == gen) {
                 continue;
             }
             if (tgkill(pid, s->threads[i].tid, 0) != 0) {
                 gone[i] = true;
+                continue;
+            }
+            if (check && blocks_signal(s->threads[i].tid, hold_signo)) {
+                gone[i] = true; /* it will not stop: read its coroutines without it */
                 continue;
             }
             waiting++;

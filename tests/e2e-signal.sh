@@ -9,6 +9,8 @@
 #   blocked  a coroutine blocked in read() and one spinning with no call: both shown running
 #            with their frames; the read still returns its data afterwards (SA_RESTART), and
 #            a thread that never used coroutines was not interrupted.
+#   masked   a coroutine thread that blocks every signal: the dump does not wait for it
+#            long, still lists its coroutines, and the thread is not held when it unblocks.
 #   env      signal by number, folded format to stderr; bad values give one line each;
 #            O_NOFOLLOW refuses a symlink; the file is created 0600.
 #   crash    CORO_DUMP_ON_CRASH=1: the report lists every coroutine, then the process dies
@@ -144,7 +146,7 @@ def stress():
         print("stress: latency signal -> dump written (1,008 coroutines, JSON): median %.1f ms, "
               "max %.1f ms; longest pause seen by a worker thread %s ms"
               % (lat[len(lat) // 2] * 1e3, lat[-1] * 1e3, m.group(1) if m else "?"))
-    check(running == 0 or with_entry >= 0.9 * running,
+    check(running == 0 or with_entry >= 0.99 * running,
           "stress: most running coroutines unwind to their entry function (%d of %d)"
           % (with_entry, running))
 
@@ -163,12 +165,35 @@ def blocked():
         return
     blocks = {m.group(1): m.group(0) for m in
               re.finditer(r'coroutine \d+ "(\w+)" \[running, thread \d+\]:\n(  #.*\n)+', text)}
-    check("reader" in blocks and "blocked_in_read (tests/prog-signal.c:" in blocks["reader"],
-          "blocked: reader shown running in blocked_in_read:\n" + text)
-    check("spinner" in blocks and "spin_without_calls (tests/prog-signal.c:" in blocks["spinner"],
-          "blocked: spinner shown running in spin_without_calls:\n" + text)
+    check("reader" in blocks and re.search(r"blocked_in_read \(tests/prog-signal\.c:\d+\)\n"
+                                           r".* reader_body \(", blocks["reader"]),
+          "blocked: reader shown running in blocked_in_read, from reader_body:\n" + text)
+    check("spinner" in blocks and re.search(r"spin_without_calls \(tests/prog-signal\.c:\d+\)\n"
+                                            r".* spinner_body \(", blocks["spinner"]),
+          "blocked: spinner shown running in spin_without_calls, from spinner_body:\n" + text)
     m = re.search(r"# signal dump: .*", text)
     print("blocked:", m.group(0) if m else text)
+
+
+# ------------------------------------------------------------------ a thread blocking signals
+def masked():
+    path = os.path.join(TMP, "masked.txt")
+    p, pid = start("masked", CORO_DUMP_SIGNAL="USR1", CORO_DUMP_PATH=path)
+    t0 = time.time()
+    os.kill(pid, signal.SIGUSR1)
+    text = wait_for(path, lambda d: "# signal dump:" in d)
+    took = time.time() - t0
+    rc, out, err = finish(p)
+    check(rc == 0 and out.startswith("ok "), "masked: the thread took the late hold signal "
+          "and went on: rc=%d %s %s" % (rc, out.strip(), err.strip()))
+    if not check(text is not None, "masked: a dump was written"):
+        return
+    check(took < 1.5, "masked: the dump did not wait long for the thread (%.2f s)" % took)
+    check(re.search(r"1 not stopped", text), "masked: the summary says so:\n" + text)
+    check(re.search(r'"masked-parked" \[suspended, thread \d+\]:\n  #0 .* coro_yield .*\n'
+                    r'  #1 .* parked_here ', text), "masked: its suspended coroutine has frames")
+    check('"masked-runner" [running, thread' in text, "masked: its running coroutine is listed")
+    print("masked: dump in %.0f ms with a thread that blocks every signal" % (took * 1e3))
 
 
 # ------------------------------------------------------------------ configuration
@@ -205,6 +230,12 @@ def env_config():
 
 # ------------------------------------------------------------------ crash report
 def crash():
+    ldd = subprocess.run(["ldd", PROG], capture_output=True, text=True).stdout
+    if "libasan" in ldd:
+        # ASan's own SIGSEGV handler comes first and ends the process with its report: the
+        # crash report is for production builds.
+        print("crash: not checked under ASan (its SIGSEGV handler owns crashes)")
+        return
     d = os.path.join(TMP, "crash")
     os.mkdir(d)
     e = {k: v for k, v in os.environ.items() if not k.startswith("CORO_")}
@@ -237,7 +268,7 @@ def crash():
     print("crash: report of %d lines, then SIGSEGV" % err.count("\n"))
 
 
-for t in (stress, blocked, env_config, crash):
+for t in (stress, blocked, masked, env_config, crash):
     t()
 if failures:
     print("e2e-signal: %d failure(s)" % len(failures))

@@ -17,6 +17,11 @@
  *                                the pipe and checks that the read returned the data
  *                                (SA_RESTART: no EINTR) and that the bystander never saw
  *                                EINTR (it was not interrupted), prints "ok ..." and exits.
+ *   prog-signal masked           a thread that blocks every signal runs coroutine
+ *                                "masked-runner" (spinning) and has "masked-parked"
+ *                                suspended; on a line on stdin the runner unblocks signals
+ *                                (the dump's pending hold signal arrives then and must not
+ *                                hold it), finishes, and "ok" is printed.
  *   prog-signal crash            parks a few coroutines, then one of them dereferences NULL.
  *   prog-signal idle             parks coroutine "idle-1" and waits for a line on stdin.
  */
@@ -25,6 +30,7 @@
 #include <coroscope/inspect.h>
 #include <errno.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -222,6 +228,7 @@ static void reader_body(void *opaque)
 {
     (void)opaque;
     blocked_in_read();
+    spins++; /* not a tail call: the entry function keeps its frame */
 }
 
 __attribute__((noinline)) void spin_without_calls(void)
@@ -235,6 +242,7 @@ static void spinner_body(void *opaque)
 {
     (void)opaque;
     spin_without_calls();
+    spins++;
 }
 
 /* A thread that never uses coroutines: the dump must not interrupt it (nanosleep would
@@ -310,7 +318,8 @@ static int blocked(void)
 
 /* ---- crash ---- */
 
-static int *volatile nowhere;
+/* Near NULL, not NULL: under UBSan a NULL store is caught before it faults. */
+static int *volatile nowhere = (int *)(uintptr_t)16;
 static volatile int resumed;
 
 __attribute__((noinline)) void crash_here(void)
@@ -351,6 +360,58 @@ static int crash(void)
     return 3; /* not reached */
 }
 
+/* ---- a coroutine thread that blocks every signal ---- */
+
+static atomic_int unmask;
+
+static void masked_runner(void *opaque)
+{
+    (void)opaque;
+    while (!atomic_load(&unmask)) {
+        atomic_fetch_add_explicit(&spins, 1, memory_order_relaxed);
+    }
+    /* The hold signal of the dump is pending here: taking it now must not hold us. */
+    sigset_t none;
+    sigemptyset(&none);
+    pthread_sigmask(SIG_SETMASK, &none, NULL);
+    usleep(20000);
+    resumed++;
+}
+
+static void *masked_thread(void *arg)
+{
+    (void)arg;
+    sigset_t all;
+    sigfillset(&all);
+    pthread_sigmask(SIG_SETMASK, &all, NULL);
+    CoroutineOptions p = { .name = "masked-parked" };
+    Coroutine *parked = coro_create_opts(parked_body, NULL, &p);
+    coro_enter(parked);
+    CoroutineOptions r = { .name = "masked-runner" };
+    coro_enter(coro_create_opts(masked_runner, NULL, &r));
+    coro_enter(parked);
+    return NULL;
+}
+
+static int masked(void)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, masked_thread, NULL);
+    while (coro_live_count() < 2 || atomic_load(&spins) == 0) {
+        usleep(1000);
+    }
+    printf("ready %d\n", (int)getpid());
+    fflush(stdout);
+    char line[64];
+    if (!fgets(line, sizeof(line), stdin)) {
+        return 2;
+    }
+    atomic_store(&unmask, 1);
+    pthread_join(t, NULL);
+    printf("ok spins=%lu\n", atomic_load(&spins));
+    return 0;
+}
+
 static int idle(void)
 {
     CoroutineOptions o = { .name = "idle-1" };
@@ -372,9 +433,12 @@ int main(int argc, char **argv)
     if (argc >= 2 && strcmp(argv[1], "crash") == 0) {
         return crash();
     }
+    if (argc >= 2 && strcmp(argv[1], "masked") == 0) {
+        return masked();
+    }
     if (argc >= 2 && strcmp(argv[1], "idle") == 0) {
         return idle();
     }
-    fprintf(stderr, "usage: prog-signal stress | blocked | crash | idle\n");
+    fprintf(stderr, "usage: prog-signal stress | blocked | masked | crash | idle\n");
     return 64;
 }
