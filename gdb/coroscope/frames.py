@@ -1,11 +1,12 @@
 """Showing a coroutine's stack through gdb's own frame machinery, reading memory only.
 
 While a coroutine is "selected" for a thread, the Unwinder below claims that thread's
-newest frame (#0) and says that its caller has the coroutine's saved registers.  gdb then
-unwinds the coroutine's stack from frame #1 on with its usual DWARF unwinders, so plain
-`bt`, `frame N`, `up`, `down`, `info locals` and `print` work there, live and on cores.
-gdb 13 cannot replace frame #0 itself: it stays a placeholder (the thread's real pc), and
-the frame filter hides it from `bt`.  No register of the inferior is ever written.
+newest frame (#0; or the first frame below inline frames that gdb's inline unwinder owns)
+and says that its caller has the coroutine's saved registers.  gdb then unwinds the
+coroutine's stack from there on with its usual DWARF unwinders, so plain `bt`, `frame N`,
+`up`, `down`, `info locals` and `print` work there, live and on cores.  gdb 13 cannot
+replace frame #0 itself: it stays a placeholder (the thread's real pc), and the frame
+filter hides it from `bt`.  No register of the inferior is ever written.
 """
 
 import gdb
@@ -163,9 +164,9 @@ class PlaceholderFilter(object):
         self.enabled = True
 
     def filter(self, frame_iter):
-        if _applies_here() is None:
-            return frame_iter
         sel = _applies_here()
+        if sel is None:
+            return frame_iter
         return (fd for fd in frame_iter if fd.inferior_frame().level() > sel.host_level)
 
 
