@@ -18,6 +18,7 @@
 #include <fcntl.h>
 #include <gelf.h>
 #include <libelf.h>
+#include <pthread.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -67,12 +68,78 @@ typedef struct CoreTarget {
     uint64_t at_entry;           /* AT_ENTRY from NT_AUXV, 0 if none */
     char fname[17];              /* NT_PRPSINFO pr_fname */
     char *exe;                   /* -e, or NULL */
+    Dwfl_Module *main_mod;       /* the module holding AT_ENTRY, when -e was given */
+    struct CoreTarget *next_exe; /* on exe_targets while open */
 } CoreTarget;
 
 static char *core_debuginfo_path;
+
+/*
+ * Open core targets that were given -e, so that libdwfl's callbacks (which get a module, not
+ * our target) can find the executable for the main module: find_elf when the core's notes
+ * name a file that is gone, find_debuginfo when that file is there but stripped (the -e file
+ * then supplies symbols and DWARF; open() has checked that the build-ids agree).
+ */
+static pthread_mutex_t exe_lock = PTHREAD_MUTEX_INITIALIZER;
+static CoreTarget *exe_targets;
+
+static int open_exe_for(Dwfl_Module *mod, char **file_name, Elf **elfp)
+{
+    char *path = NULL;
+    pthread_mutex_lock(&exe_lock);
+    for (CoreTarget *c = exe_targets; c; c = c->next_exe) {
+        if (c->main_mod == mod) {
+            path = strdup(c->exe);
+            break;
+        }
+    }
+    pthread_mutex_unlock(&exe_lock);
+    if (!path) {
+        return -1;
+    }
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        free(path);
+        return -1;
+    }
+    if (elfp) {
+        *elfp = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+        if (!*elfp) {
+            close(fd);
+            free(path);
+            return -1;
+        }
+    }
+    *file_name = path;
+    return fd;
+}
+
+static int core_find_elf(Dwfl_Module *mod, void **userdata, const char *modname,
+                         Dwarf_Addr base, char **file_name, Elf **elfp)
+{
+    int fd = open_exe_for(mod, file_name, elfp);
+    if (fd >= 0) {
+        return fd;
+    }
+    return dwfl_build_id_find_elf(mod, userdata, modname, base, file_name, elfp);
+}
+
+static int core_find_debuginfo(Dwfl_Module *mod, void **userdata, const char *modname,
+                               Dwarf_Addr base, const char *file_name,
+                               const char *debuglink_file, GElf_Word debuglink_crc,
+                               char **debuginfo_file_name)
+{
+    int fd = dwfl_standard_find_debuginfo(mod, userdata, modname, base, file_name,
+                                          debuglink_file, debuglink_crc, debuginfo_file_name);
+    if (fd >= 0) {
+        return fd;
+    }
+    return open_exe_for(mod, debuginfo_file_name, NULL);
+}
+
 static const Dwfl_Callbacks core_callbacks = {
-    .find_elf = dwfl_build_id_find_elf,
-    .find_debuginfo = dwfl_standard_find_debuginfo,
+    .find_elf = core_find_elf,
+    .find_debuginfo = core_find_debuginfo,
     .debuginfo_path = &core_debuginfo_path,
 };
 
@@ -232,6 +299,16 @@ static int core_report_modules(CoroTarget *t, Dwfl *dwfl)
 static void core_close(CoroTarget *t)
 {
     CoreTarget *c = (CoreTarget *)t;
+    if (c->main_mod) {
+        pthread_mutex_lock(&exe_lock);
+        for (CoreTarget **p = &exe_targets; *p; p = &(*p)->next_exe) {
+            if (*p == c) {
+                *p = c->next_exe;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&exe_lock);
+    }
     if (t->dwfl) {
         dwfl_end(t->dwfl);
     }
@@ -572,6 +649,15 @@ int coro__target_core_open(const char *core, const char *exe, CoroTarget **out, 
     dwfl_report_begin(c->e.base.dwfl);
     int rc = core_report_modules(&c->e.base, c->e.base.dwfl);
     dwfl_report_end(c->e.base.dwfl, NULL, NULL);
+    if (rc == 0 && c->exe && c->at_entry) {
+        c->main_mod = dwfl_addrmodule(c->e.base.dwfl, c->at_entry);
+        if (c->main_mod) {
+            pthread_mutex_lock(&exe_lock);
+            c->next_exe = exe_targets;
+            exe_targets = c;
+            pthread_mutex_unlock(&exe_lock);
+        }
+    }
     if (rc < 0) {
         return fail(c, rc, err, errlen, "cannot find the modules of core file %s: %s", core,
                     dwfl_errmsg(-1));

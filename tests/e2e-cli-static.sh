@@ -132,6 +132,36 @@ else
     bad "stripped core: no core"
 fi
 
+# ---------------------------------------------------------------- fully static (-static)
+# No dynamic loader, no link map: modules come from the core's NT_FILE note only.
+FULL=$T/prog-full-static
+# shellcheck disable=SC2046,SC2086
+if [ -z "$SAN" ] && ${CC:-cc} -static -std=gnu11 -O2 -g -Iinclude -o "$FULL" "$SRC" \
+        "$B/libcoroscope.a" $(pkg-config --static --libs libdw libelf) -lpthread \
+        >"$T/static.log" 2>&1; then
+    strip -o "$T/full-stripped" "$FULL"
+    if start "$FULL"; then
+        run "full static live: ps" 0 "$CLI" ps -p "$pid" &&
+            has "full static live: parker-1 in park_c" "$T/out" \
+                "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
+        kill "$pid"
+    fi
+    mkdir -p "$T/fs"
+    if make_core "$T/fs" "$T/full-stripped" abort; then
+        run "full static stripped core: ps" 0 "$CLI" ps --core "$T/fs/core" &&
+            has "full static stripped core: listed" "$T/out" "^1 +suspended +parker-1 +[0-9]+ +0x"
+        # The stripped file is still where the core says: -e supplies symbols and lines.
+        run "full static stripped core, -e unstripped: bt" 0 "$CLI" bt --folded \
+            --core "$T/fs/core" -e "$FULL" &&
+            has "full static stripped core -e: names back" "$T/out" \
+                "^parker-1;park_entry;park_a;park_b;park_c;coro_yield 1$"
+    else
+        bad "full static: no core"
+    fi
+else
+    echo "skip - fully static link (ASan build, or static libraries missing)"
+fi
+
 # ---------------------------------------------------------------- module files gone
 mkdir -p "$T/gone/tests"
 cp "$B/libcoroscope.so.0" "$T/gone/"
