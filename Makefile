@@ -194,6 +194,14 @@ $(B)/tests/test-inspect: tests/test-inspect.c $(INSPECT_FIX) $(B)/libcoroscope.s
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) $(CMOCKA_CFLAGS) -o $@ $< \
 	    $(filter %.o,$^) $(ALL_LDFLAGS) -L$(B)/tests -lchain-inspect -L$(B) \
 	    -Wl,-rpath,'$$ORIGIN' -Wl,-rpath,'$$ORIGIN/..' -lcoroscope $(CMOCKA_LIBS) -lpthread
+# Internals (hidden in the .so) from the static library; libunwind only as a cross-check.
+$(B)/tests/test-inspect-internals: tests/test-inspect-internals.c $(B)/tests/chain-inspect-o2.o \
+                                   $(B)/libcoroscope.a
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) $(CMOCKA_CFLAGS) \
+	    $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null) -o $@ $< $(filter %.o,$^) \
+	    $(ALL_LDFLAGS) $(B)/libcoroscope.a $(LIB_LIBS) $(CMOCKA_LIBS) \
+	    $(shell $(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)
 $(B)/tests/prog-inspect-leak-static: tests/prog-inspect-leak.c $(B)/libcoroscope.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")

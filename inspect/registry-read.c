@@ -23,8 +23,8 @@
 #define RUN_RECORDS 16u      /* records read in one piece when they are adjacent */
 #define SEQ_RETRIES 8
 
-/* The part of the descriptor every version-1 writer has. */
-#define ABI_MIN_SIZE ((uint32_t)offsetof(struct coro_debug_abi, off_wait_reason))
+/* The part of the descriptor every version-1 writer has (later writers only append). */
+#define ABI_MIN_SIZE ((uint32_t)offsetof(struct coro_debug_abi, reserved0))
 
 static void set_error(CoroTarget *t, const char *fmt, const char *what, uint64_t v)
 {
