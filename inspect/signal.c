@@ -35,7 +35,7 @@ typedef struct DumpConfig {
     int signo;                   /* 0: slot unused */
     int format;
     _Atomic int pending;         /* set by the handler, cleared by the helper */
-    char path[PATH_SIZE];        /* "" = stderr; "%p" already replaced */
+    char path[PATH_SIZE];        /* "" = stderr; "%p" is replaced at each dump */
 } DumpConfig;
 
 static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
@@ -139,17 +139,44 @@ static int readers_prepare(void)
     return 0;
 }
 
+static int expand_path(const char *path, char *out, size_t size)
+{
+    size_t n = 0;
+    for (const char *p = path; *p; p++) {
+        char num[24];
+        const char *piece = p;
+        size_t len = 1;
+        if (p[0] == '%' && p[1] == 'p') {
+            len = (size_t)snprintf(num, sizeof(num), "%d", (int)getpid());
+            piece = num;
+            p++;
+        }
+        if (n + len >= size) {
+            return -ENAMETOOLONG;
+        }
+        memcpy(out + n, piece, len);
+        n += len;
+    }
+    out[n] = '\0';
+    return 0;
+}
+
+/* Opens the dump's output; "%p" is expanded now, so that a forked child writes its own file. */
 static int open_output(const DumpConfig *c)
 {
     if (!c->path[0]) {
         return STDERR_FILENO;
     }
-    int fd = open(c->path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
+    char path[PATH_SIZE];
+    if (expand_path(c->path, path, sizeof(path)) < 0) {
+        return -ENAMETOOLONG;
+    }
+    int fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_NOFOLLOW | O_CLOEXEC, 0600);
     if (fd < 0) {
         int e = errno;
         char line[PATH_SIZE + 128];
         int n = snprintf(line, sizeof(line), "coroscope: signal dump: cannot open %s: %s\n",
-                         c->path, strerror(e));
+                         path, strerror(e));
         if (n > 0 && write(STDERR_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n
                                                                             : sizeof(line))) {
         }
@@ -310,6 +337,11 @@ static void atfork_child(void)
 {
     pthread_mutex_init(&config_lock, NULL);
     atomic_store_explicit(&helper_pid, 0, memory_order_relaxed);
+    /* The eventfd is shared with the parent, whose helper would take our wake-ups: a new one. */
+    int old = atomic_exchange_explicit(&wake_fd, -1, memory_order_relaxed);
+    if (old >= 0) {
+        close(old);
+    }
     bool on = false;
     for (int i = 0; i < MAX_DUMP_SIGNALS; i++) {
         atomic_store_explicit(&configs[i].pending, 0, memory_order_relaxed);
@@ -334,27 +366,6 @@ static bool handled_by_us(const struct sigaction *sa)
     return !(sa->sa_flags & SA_SIGINFO) && sa->sa_handler == dump_signal_handler;
 }
 
-static int expand_path(const char *path, char *out, size_t size)
-{
-    size_t n = 0;
-    for (const char *p = path; *p; p++) {
-        char num[24];
-        const char *piece = p;
-        size_t len = 1;
-        if (p[0] == '%' && p[1] == 'p') {
-            len = (size_t)snprintf(num, sizeof(num), "%d", (int)getpid());
-            piece = num;
-            p++;
-        }
-        if (n + len >= size) {
-            return -ENAMETOOLONG;
-        }
-        memcpy(out + n, piece, len);
-        n += len;
-    }
-    out[n] = '\0';
-    return 0;
-}
 
 CORO_EXPORT int coro_dump_on_signal(int signo, const char *path, int format)
 {
@@ -365,12 +376,14 @@ CORO_EXPORT int coro_dump_on_signal(int signo, const char *path, int format)
     if (format != CORO_DUMP_TEXT && format != CORO_DUMP_JSON && format != CORO_DUMP_FOLDED) {
         return -EINVAL;
     }
-    char expanded[PATH_SIZE] = "";
     if (path) {
+        char expanded[PATH_SIZE];
         if (!path[0]) {
             return -EINVAL;
         }
-        int err = expand_path(path, expanded, sizeof(expanded));
+        /* Checked now (with this pid) so that a path too long is an error here. */
+        int err = strlen(path) >= PATH_SIZE ? -ENAMETOOLONG
+                                            : expand_path(path, expanded, sizeof(expanded));
         if (err < 0) {
             return err;
         }
@@ -414,7 +427,8 @@ CORO_EXPORT int coro_dump_on_signal(int signo, const char *path, int format)
     if (err < 0) {
         goto out;
     }
-    memcpy(c->path, expanded, sizeof(c->path));
+    /* Kept as given: "%p" is expanded at each dump (a forked child has another pid). */
+    snprintf(c->path, sizeof(c->path), "%s", path ? path : "");
     c->format = format;
     if (!ours) {
         c->signo = signo;

@@ -1,7 +1,7 @@
 /*
  * cmocka tests of coro_dump_on_signal() in this process: argument checks, never replacing a
  * handler of the program's (-EBUSY), and a dump written to a file on a real signal, with
- * "%p" in the path and the file created 0600. The multi-threaded stress test, blocked and
+ * "%p" in the path and the file created 0600, appended to, and a forked child's own dump. The multi-threaded stress test, blocked and
  * spinning threads, the environment and the crash report run in real child processes:
  * tests/e2e-signal.sh.
  */
@@ -18,6 +18,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -130,7 +131,7 @@ static void test_signal_dumps_to_a_file(void **state)
     char *text = wait_dump(path, 1);
     assert_non_null(text);
     assert_non_null(strstr(text, "\"parked-in-test\" [suspended, thread "));
-    assert_non_null(strstr(text, "coro_yield (runtime/coro.c:"));
+    assert_non_null(strstr(text, " coro_yield (runtime/"));
     assert_non_null(strstr(text, "parked_in_test (tests/test-signal.c:"));
     struct stat st;
     assert_int_equal(stat(path, &st), 0);
@@ -139,6 +140,29 @@ static void test_signal_dumps_to_a_file(void **state)
     /* Appends: a second signal, a second dump in the same file. */
     raise(SIGUSR1);
     assert_non_null(wait_dump(path, 2));
+
+    /* A forked child has its own helper thread and writes its own file ("%p" is its pid). */
+    pid_t child = fork();
+    assert_true(child >= 0);
+    if (child == 0) {
+        CoroutineOptions oc = { .name = "in-child" };
+        Coroutine *cc = coro_create_opts(parked_entry, NULL, &oc);
+        coro_enter(cc);
+        char mine[128];
+        snprintf(mine, sizeof(mine), "%s/dump-%d.txt", dir, (int)getpid());
+        raise(SIGUSR1);
+        char *t = wait_dump(mine, 1);
+        _exit(t && strstr(t, "\"in-child\" [suspended") ? 0 : 1);
+    }
+    int status;
+    assert_int_equal(waitpid(child, &status, 0), child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    char child_path[128];
+    snprintf(child_path, sizeof(child_path), "%s/dump-%d.txt", dir, (int)child);
+    unlink(child_path);
+    text = slurp(path);
+    assert_null(strstr(text, "in-child"));
 
     coro_enter(co); /* let it finish */
     unlink(path);
