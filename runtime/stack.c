@@ -6,11 +6,19 @@
  * mapping, so neighbouring stacks merge into one VMA and vm.max_map_count no longer caps the
  * number of coroutines (shared/FIELD-NOTES.md: mprotect guards cost 2 VMAs each, ~32.7k
  * coroutines). Older kernels answer EINVAL and we fall back to mprotect(PROT_NONE).
+ *
+ * CORO_STACK_GUARD=mprotect in the environment forces the mprotect guards. gdb's `gcore`
+ * copies a mapping in one read and writes zeros for the whole mapping when any page of it
+ * cannot be read, which a MADV_GUARD_INSTALL guard inside a merged stack mapping is: programs
+ * that will be inspected through gcore cores want separate guard mappings (kernel cores are
+ * complete either way).
  */
 #define _GNU_SOURCE
 #include <errno.h>
 #include <pthread.h>
 #include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
 #include <valgrind/valgrind.h>
@@ -26,6 +34,15 @@
 
 static size_t page_size;
 static _Atomic int guard_madvise = 1; /* cleared once the kernel says EINVAL */
+static pthread_once_t guard_once = PTHREAD_ONCE_INIT;
+
+static void guard_choose(void)
+{
+    const char *v = secure_getenv("CORO_STACK_GUARD");
+    if (v && strcmp(v, "mprotect") == 0) {
+        atomic_store_explicit(&guard_madvise, 0, memory_order_relaxed);
+    }
+}
 
 static pthread_mutex_t pool_mutex = PTHREAD_MUTEX_INITIALIZER;
 static Coroutine *shared_pool;
@@ -42,6 +59,7 @@ size_t coro__page_size(void)
 
 static int install_guard(char *guard, size_t len)
 {
+    pthread_once(&guard_once, guard_choose);
     if (atomic_load_explicit(&guard_madvise, memory_order_relaxed)) {
         if (madvise(guard, len, MADV_GUARD_INSTALL) == 0) {
             return 0;
