@@ -226,6 +226,63 @@ static void test_coro_guard_page_faults(void **state)
     expect_death(overflow_child, NULL, SIGSEGV, NULL);
 }
 
+/* ---- AddressSanitizer knows which stack a coroutine runs on ---- */
+
+#ifdef __SANITIZE_ADDRESS__
+static jmp_buf asan_jb;
+
+static __attribute__((noinline)) void asan_jump(void)
+{
+    longjmp(asan_jb, 1);
+}
+
+static __attribute__((noinline)) void asan_overflow(void)
+{
+    char buf[16];
+    char *p = buf;
+    volatile int i = 16;
+    __asm__ volatile("" : "+r"(p));
+    p[i] = 1; /* one past the end */
+    __asm__ volatile("" ::"r"(buf) : "memory");
+}
+
+static __attribute__((noinline)) void asan_overflow_fn(void *arg)
+{
+    /* longjmp makes ASan unpoison the current stack, which it must know to be this
+     * coroutine's: otherwise it warns that it is ignoring the request. */
+    if (!setjmp(asan_jb)) {
+        asan_jump();
+    }
+    coro_yield();
+    asan_overflow();
+}
+
+static void asan_child(void *arg)
+{
+    Coroutine *co = coro_create(asan_overflow_fn, NULL);
+    coro_enter(co);
+    fprintf(stderr, "jumped and yielded\n");
+    coro_enter(co);
+}
+#endif
+
+static void test_coro_asan_knows_coroutine_stacks(void **state)
+{
+#ifdef __SANITIZE_ADDRESS__
+    ChildResult r;
+    run_child(asan_child, NULL, 30, &r);
+    if (!strstr(r.out, "jumped and yielded") || strstr(r.out, "ignoring requested") ||
+        !strstr(r.out, "ERROR: AddressSanitizer: stack-buffer-overflow") ||
+        !strstr(r.out, "in asan_overflow ") || WIFEXITED(r.status) == 0 ||
+        WEXITSTATUS(r.status) == 0) {
+        print_error("child stderr:\n%s\n", r.out);
+        fail_msg("ASan did not see the coroutine's stack as expected (status 0x%x)", r.status);
+    }
+#else
+    skip();
+#endif
+}
+
 /* ---- fork ---- */
 
 struct fork_world {
@@ -437,6 +494,7 @@ int main(void)
         cmocka_unit_test_teardown(test_coro_death_yield_outside, no_leftovers),
         cmocka_unit_test_teardown(test_coro_death_enter_terminated, no_leftovers),
         cmocka_unit_test_teardown(test_coro_guard_page_faults, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_asan_knows_coroutine_stacks, no_leftovers),
         cmocka_unit_test_teardown(test_coro_fork_child_registry, no_leftovers),
         cmocka_unit_test_teardown(test_coro_fork_during_create, no_leftovers),
     };
