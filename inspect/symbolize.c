@@ -341,24 +341,30 @@ static Entry *resolve(CoroSymbolizer *s, uint64_t a, unsigned flags)
     if (!(flags & CORO_SYM_NO_INLINES)) {
         Dwarf_Addr bias;
         Dwarf_Die *cu = dwfl_module_addrdie(m, a, &bias);
-        Dwarf_Die *scopes = NULL;
+        Dwarf_Die *scopes = NULL, *chain = NULL;
         int ns = cu ? dwarf_getscopes(cu, a - bias, &scopes) : 0;
+        /* dwarf_getscopes follows an inlined instance into its abstract definition (whose
+         * DW_TAG_subprogram would end the chain after one level); the concrete chain of
+         * nested inlined instances up to the real function is what dwarf_getscopes_die
+         * gives for the innermost scope. */
+        int nc = ns > 0 ? dwarf_getscopes_die(&scopes[0], &chain) : 0;
         Dwarf_Files *files = NULL;
         size_t nfiles = 0;
-        if (ns > 0 && dwarf_getsrcfiles(cu, &files, &nfiles) != 0) {
+        if (nc > 0 && dwarf_getsrcfiles(cu, &files, &nfiles) != 0) {
             files = NULL;
         }
-        for (int i = 0; i < ns && ninl < MAX_INLINE; i++) {
-            int tag = dwarf_tag(&scopes[i]);
+        for (int i = 0; i < nc && ninl < MAX_INLINE; i++) {
+            int tag = dwarf_tag(&chain[i]);
             if (tag == DW_TAG_subprogram) {
                 break;
             }
             if (tag == DW_TAG_inlined_subroutine) {
-                inl_name[ninl] = dwarf_diename(&scopes[i]);
-                call_site(&scopes[i], files, nfiles, &inl_file[ninl], &inl_line[ninl]);
+                inl_name[ninl] = dwarf_diename(&chain[i]);
+                call_site(&chain[i], files, nfiles, &inl_file[ninl], &inl_line[ninl]);
                 ninl++;
             }
         }
+        free(chain);
         free(scopes);
     }
     CoroFrame *f = pool_take(s, ninl + 1, &e.first);
