@@ -146,19 +146,20 @@ uninstall:
 
 # ---------------------------------------------------------------- tests
 # One cmocka binary per module (tests/test-<module>.c), linked against the shared library
-# with an rpath into the build tree; end-to-end scripts are tests/e2e-*.sh.
+# with an rpath into the build tree; end-to-end scripts are tests/e2e-*.sh. They depend on
+# the libcoroscope.so symlink: without it -lcoroscope would pick the static library (make -j).
 TEST_SRC     := $(wildcard tests/test-*.c)
 TEST_BIN     := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC))
 TEST_SCRIPTS := $(wildcard tests/e2e-*.sh)
 TEST_HELPERS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/prog-*.c))
 
-$(B)/tests/test-%: tests/test-%.c $(B)/$(SONAME)
+$(B)/tests/test-%: tests/test-%.c $(B)/libcoroscope.so
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) $(CMOCKA_CFLAGS) -o $@ $< \
 	    $(ALL_LDFLAGS) -L$(B) -Wl,-rpath,'$$ORIGIN/..' -lcoroscope $(CMOCKA_LIBS) -lpthread
 
-$(B)/tests/prog-%: tests/prog-%.c $(B)/$(SONAME)
+$(B)/tests/prog-%: tests/prog-%.c $(B)/libcoroscope.so
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \

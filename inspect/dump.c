@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <link.h>
 #include <pthread.h>
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -142,6 +143,45 @@ typedef struct DumpJob {
     size_t leaks;                 /* out: coroutines reported */
 } DumpJob;
 
+/*
+ * With other threads running, a coroutine suspended when the registry was read may have been
+ * resumed (its stack changing under the unwinder) before its frames were read. Its seqlock
+ * tells: when it moved, unwind it again from what its record says now (twice at most), and
+ * say so if it keeps moving.
+ */
+static int recheck(const CoroRegistry *reg, const CoroInfo *ci, CoroBacktrace *bt)
+{
+    CoroInfo now = *ci;
+    for (int round = 0; round < 2; round++) {
+        CoroInfo again;
+        int rc = coro__registry_read_one(self_target, &reg->abi, now.record, &again);
+        if (rc == 0 && again.id == now.id && again.seq == now.seq) {
+            return 0;
+        }
+        if (rc == -ESTALE || (rc == 0 && again.id != now.id)) {
+            /* It ended while we read it: frames read from a reused stack would be wrong. */
+            coro__backtrace_fini(bt);
+            snprintf(bt->error, sizeof(bt->error), "terminated while being read");
+            return 0;
+        }
+        if (rc < 0) {
+            coro__backtrace_fini(bt);
+            snprintf(bt->error, sizeof(bt->error), "changed while being read");
+            return 0;
+        }
+        coro__backtrace_fini(bt);
+        rc = coro__backtrace_build(unwinder, symbolizer, &reg->abi, &again, NULL, NULL, bt);
+        if (rc < 0) {
+            return rc;
+        }
+        now = again;
+    }
+    coro__backtrace_fini(bt);
+    snprintf(bt->error, sizeof(bt->error), "kept switching while being read (coro_dump does "
+             "not stop other threads; the signal dump does)");
+    return 0;
+}
+
 static int by_id(const void *a, const void *b)
 {
     uint64_t x = ((const CoroInfo *)a)->id, y = ((const CoroInfo *)b)->id;
@@ -178,6 +218,11 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
     }
     /* Registry order is newest slab first; people read ids in order. */
     qsort(reg.coros, reg.ncoros, sizeof(*reg.coros), by_id);
+    /* Other threads may resume, suspend or end coroutines while we unwind them. */
+    size_t threads = 0;
+    for (size_t i = 0; i < reg.nthreads; i++) {
+        threads += reg.threads[i].tid != 0;
+    }
     uint64_t chain[CHAIN_MAX];
     size_t nchain = job->leak_only ? own_chain(&reg, self, chain) : 0;
     size_t n = 0;
@@ -190,6 +235,9 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
         }
         const CoroMachineRegs *regs = ci->record == self ? live : NULL;
         rc = coro__backtrace_build(unwinder, symbolizer, &reg.abi, ci, regs, NULL, &bts[n]);
+        if (rc == 0 && threads > 1 && ci->record != self) {
+            rc = recheck(&reg, ci, &bts[n]);
+        }
         if (rc == 0) {
             n++;
         }

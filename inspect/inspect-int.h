@@ -61,6 +61,9 @@ typedef struct CoroInfo {
     uint64_t wait_since;
     uint64_t stack_used_max;      /* bytes; UINT64_MAX when the runtime does not keep it */
     bool torn;                    /* regs never read consistently (retries exhausted) */
+    uint32_t seq;                 /* the record's seqlock when read: a reader that unwinds
+                                     while the target runs re-reads it to see whether the
+                                     coroutine moved meanwhile (coro__registry_read_one) */
 } CoroInfo;
 
 /* One thread shard (a thread that has used coroutines). */
@@ -105,6 +108,15 @@ int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
                              CoroInfo *coros, size_t cap, size_t *ncoros,
                              CoroThreadInfo *threads, size_t tcap, size_t *nthreads,
                              size_t *unreadable, bool *truncated);
+
+/*
+ * Re-reads the single record at target address record into *out (consistently, as the walk
+ * does). 0 when it is a live coroutine; -ESTALE when it is not live any more (terminated,
+ * pooled, or reused by another coroutine: compare ids); -EAGAIN when it could not be read
+ * consistently; -EFAULT. CORO_SIGNAL_SAFE when t->read is.
+ */
+int coro__registry_read_one(CoroTarget *t, const struct coro_debug_abi *abi, uint64_t record,
+                            CoroInfo *out);
 
 /* Reads the descriptor at abi_addr and the whole registry into *out (allocated: release with
  * coro__registry_free()). 0 or -errno (t->error says why). */

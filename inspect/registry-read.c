@@ -178,6 +178,7 @@ static void decode(const struct coro_debug_abi *a, uint64_t addr, const unsigned
     ci->wait_object = opt_u64(rec, a->off_wait_object, 0);
     ci->wait_since = opt_u64(rec, a->off_wait_since, 0);
     ci->stack_used_max = opt_u64(rec, a->off_stack_used_max, UINT64_MAX);
+    ci->seq = get_u32(rec, a->off_seq);
     if (ci->state != CORO_STATE_RUNNING) {
         const unsigned char *r = rec + a->off_regs;
         ci->regs.rsp = get_u64(r, a->regs.rsp);
@@ -370,6 +371,34 @@ int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
         saddr = next;
     }
     return 0;
+}
+
+int coro__registry_read_one(CoroTarget *t, const struct coro_debug_abi *abi, uint64_t record,
+                            CoroInfo *out)
+{
+    unsigned char a[MAX_RECORD_SIZE], b[MAX_RECORD_SIZE];
+    uint32_t rs = abi->record_size;
+    if (record == 0 || (record & 7)) {
+        return -EFAULT;
+    }
+    for (int tries = 0; tries <= SEQ_RETRIES; tries++) {
+        if (tries > 2) {
+            sched_yield();
+        }
+        int rc = t->ops->read(t, record, a, rs);
+        if (rc == 0) {
+            rc = t->ops->read(t, record, b, rs);
+        }
+        if (rc < 0) {
+            return rc;
+        }
+        if (memcmp(a, b, rs) != 0 || (get_u32(b, abi->off_seq) & 1)) {
+            continue;
+        }
+        decode(abi, record, b, out);
+        return live_state(out->state) ? 0 : -ESTALE;
+    }
+    return -EAGAIN;
 }
 
 int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out)

@@ -11,6 +11,8 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <limits.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <regex.h>
 #include <signal.h>
 #include <stdarg.h>
@@ -446,6 +448,103 @@ static void test_dump_rejects_bad_format_and_fd(void **state)
     assert_no_coroutine_leaks_since(mark);
 }
 
+/* ---- other threads switching while we dump ---- */
+
+#define SPIN_THREADS 2
+#define SPIN_COROS 40
+
+static _Atomic int spin_stop;
+static _Atomic uint64_t spin_ids[SPIN_THREADS][SPIN_COROS];
+static _Atomic int spin_ready;
+
+__attribute__((noinline)) static void spin_park(void)
+{
+    coro_yield();
+    __asm__ volatile("" ::: "memory");
+}
+
+static void spin_entry(void *opaque)
+{
+    const int *done = opaque;       /* set by its thread only between rounds */
+    while (!*(const volatile int *)done) {
+        spin_park();
+    }
+}
+
+static void *spin_thread(void *arg)
+{
+    int t = (int)(intptr_t)arg;
+    Coroutine *cos[SPIN_COROS];
+    int done = 0;
+    for (int i = 0; i < SPIN_COROS; i++) {
+        cos[i] = coro_create(spin_entry, &done);
+        spin_ids[t][i] = coro_id(cos[i]);
+        coro_enter(cos[i]);
+    }
+    spin_ready++;
+    while (!spin_stop) {
+        for (int i = 0; i < SPIN_COROS; i++) {
+            coro_enter(cos[i]);
+        }
+    }
+    done = 1;
+    for (int i = 0; i < SPIN_COROS; i++) {
+        coro_enter(cos[i]);     /* sees done and returns */
+    }
+    return NULL;
+}
+
+static void test_dump_while_other_threads_switch(void **state)
+{
+    uint64_t mark = coro_leak_mark();
+    pthread_t th[SPIN_THREADS];
+    spin_stop = 0;
+    spin_ready = 0;
+    for (int t = 0; t < SPIN_THREADS; t++) {
+        assert_int_equal(pthread_create(&th[t], NULL, spin_thread, (void *)(intptr_t)t), 0);
+    }
+    while (spin_ready < SPIN_THREADS) {
+        usleep(1000);
+    }
+    size_t complete = 0, listed = 0;
+    for (int round = 0; round < 10; round++) {
+        char *text = dump_string(CORO_DUMP_JSON);
+        Json *doc = parse_dump_json(text);
+        /* Every coroutine of the spinning threads, each exactly once; frames either complete
+         * and right, or none (it moved while being read), never wrong ones. */
+        for (int t = 0; t < SPIN_THREADS; t++) {
+            for (int i = 0; i < SPIN_COROS; i++) {
+                const Json *c = find_coroutine(doc, spin_ids[t][i]);
+                assert_non_null(c);
+                listed++;
+                const Json *fr = jget(c, "frames");
+                if (strcmp(jget(c, "state")->s, "suspended") != 0 || fr->n == 0) {
+                    continue;
+                }
+                assert_int_equal(fr->n, 3);
+                expect_frame(fr->items[0], "coro_yield", NULL, 0, NULL, false);
+                expect_frame(fr->items[1], "spin_park", "tests/test-inspect.c", 0, NULL, false);
+                expect_frame(fr->items[2], "spin_entry", "tests/test-inspect.c", 0, NULL, false);
+                complete++;
+            }
+        }
+        const Json *list = jget(doc, "coroutines");
+        for (size_t i = 1; i < list->n; i++) {
+            assert_true(jget(list->items[i - 1], "id")->i < jget(list->items[i], "id")->i);
+        }
+        jfree(doc);
+        free(text);
+    }
+    spin_stop = 1;
+    for (int t = 0; t < SPIN_THREADS; t++) {
+        pthread_join(th[t], NULL);
+    }
+    assert_int_equal(listed, 10 * SPIN_THREADS * SPIN_COROS);
+    print_message("  %zu of %zu suspended-and-unwound while their threads switched\n", complete,
+                  listed);
+    assert_no_coroutine_leaks_since(mark);
+}
+
 /* ---- folded ---- */
 
 static void test_folded_aggregates_identical_stacks(void **state)
@@ -802,6 +901,7 @@ int main(void)
         cmocka_unit_test(test_json_document_and_chains),
         cmocka_unit_test(test_json_running_chain_from_live_stack),
         cmocka_unit_test(test_dump_rejects_bad_format_and_fd),
+        cmocka_unit_test(test_dump_while_other_threads_switch),
         cmocka_unit_test(test_folded_aggregates_identical_stacks),
         cmocka_unit_test(test_leak_check_since_counts_only_newer),
         cmocka_unit_test(test_leak_check_leaves_out_the_caller),
