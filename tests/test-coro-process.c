@@ -6,6 +6,7 @@
 #include "coro-test.h"
 
 #include <pthread.h>
+#include <sys/mman.h>
 #include <stdatomic.h>
 
 static pid_t parent_pid;
@@ -224,6 +225,111 @@ static void test_coro_guard_page_faults(void **state)
         coro_enter(co);
     }
     expect_death(overflow_child, NULL, SIGSEGV, NULL);
+}
+
+/* The mapping of /proc/self/maps that contains addr: its bounds and permissions. */
+static bool mapping_of(uint64_t addr, uint64_t *lo, uint64_t *hi, char perms[5])
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    char line[512];
+    bool found = false;
+    while (f && !found && fgets(line, sizeof(line), f)) {
+        unsigned long a, b;
+        if (sscanf(line, "%lx-%lx %4s", &a, &b, perms) == 3 && addr >= a && addr < b) {
+            *lo = a;
+            *hi = b;
+            found = true;
+        }
+    }
+    if (f) {
+        fclose(f);
+    }
+    return found;
+}
+
+static unsigned count_mappings(void)
+{
+    FILE *f = fopen("/proc/self/maps", "r");
+    unsigned n = 0;
+    int c;
+    while (f && (c = getc(f)) != EOF) {
+        n += c == '\n';
+    }
+    if (f) {
+        fclose(f);
+    }
+    return n;
+}
+
+/* Exec'd with CORO_STACK_GUARD=mprotect: the guard is a PROT_NONE mapping of its own. */
+static int guard_mprotect_mode(void)
+{
+    Coroutine *co = coro_create(yield_twice, NULL);
+    coro_enter(co);
+    RecView v;
+    if (!rec_find(coro_id(co), &v)) {
+        fprintf(stderr, "coroutine not in the registry\n");
+        return 1;
+    }
+    uint64_t page = (uint64_t)sysconf(_SC_PAGESIZE), lo, hi;
+    char perms[5];
+    if (mapping_of(v.stack_base - 1, &lo, &hi, perms) && strcmp(perms, "---p") == 0 &&
+        hi == v.stack_base && lo == v.stack_base - page) {
+        fprintf(stderr, "separate guard mapping\n");
+    }
+    child_expect_signal(SIGSEGV);
+    write_below_stack(co);
+    return 0;
+}
+
+static void exec_guard_mprotect(void *arg)
+{
+    setenv("CORO_STACK_GUARD", "mprotect", 1);
+    execl(arg, arg, "--guard-mprotect", (char *)NULL);
+    _exit(3);
+}
+
+static const char *self_path;
+
+static void test_coro_guard_page_mprotect_fallback(void **state)
+{
+    const char *needles[] = { "separate guard mapping", "lowest byte written", NULL };
+    expect_death(exec_guard_mprotect, (void *)self_path, SIGSEGV, needles);
+}
+
+/*
+ * Where the kernel has MADV_GUARD_INSTALL, guards do not split mappings: more coroutines
+ * than vm.max_map_count allows mprotect-guarded stacks (65530 maps, 2 per stack: ~32.7k).
+ */
+static void test_coro_guard_pages_do_not_split_mappings(void **state)
+{
+    long page = sysconf(_SC_PAGESIZE);
+    char *probe = mmap(NULL, 2 * (size_t)page, PROT_READ | PROT_WRITE,
+                       MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
+    assert_true(probe != MAP_FAILED);
+    bool have = madvise(probe, (size_t)page, 102 /* MADV_GUARD_INSTALL */) == 0;
+    munmap(probe, 2 * (size_t)page);
+    if (!have || RUNNING_ON_VALGRIND || getenv("CORO_STACK_GUARD")) {
+        skip(); /* old kernel, or valgrind (which caps its own mappings), or forced off */
+    }
+    enum { N = 70000 };
+    Coroutine **cos = malloc(N * sizeof(*cos));
+    assert_non_null(cos);
+    unsigned before = count_mappings();
+    for (unsigned i = 0; i < N; i++) {
+        cos[i] = coro_create(yield_once, NULL);
+        if (!cos[i]) {
+            fail_msg("coroutine %u of %u: %s", i, N, strerror(errno));
+        }
+    }
+    unsigned after = count_mappings();
+    for (unsigned i = 0; i < N; i++) {
+        coro_enter(cos[i]);
+        coro_enter(cos[i]);
+    }
+    free(cos);
+    /* Stacks merge into few mappings: nowhere near one per coroutine. */
+    assert_true(after < before + 1000);
 }
 
 /* ---- AddressSanitizer knows which stack a coroutine runs on ---- */
@@ -484,8 +590,12 @@ static void test_coro_fork_during_create(void **state)
     }
 }
 
-int main(void)
+int main(int argc, char **argv)
 {
+    if (argc == 2 && strcmp(argv[1], "--guard-mprotect") == 0) {
+        return guard_mprotect_mode();
+    }
+    self_path = argv[0];
     parent_pid = getpid();
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_coro_death_reenter_running, no_leftovers),
@@ -494,9 +604,12 @@ int main(void)
         cmocka_unit_test_teardown(test_coro_death_yield_outside, no_leftovers),
         cmocka_unit_test_teardown(test_coro_death_enter_terminated, no_leftovers),
         cmocka_unit_test_teardown(test_coro_guard_page_faults, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_guard_page_mprotect_fallback, no_leftovers),
         cmocka_unit_test_teardown(test_coro_asan_knows_coroutine_stacks, no_leftovers),
         cmocka_unit_test_teardown(test_coro_fork_child_registry, no_leftovers),
         cmocka_unit_test_teardown(test_coro_fork_during_create, no_leftovers),
+        /* Last: forks are slower once a process has had 70,000 coroutines. */
+        cmocka_unit_test_teardown(test_coro_guard_pages_do_not_split_mappings, no_leftovers),
     };
     apply_test_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
