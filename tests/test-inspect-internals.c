@@ -303,6 +303,38 @@ static void test_walk_marks_records_caught_mid_update_as_torn(void **state)
     assert_false(w.coros[2].torn);
 }
 
+static void test_walk_survives_random_corruption(void **state)
+{
+    /* Random bytes over the descriptor and the records: every walk must end, bounded, with
+     * a clean answer (the fake target returns -EFAULT outside its buffer). */
+    unsigned seed = 12345;
+    for (int round = 0; round < 3000; round++) {
+        build_registry(8);
+        int flips = 1 + (int)(rand_r(&seed) % 8);
+        for (int k = 0; k < flips; k++) {
+            size_t at = (size_t)rand_r(&seed) % (4096 + 8 * coroscope_debug_abi.record_size);
+            if (at < 8 && round % 2 == 0) {
+                continue;                   /* keep the magic half the time */
+            }
+            fake.mem[at] = (unsigned char)rand_r(&seed);
+        }
+        if (round % 7 == 0) {
+            /* A plausible link to somewhere inside the buffer, aligned or not (the layout
+             * from the runtime's own descriptor: the copy in the buffer may be corrupt). */
+            const struct coro_debug_abi *t = &coroscope_debug_abi;
+            unsigned i = (unsigned)rand_r(&seed) % 8;
+            put64(fake.mem + 4096 + (size_t)i * t->record_size, t->off_next,
+                  FAKE_BASE + (uint64_t)(rand_r(&seed) % FAKE_SIZE));
+        }
+        fake.reads = 0;
+        Walk w = walk(64);
+        assert_true(w.rc == 0 || w.rc == -EPROTO || w.rc == -EPROTONOSUPPORT ||
+                    w.rc == -EFAULT);
+        assert_true(w.n <= 64);
+        assert_true(fake.reads < 2000);
+    }
+}
+
 /* ---- the unwinder against libunwind, and against bad registers ---- */
 
 static CoroTarget *self;
@@ -493,6 +525,7 @@ int main(void)
         cmocka_unit_test(test_walk_is_bounded_by_nrecords_and_capacity),
         cmocka_unit_test(test_walk_stops_at_bad_links),
         cmocka_unit_test(test_walk_marks_records_caught_mid_update_as_torn),
+        cmocka_unit_test(test_walk_survives_random_corruption),
     };
     const struct CMUnitTest self_tests[] = {
         cmocka_unit_test(test_unwinder_matches_libunwind),
