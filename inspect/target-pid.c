@@ -9,6 +9,8 @@
 #include <dirent.h>
 #include <errno.h>
 #include <fcntl.h>
+#include <libelf.h>
+#include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -40,11 +42,98 @@ typedef struct PidTarget {
     bool vm_readv_ok;
     PidThread *threads;
     size_t nthreads, cap;
+    struct PidTarget *next_open; /* on open_targets once its Dwfl exists */
+    bool listed;
 } PidTarget;
 
 static char *pid_debuginfo_path;
+
+/*
+ * Open pid targets, so that find_elf (which gets a module, not our target) can reach the
+ * process: a library replaced on disk while the process runs (a package upgrade) shows as
+ * "PATH (deleted)" in /proc/PID/maps, and libdwfl's own callback then finds no file (it would
+ * read the image from memory only with attached state, and memory has no symbol table). The
+ * kernel still has the original file: /proc/PID/map_files/START-END opens it.
+ */
+static pthread_mutex_t open_lock = PTHREAD_MUTEX_INITIALIZER;
+static PidTarget *open_targets;
+
+static pid_t pid_of_module(Dwfl_Module *mod)
+{
+    Dwarf_Addr lo;
+    pid_t pid = -1;
+    if (!dwfl_module_info(mod, NULL, &lo, NULL, NULL, NULL, NULL, NULL)) {
+        return -1;
+    }
+    pthread_mutex_lock(&open_lock);
+    for (PidTarget *p = open_targets; p; p = p->next_open) {
+        if (p->e.base.dwfl && dwfl_addrmodule(p->e.base.dwfl, lo) == mod) {
+            pid = p->e.base.pid;
+            break;
+        }
+    }
+    pthread_mutex_unlock(&open_lock);
+    return pid;
+}
+
+/* Opens the file mapped as modname (which ends in " (deleted)") through map_files. */
+static int open_deleted(pid_t pid, const char *modname)
+{
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/maps", (int)pid);
+    FILE *f = fopen(path, "r");
+    if (!f) {
+        return -1;
+    }
+    char line[4096 + 128];
+    int fd = -1;
+    while (fd < 0 && fgets(line, sizeof(line), f)) {
+        unsigned long long lo, hi;
+        int name_at = 0;
+        if (sscanf(line, "%llx-%llx %*s %*s %*s %*s %n", &lo, &hi, &name_at) < 2 || !name_at) {
+            continue;
+        }
+        char *name = line + name_at;
+        name[strcspn(name, "\n")] = '\0';
+        if (strcmp(name, modname) == 0) {
+            char mf[96];
+            snprintf(mf, sizeof(mf), "/proc/%d/map_files/%llx-%llx", (int)pid, lo, hi);
+            fd = open(mf, O_RDONLY | O_CLOEXEC);
+        }
+    }
+    fclose(f);
+    return fd;
+}
+
+static int pid_find_elf(Dwfl_Module *mod, void **userdata, const char *modname,
+                        Dwarf_Addr base, char **file_name, Elf **elfp)
+{
+    static const char deleted[] = " (deleted)";
+    size_t n = modname ? strlen(modname) : 0;
+    if (n > sizeof(deleted) - 1 && modname[0] == '/' &&
+        strcmp(modname + n - (sizeof(deleted) - 1), deleted) == 0) {
+        pid_t pid = pid_of_module(mod);
+        int fd = pid > 0 ? open_deleted(pid, modname) : -1;
+        if (fd >= 0) {
+            Elf *elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+            char *name = strdup(modname);
+            if (elf && name && elf_kind(elf) == ELF_K_ELF) {
+                *elfp = elf;
+                *file_name = name;
+                return fd;
+            }
+            free(name);
+            if (elf) {
+                elf_end(elf);
+            }
+            close(fd);
+        }
+    }
+    return dwfl_linux_proc_find_elf(mod, userdata, modname, base, file_name, elfp);
+}
+
 static const Dwfl_Callbacks pid_callbacks = {
-    .find_elf = dwfl_linux_proc_find_elf,
+    .find_elf = pid_find_elf,
     .find_debuginfo = dwfl_standard_find_debuginfo,
     .debuginfo_path = &pid_debuginfo_path,
 };
@@ -146,6 +235,16 @@ static void detach_all(PidTarget *p)
 static void pid_close(CoroTarget *t)
 {
     PidTarget *p = (PidTarget *)t;
+    if (p->listed) {
+        pthread_mutex_lock(&open_lock);
+        for (PidTarget **q = &open_targets; *q; q = &(*q)->next_open) {
+            if (*q == p) {
+                *q = p->next_open;
+                break;
+            }
+        }
+        pthread_mutex_unlock(&open_lock);
+    }
     detach_all(p);
     if (t->dwfl) {
         dwfl_end(t->dwfl);
@@ -389,6 +488,11 @@ int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen)
         pid_close(&p->e.base);
         return -ENOMEM;
     }
+    pthread_mutex_lock(&open_lock);
+    p->next_open = open_targets;
+    open_targets = p;
+    p->listed = true;
+    pthread_mutex_unlock(&open_lock);
     dwfl_report_begin(p->e.base.dwfl);
     rc = pid_report_modules(&p->e.base, p->e.base.dwfl);
     dwfl_report_end(p->e.base.dwfl, NULL, NULL);

@@ -162,6 +162,24 @@ else
     echo "skip - fully static link (ASan build, or static libraries missing)"
 fi
 
+# ---------------------------------------------------------------- library replaced while running
+# A package upgrade deletes the library a running service mapped: /proc/PID/maps says
+# "(deleted)", and the original file is still reachable through /proc/PID/map_files.
+mkdir -p "$T/del/tests"
+cp "$B/libcoroscope.so.0" "$T/del/"
+cp "$B/tests/prog-cli" "$T/del/tests/"
+if start "$T/del/tests/prog-cli"; then
+    rm "$T/del/libcoroscope.so.0"
+    if grep -q "libcoroscope.so.0 (deleted)" "/proc/$pid/maps"; then
+        run "deleted library, live: bt" 0 "$CLI" bt --folded -p "$pid" &&
+            has "deleted library, live: frames and names" "$T/out" \
+                "^parker-1;park_entry;park_a;park_b;park_c;coro_yield 1$"
+    else
+        bad "deleted library: maps does not say (deleted)"
+    fi
+    kill "$pid"
+fi
+
 # ---------------------------------------------------------------- module files gone
 mkdir -p "$T/gone/tests"
 cp "$B/libcoroscope.so.0" "$T/gone/"

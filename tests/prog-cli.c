@@ -177,7 +177,7 @@ static int sleeper_started;
 static void waiter_entry(void *opaque)
 {
     pthread_mutex_lock(&lock);
-    sleeper_started = 1;
+    sleeper_started = (int)gettid();
     pthread_cond_signal(&cond);
     pthread_mutex_unlock(&lock);
     coro_enter(opaque); /* LINE-waiter */
@@ -250,8 +250,24 @@ int main(int argc, char **argv)
         pthread_cond_wait(&cond, &lock);
     }
     pthread_mutex_unlock(&lock);
-    /* Give the sleeper time to get into nanosleep. */
-    usleep(50 * 1000);
+    /* Wait until the sleeper's thread sits in clock_nanosleep (syscall 230), so that
+     * readers see it there and nowhere else, however loaded the machine is. */
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/self/task/%d/syscall", sleeper_started);
+    for (int i = 0; i < 5000; i++) {
+        char buf[32] = "";
+        FILE *f = fopen(path, "r");
+        if (f) {
+            if (!fgets(buf, sizeof(buf), f)) {
+                buf[0] = '\0';
+            }
+            fclose(f);
+        }
+        if (strncmp(buf, "230 ", 4) == 0) {
+            break;
+        }
+        usleep(1000);
+    }
 
     if (strcmp(mode, "corrupt-cycle") == 0) {
         /* The first record's next points back at itself: a reader must see the cycle. */
