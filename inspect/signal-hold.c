@@ -62,6 +62,7 @@ static struct {
     _Atomic size_t nslots;
     size_t slots_cap;
     int signo;
+    _Atomic uint32_t inside;    /* threads in hold_handler now, released ones included */
 } hold;
 
 static long futex(_Atomic uint32_t *word, int op, uint32_t val, const struct timespec *ts)
@@ -108,6 +109,7 @@ static void hold_handler(int sig, siginfo_t *si, void *ucv)
 {
     (void)sig;
     int saved_errno = errno;
+    atomic_fetch_add_explicit(&hold.inside, 1, memory_order_acq_rel);
     /* Only our own tgkill holds a thread; the same signal from elsewhere is ignored. */
     if (si->si_code != SI_TKILL || si->si_pid != getpid()) {
         goto out;
@@ -147,6 +149,7 @@ static void hold_handler(int sig, siginfo_t *si, void *ucv)
         futex(&hold.released, FUTEX_WAIT_PRIVATE, r, &step);
     }
 out:
+    atomic_fetch_sub_explicit(&hold.inside, 1, memory_order_acq_rel);
     errno = saved_errno;
 }
 
@@ -615,8 +618,11 @@ static void normalize(SigSnapshot *s)
     uint64_t entry = (uint64_t)(uintptr_t)coro__trampoline_entry;
     uint64_t tramp_lo = (uint64_t)(uintptr_t)coro__trampoline;
     uint64_t tramp_hi = (uint64_t)(uintptr_t)coro__trampoline_end;
-    uint64_t switch_lo = (uint64_t)(uintptr_t)coro__switch;
-    uint64_t switch_hi = (uint64_t)(uintptr_t)coro__switch_end;
+    uint64_t switch_lo = abi->switch_start, switch_hi = abi->switch_end;
+    if (!switch_lo) {
+        switch_lo = (uint64_t)(uintptr_t)coro__switch;
+        switch_hi = (uint64_t)(uintptr_t)coro__switch_end;
+    }
     uint64_t addr = abi->records;
     for (uint64_t n = 0; addr && n < abi->nrecords; n++) {
         Coroutine *rec = copy_of(s, addr, sizeof(Coroutine));
@@ -624,6 +630,7 @@ static void normalize(SigSnapshot *s)
             break;
         }
         uint32_t st = atomic_load_explicit(&rec->state, memory_order_relaxed);
+        uint32_t seq = rec->regs.seq;
         if (live_state(st)) {
             uint64_t base = (uint64_t)(uintptr_t)rec->stack_base;
             uint64_t top = base + rec->stack_size;
@@ -642,10 +649,13 @@ static void normalize(SigSnapshot *s)
                 atomic_store_explicit(&rec->state, CORO_STATE_RUNNING, memory_order_relaxed);
                 rec->regs.seq &= ~1u;
                 t->running = addr;
-                if (rip >= switch_lo && rip < switch_hi && t->regs.rsp == rec->regs.rsp) {
-                    /* Caught in the second half of the switch into this coroutine: the stack
-                     * pointer is loaded, the rest is being loaded from its saved context,
-                     * which is therefore exact (and what unwinders understand). */
+                if (rip >= switch_lo && rip < switch_hi && !(seq & 1) &&
+                    t->regs.rsp == rec->regs.rsp) {
+                    /* Caught inside the switch with this coroutine's saved stack pointer
+                     * loaded and its record closed: the switch is loading (or has just
+                     * stored) exactly the saved context, which every unwinder understands,
+                     * while the switch's own CFI there describes a frame whose CFA does not
+                     * grow. */
                     t->regs.rip = rec->regs.rip;
                     t->regs.rbp = rec->regs.rbp;
                     t->regs.rbx = rec->regs.rbx;
@@ -688,6 +698,13 @@ int coro__sig_capture(SigSnapshot *s, const CoroMachineRegs *self_regs)
     }
     uint64_t t0 = coro__sig_now_ns();
     int32_t self = (int32_t)gettid();
+    /* Threads released by the previous hold may not have left the handler yet (on a busy
+     * machine they wait for a CPU): while inside, they block every signal, which the check
+     * for threads that block the hold signal would take for the program's doing. */
+    for (int i = 0; i < 2000 && atomic_load_explicit(&hold.inside, memory_order_acquire); i++) {
+        const struct timespec ms = { 0, 1000 * 1000 };
+        nanosleep(&ms, NULL);
+    }
     for (unsigned attempt = 1;; attempt++) {
         int err = prepare(s);
         if (err < 0) {
