@@ -177,6 +177,71 @@ static void test_coro_migration_ping_pong(void **state)
     pthread_mutex_destroy(&p.mu);
 }
 
+/* ---- thread exit releases the thread's pool ---- */
+
+static void yield_once_fn(void *opaque)
+{
+    coro_yield();
+}
+
+static void *fill_cache_and_exit(void *arg)
+{
+    enum { N = 160 }; /* more than a thread keeps: its cache ends up full */
+    Coroutine *cos[N];
+    for (int i = 0; i < N; i++) {
+        cos[i] = coro_create(yield_once_fn, NULL);
+        coro_enter(cos[i]);
+    }
+    if (arg) {
+        pthread_barrier_wait(arg); /* every thread's coroutines are alive at once */
+    }
+    for (int i = 0; i < N; i++) {
+        coro_enter(cos[i]);
+    }
+    return NULL;
+}
+
+static bool count_pooled_stacks(const RecView *v, void *arg)
+{
+    if (v->state == CORO_STATE_FREE && v->stack_base) {
+        (*(uint64_t *)arg)++;
+    }
+    return false;
+}
+
+/*
+ * Each exiting thread hands its cached coroutines to the shared pool, which is bounded: the
+ * stacks kept for reuse do not grow with the number of threads that have come and gone.
+ */
+static void test_coro_thread_exit_releases_cache(void **state)
+{
+    enum { MAXT = 40 };
+    unsigned threads = scaled(MAXT, 4); /* 10 under valgrind: still past the pool bound */
+    pthread_t ts[MAXT];
+    pthread_barrier_t barrier;
+    pthread_barrier_init(&barrier, NULL, threads);
+    for (unsigned i = 0; i < threads; i++) {
+        assert_int_equal(pthread_create(&ts[i], NULL, fill_cache_and_exit, &barrier), 0);
+    }
+    for (unsigned i = 0; i < threads; i++) {
+        pthread_join(ts[i], NULL);
+    }
+    pthread_barrier_destroy(&barrier);
+    uint64_t pooled = 0;
+    rec_walk(count_pooled_stacks, &pooled);
+    /* Shared pool (1024) + this thread's cache (128) + a few in flight; without the release
+     * at thread exit it would be 128 per thread gone (5,120 natively). */
+    print_message("stacks kept for reuse after %u threads exited: %llu\n", threads,
+                  (unsigned long long)pooled);
+    assert_true(pooled <= 1024 + 128 + 8);
+    /* And they are reused: the registry does not grow for the next thread's coroutines. */
+    uint64_t nrecords = abi()->nrecords;
+    pthread_t t;
+    assert_int_equal(pthread_create(&t, NULL, fill_cache_and_exit, NULL), 0);
+    pthread_join(t, NULL);
+    assert_int_equal(abi()->nrecords, nrecords);
+}
+
 /* ---- stress ---- */
 
 #define STRESS_THREADS 4
@@ -409,6 +474,7 @@ int main(void)
     const struct CMUnitTest tests[] = {
         cmocka_unit_test_teardown(test_coro_migration_between_threads, no_leftovers),
         cmocka_unit_test_teardown(test_coro_migration_ping_pong, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_thread_exit_releases_cache, no_leftovers),
         cmocka_unit_test_teardown(test_coro_stress_4_threads, no_leftovers),
     };
     apply_test_filter();
