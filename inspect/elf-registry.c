@@ -65,6 +65,14 @@ static bool module_section(Dwfl_Module *mod, uint64_t *addr)
 /* True when path does not exist or is an ELF file (which then did not match). */
 static bool missing_or_elf(const char *path)
 {
+    /* A deleted mapping that could not be reopened: shared memory and memfds look the same
+     * ("/dev/shm/x (deleted)", "/memfd:x (deleted)"), so only shared objects count. */
+    const char *deleted = strstr(path, " (deleted)");
+    if (deleted && deleted[10] == '\0') {
+        const char *base = strrchr(path, '/');
+        return base && strstr(base, ".so") && strncmp(path, "/memfd:", 7) != 0 &&
+               strncmp(path, "/dev/", 5) != 0;
+    }
     int fd = open(path, O_RDONLY | O_CLOEXEC);
     if (fd < 0) {
         return errno == ENOENT;
