@@ -249,6 +249,12 @@ if make_core "$T/k" "$PROG" abort; then
     run "core: -e mismatching build-id" 2 "$CLI" ps --core "$T/k/core" -e /bin/true &&
         has "core: build-id message" "$T/err" \
             "executable /bin/true does not match core file .*build-id" && one_line "core: mismatch is one line" "$T/err"
+    # The same core claiming to be for AArch64 (e_machine 183 at offset 18).
+    cp "$T/k/core" "$T/arm"
+    printf '\267\000' | dd of="$T/arm" bs=1 seek=18 conv=notrunc 2>/dev/null
+    run "core of another architecture" 2 "$CLI" ps --core "$T/arm" &&
+        has "other architecture: message" "$T/err" "cannot read core file .*/arm: it is for machine 183, 64-bit; coroscope reads x86_64 cores" &&
+        one_line "other architecture: one line" "$T/err"
     head -c 200000 "$T/k/core" >"$T/trunc"
     run "truncated core" 2 "$CLI" ps --core "$T/trunc" &&
         has "truncated core message" "$T/err" "core file .*/trunc is truncated: 200000 bytes" &&
