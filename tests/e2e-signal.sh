@@ -13,6 +13,7 @@
 #            long, still lists its coroutines, and the thread is not held when it unblocks.
 #   env      signal by number, folded format to stderr; bad values give one line each;
 #            O_NOFOLLOW refuses a symlink; the file is created 0600.
+#   static   the same through the static library (signal.o is pulled in, env read).
 #   crash    CORO_DUMP_ON_CRASH=1: the report lists every coroutine, then the process dies
 #            by SIGSEGV with a core file.
 # Exit 0 pass, 77 skip (no python3), else fail.
@@ -22,7 +23,15 @@ command -v python3 >/dev/null 2>&1 || { echo "e2e-signal: python3 not found: ski
 [ -x "$B/tests/prog-signal" ] || { echo "e2e-signal: $B/tests/prog-signal missing"; exit 1; }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT INT TERM
-exec python3 - "$B/tests/prog-signal" "$T" <<'EOF'
+# The same program linked with the static library (the environment must work there too).
+case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *) SAN="" ;; esac
+# shellcheck disable=SC2086,SC2046
+if ! ${CC:-cc} -std=gnu11 -O2 -g $SAN -Iinclude -o "$T/prog-signal-static" tests/prog-signal.c \
+        "$B/libcoroscope.a" $(pkg-config --libs libdw libelf) -lpthread; then
+    echo "e2e-signal: static link of prog-signal failed"
+    exit 1
+fi
+python3 - "$B/tests/prog-signal" "$T" <<'EOF'
 import collections, json, os, re, resource, shutil, signal, stat, subprocess, sys, time
 
 PROG, TMP = os.path.abspath(sys.argv[1]), sys.argv[2]
@@ -36,13 +45,13 @@ def check(cond, what):
     return cond
 
 
-def start(mode, **env):
+def start(mode, prog=PROG, **env):
     e = dict(os.environ)
     for k in list(e):
         if k.startswith("CORO_"):
             del e[k]
     e.update(env)
-    p = subprocess.Popen([PROG, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+    p = subprocess.Popen([prog, mode], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                          stderr=subprocess.PIPE, env=e, text=True, cwd=TMP)
     line = p.stdout.readline()
     if not line.startswith("ready"):
@@ -228,6 +237,18 @@ def env_config():
     check("signal dump: cannot open %s" % link in err, "env: symlink refused with a line: %r" % err)
 
 
+# ------------------------------------------------------------------ static library
+def static():
+    prog = os.path.join(TMP, "prog-signal-static")
+    path = os.path.join(TMP, "static-%p.txt")
+    p, pid = start("idle", prog=prog, CORO_DUMP_SIGNAL="USR1", CORO_DUMP_PATH=path)
+    os.kill(pid, signal.SIGUSR1)
+    text = wait_for(path.replace("%p", str(pid)), lambda d: "# signal dump:" in d)
+    rc, out, err = finish(p)
+    check(rc == 0 and text and '"idle-1" [suspended' in text and " parked_here (" in text,
+          "static: the environment works with the static library: rc=%d %r" % (rc, text))
+
+
 # ------------------------------------------------------------------ crash report
 def crash():
     ldd = subprocess.run(["ldd", PROG], capture_output=True, text=True).stdout
@@ -268,10 +289,13 @@ def crash():
     print("crash: report of %d lines, then SIGSEGV" % err.count("\n"))
 
 
-for t in (stress, blocked, masked, env_config, crash):
+for t in (stress, blocked, masked, env_config, static, crash):
     t()
 if failures:
     print("e2e-signal: %d failure(s)" % len(failures))
     sys.exit(1)
 print("e2e-signal: all passed")
 EOF
+rc=$?
+rm -rf "$T"
+exit $rc
