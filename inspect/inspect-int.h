@@ -133,6 +133,18 @@ void coro__registry_free(CoroRegistry *r);
  */
 int coro__self_target_open(CoroTarget **out);
 
+/*
+ * Copies the n ranges [addrs[i], addrs[i] + lens[i]) of this process in a few
+ * process_vm_readv calls (many ranges per call), so that later reads inside one of them are
+ * a memcpy instead of a syscall each. Ranges that cannot be read are left out (reads there
+ * take the usual path). The copies are a snapshot: only for memory nobody changes meanwhile
+ * (the dump uses it when no other thread runs coroutines). Replaces any previous prefetch;
+ * released by coro__self_target_prefetch_drop() or close. 0 or -errno.
+ */
+int coro__self_target_prefetch(CoroTarget *t, const uint64_t *addrs, const uint64_t *lens,
+                               size_t n);
+void coro__self_target_prefetch_drop(CoroTarget *t);
+
 /* To call in a fork child before reusing a self target opened in the parent. */
 void coro__self_target_forked(CoroTarget *t);
 

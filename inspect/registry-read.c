@@ -20,7 +20,8 @@
 
 #define MAX_RECORD_SIZE 4096u
 #define MAX_SHARD_SIZE 4096u
-#define RUN_RECORDS 16u      /* records read in one piece when they are adjacent */
+#define RUN_RECORDS 64u      /* records read in one piece when they are adjacent (a slab) */
+#define RUN_BYTES (16u * 1024u)
 #define SEQ_RETRIES 8
 
 /* The part of the descriptor every version-1 writer has (later writers only append). */
@@ -245,8 +246,9 @@ int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
                              CoroThreadInfo *threads, size_t tcap, size_t *nthreads,
                              size_t *unreadable, bool *truncated)
 {
-    /* Two copies of a run of records; static size so that signal handlers can use this. */
-    unsigned char bufa[MAX_RECORD_SIZE * 2], bufb[MAX_RECORD_SIZE * 2];
+    /* Two copies of a run of records, on the stack (32 KiB): no allocation, for signal-safe
+     * callers with room (helper threads; not a small alternate signal stack). */
+    unsigned char bufa[RUN_BYTES], bufb[RUN_BYTES];
     uint32_t rs = abi->record_size;
     unsigned run_max = (unsigned)(sizeof(bufa) / rs);
     if (run_max > RUN_RECORDS) {

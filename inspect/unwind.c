@@ -43,7 +43,7 @@ typedef struct Rule {
 /* Registers whose rules we compile: callee-saved ones, the RA, and rsi/rdi for the switch. */
 static const uint8_t tracked[] = { DW_RBX, DW_RBP, 12, 13, 14, 15, DW_RA };
 
-#define WINDOW_SIZE (32u * 1024u)
+#define WINDOW_SIZE (4u * 1024u)
 
 struct CoroUnwinder {
     CoroTarget *t;
