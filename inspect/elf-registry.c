@@ -16,7 +16,10 @@
 #include "elf-target-int.h"
 
 typedef struct FindState {
+    CoroTarget *target;
     uint64_t addr;
+    uint64_t bad_addr;     /* a candidate whose bytes are not a descriptor */
+    const char *bad_module;
     const char *module;
     bool by_section;   /* second pass */
     unsigned missing;  /* modules whose ELF file could not be found */
@@ -102,6 +105,19 @@ static int each_module(Dwfl_Module *mod, void **userdata, const char *name, Dwar
         }
     }
     if (st->by_section ? module_section(mod, &addr) : module_symbol(mod, &addr)) {
+        /* A file can also be mapped outside its load segments (a process that opened its own
+         * ELF files with libelf's mmap, as an in-process libdw does), and libdwfl then reports
+         * a second module of that name at the wrong bias: only a candidate whose bytes hold the
+         * magic is the registry. */
+        char magic[8];
+        if (st->target->ops->read(st->target, addr, magic, sizeof(magic)) < 0 ||
+            memcmp(magic, CORO_DEBUG_ABI_MAGIC, sizeof(magic)) != 0) {
+            if (!st->bad_module) {
+                st->bad_addr = addr;
+                st->bad_module = name;
+            }
+            return DWARF_CB_OK;
+        }
         st->addr = addr;
         st->module = name;
         return DWARF_CB_ABORT;
@@ -112,13 +128,19 @@ static int each_module(Dwfl_Module *mod, void **userdata, const char *name, Dwar
 int coro__target_find_registry(CoroTarget *t, uint64_t *addr, const char **module, char *err,
                                size_t errlen)
 {
-    FindState st = { 0 };
+    FindState st = { .target = t };
     if (t->dwfl) {
         dwfl_getmodules(t->dwfl, each_module, &st, 0);
         if (!st.module) {
             st.by_section = true;
             dwfl_getmodules(t->dwfl, each_module, &st, 0);
         }
+    }
+    if (!st.module && st.bad_module) {
+        /* The magic is checked again (with the rest) by the registry reader, whose message
+         * says what is wrong; hand it the first candidate. */
+        st.addr = st.bad_addr;
+        st.module = st.bad_module;
     }
     if (!st.module && st.missing) {
         snprintf(err, errlen, "no coroutine registry found in %s: the files of %u of its "
