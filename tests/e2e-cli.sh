@@ -165,6 +165,14 @@ if start "$PROG"; then
     if [ "$st" = S ] && [ "$tr" = 0 ]; then ok "live: process continues, not traced"; else
         bad "live: process state $st, tracer $tr"; fi
     run "live: ps again" 0 "$CLI" ps -p "$pid" && check_ps "live again"
+    kill -9 "$pid" 2>/dev/null
+    # A process that has run coro_dump() itself (its ELF files are mapped a second time).
+    if PROG_CLI_SELF_DUMP=1 start "$PROG"; then
+        run "live after an in-process dump: ps" 0 "$CLI" ps -p "$pid" &&
+            check_ps "live after an in-process dump"
+        kill -9 "$pid" 2>/dev/null
+    fi
+    start "$PROG"
     # Another user may not trace it: one line that says what to do.
     if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 &&
         setpriv --reuid=65534 --regid=65534 --clear-groups "$CLI" --version >/dev/null 2>&1; then

@@ -25,6 +25,8 @@
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
 #include <coroscope/debug-abi.h>
+#include <coroscope/inspect.h>
+#include <fcntl.h>
 #include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -303,6 +305,13 @@ int main(int argc, char **argv)
     }
     if (strstr(mode, "abort")) {
         abort();
+    }
+    if (getenv("PROG_CLI_SELF_DUMP")) {
+        /* An in-process dump first: it leaves libelf's mappings of our own ELF files behind,
+         * which outside readers must not mistake for the loaded modules. */
+        int null = open("/dev/null", O_WRONLY | O_CLOEXEC);
+        coro_dump(null, CORO_DUMP_TEXT);
+        close(null);
     }
     printf("ready %d\n", (int)getpid());
     fflush(stdout);
