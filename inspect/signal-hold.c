@@ -160,11 +160,20 @@ int coro__sig_hold_signo(void)
     return hold_signo;
 }
 
+/* Whether signo still runs our hold handler (the program may have taken it since). */
+static bool still_ours(int signo)
+{
+    struct sigaction cur;
+    return sigaction(signo, NULL, &cur) == 0 && (cur.sa_flags & SA_SIGINFO) &&
+           cur.sa_sigaction == hold_handler;
+}
+
 int coro__sig_hold_init(void)
 {
-    if (hold_signo) {
+    if (hold_signo && still_ours(hold_signo)) {
         return 0;
     }
+    hold_signo = 0;
     /* The highest real-time signal nobody handles: programs that use real-time signals
      * usually count up from SIGRTMIN. */
     for (int s = SIGRTMAX; s > SIGRTMIN; s--) {
@@ -650,7 +659,11 @@ static void normalize(SigSnapshot *s)
                 rec->regs.seq &= ~1u;
                 t->running = addr;
                 if (rip >= switch_lo && rip < switch_hi && !(seq & 1) &&
-                    t->regs.rsp == rec->regs.rsp) {
+                    (t->regs.rsp == rec->regs.rsp ||
+                     t->regs.rsp == rec->regs.rsp + 8)) {
+                    /* + 8: after the switch's last pop, about to jump to the address the saved
+                     * rip's `ret` returns to (runtime/switch-x86_64.S). */
+                    t->regs.rsp = rec->regs.rsp;
                     /* Caught inside the switch with this coroutine's saved stack pointer
                      * loaded and its record closed: the switch is loading (or has just
                      * stored) exactly the saved context, which every unwinder understands,
@@ -693,8 +706,13 @@ static void normalize(SigSnapshot *s)
 
 int coro__sig_capture(SigSnapshot *s, const CoroMachineRegs *self_regs)
 {
-    if (!hold_signo) {
-        return -EINVAL;
+    /* A program that installed its own handler on our signal since would get our tgkills:
+     * move to another free real-time signal, or give up. */
+    if (!hold_signo || !still_ours(hold_signo)) {
+        int err = coro__sig_hold_init();
+        if (err < 0) {
+            return err;
+        }
     }
     uint64_t t0 = coro__sig_now_ns();
     int32_t self = (int32_t)gettid();

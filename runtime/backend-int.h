@@ -18,6 +18,31 @@
 #define CORO_REGS_SEQ 72
 #define CORO_REGS_SIZE 80
 
+/* Fields of struct Coroutine and struct CoroShard (coro-int.h) that the assembly fast paths of
+ * coro_enter and coro_yield update; coro.c checks them with static assertions. The values of
+ * CORO_STATE_* (debug-abi.h) they store are repeated here for the assembler. */
+#define CORO_REC_STATE 80
+#define CORO_REC_TID 84
+#define CORO_REC_CALLER 88
+#define CORO_REC_SWITCH_COUNT 96
+#define CORO_SHARD_CURRENT 0
+#define CORO_SHARD_TID 8
+#define CORO_SHARD_LEADER 48
+#define CORO_ASM_STATE_CREATED 1
+#define CORO_ASM_STATE_RUNNING 2
+#define CORO_ASM_STATE_SUSPENDED 3
+#define CORO_ASM_STATE_NESTED 4
+
+/* ASan builds switch from C (coro.c), around __sanitizer_{start,finish}_switch_fiber; other
+ * builds enter and yield through the assembly entry points in switch-x86_64.S. */
+#if defined(__SANITIZE_ADDRESS__)
+#define CORO_ASAN 1
+#elif defined(__has_feature)
+#if __has_feature(address_sanitizer)
+#define CORO_ASAN 1
+#endif
+#endif
+
 #ifndef __ASSEMBLER__
 #include <stdint.h>
 
@@ -29,16 +54,43 @@ typedef struct CoroRegs {
     uint64_t rsp, rip, rbp, rbx, r12, r13, r14, r15;
     uint32_t mxcsr;
     uint16_t fpucw;
-    uint16_t fp_pad;  /* stays zero: the switch compares mxcsr and fpucw as one 64-bit word */
+    uint16_t fp_pad;  /* stays zero */
     uint32_t seq;     /* seqlock: made odd by the core before a save, even by the switch after */
     uint32_t pad;
 } CoroRegs;
 
 /*
- * Saves the callee-saved state of the caller into *from (then makes from->seq even), loads
- * *to and continues there. Returns when something switches back to *from.
+ * coro__switch_call(from, to) saves the callee-saved state of the caller into *from (then
+ * makes from->seq even), loads *to and continues there. Returns when something switches back
+ * to *from. coro__switch is the same switch entered by jump from coro_enter / coro_yield
+ * (register convention in switch-x86_64.S); [coro__switch, coro__switch_end) is the range
+ * the debug ABI gives readers for the switch.
+ *
+ * Continuing at a saved rip that holds a `ret` instruction is done by popping the return
+ * address and jumping to it, which is what that `ret` would do: the `ret` itself would
+ * mispredict (the return-stack buffer holds the other stack's return addresses). coro_enter
+ * and coro_yield save such a rip (a `ret` inside themselves), so readers see them as frame 0
+ * while a resumed coroutine goes straight back into its caller.
  */
-void coro__switch(CoroRegs *from, const CoroRegs *to);
+void coro__switch_call(CoroRegs *from, const CoroRegs *to);
+void coro__switch(void); /* not callable from C: only its address is used */
+
+/* Loads *to and continues there without saving anything: a terminating coroutine's last
+ * switch. */
+void coro__switch_exit(const CoroRegs *to) __attribute__((noreturn));
+
+/* What coro_enter / coro_yield switch between; returned in rax:rdx to the assembly, which
+ * calls these on its slow paths (first use on a thread, misuse). */
+typedef struct CoroSwitch {
+    CoroRegs *from;
+    const CoroRegs *to;
+} CoroSwitch;
+
+struct Coroutine;
+/* The bookkeeping and misuse checks of coro_enter(co) and coro_yield(), up to the switch: the
+ * C twin of the assembly fast paths, which must record exactly the same. */
+CoroSwitch coro__enter_prepare(struct Coroutine *co);
+CoroSwitch coro__yield_prepare(void);
 
 /*
  * First frame of every coroutine stack: CFI marks its return address undefined, so every
@@ -51,7 +103,6 @@ extern const char coro__trampoline_entry[];
 extern const char coro__trampoline_end[];
 extern const char coro__switch_end[];
 
-struct Coroutine;
 void coro__terminate(struct Coroutine *co) __attribute__((noreturn));
 
 #endif

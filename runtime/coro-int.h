@@ -59,6 +59,7 @@ struct CoroShard {
     CoroRegs leader;            /* the thread's own stack while a coroutine runs */
     Coroutine *cache;           /* per-thread pool of default-size coroutines */
     unsigned ncache;
+    Coroutine *zombie;          /* terminated, stack not yet unmapped (coro.c) */
     const void *leader_stack_bottom; /* ASan: the thread stack's bounds */
     size_t leader_stack_size;
     CoroShard *_Atomic next;    /* shard list: push-only */

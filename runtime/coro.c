@@ -16,15 +16,8 @@
 #include <string.h>
 #include <unistd.h>
 
-#include "coro-int.h"
+#include "coro-int.h" /* defines CORO_ASAN in ASan builds */
 
-#if defined(__SANITIZE_ADDRESS__)
-#define CORO_ASAN 1
-#elif defined(__has_feature)
-#if __has_feature(address_sanitizer)
-#define CORO_ASAN 1
-#endif
-#endif
 #ifdef CORO_ASAN
 #include <sanitizer/common_interface_defs.h>
 #endif
@@ -39,6 +32,18 @@ _Static_assert(offsetof(CoroRegs, mxcsr) == CORO_REGS_FP, "asm layout");
 _Static_assert(offsetof(CoroRegs, fpucw) == CORO_REGS_FP + 4, "asm layout");
 _Static_assert(offsetof(CoroRegs, seq) == CORO_REGS_SEQ, "asm layout");
 _Static_assert(sizeof(CoroRegs) == CORO_REGS_SIZE, "asm layout");
+_Static_assert(offsetof(Coroutine, regs) == 0, "asm layout");
+_Static_assert(offsetof(Coroutine, state) == CORO_REC_STATE, "asm layout");
+_Static_assert(offsetof(Coroutine, tid) == CORO_REC_TID, "asm layout");
+_Static_assert(offsetof(Coroutine, caller) == CORO_REC_CALLER, "asm layout");
+_Static_assert(offsetof(Coroutine, switch_count) == CORO_REC_SWITCH_COUNT, "asm layout");
+_Static_assert(offsetof(CoroShard, current) == CORO_SHARD_CURRENT, "asm layout");
+_Static_assert(offsetof(CoroShard, tid) == CORO_SHARD_TID, "asm layout");
+_Static_assert(offsetof(CoroShard, leader) == CORO_SHARD_LEADER, "asm layout");
+_Static_assert(CORO_STATE_CREATED == CORO_ASM_STATE_CREATED, "asm constants");
+_Static_assert(CORO_STATE_RUNNING == CORO_ASM_STATE_RUNNING, "asm constants");
+_Static_assert(CORO_STATE_SUSPENDED == CORO_ASM_STATE_SUSPENDED, "asm constants");
+_Static_assert(CORO_STATE_NESTED == CORO_ASM_STATE_NESTED, "asm constants");
 
 /* Terminated coroutines a thread keeps for itself; the overflow goes to the shared pool in
  * batches of half this. */
@@ -103,8 +108,11 @@ void coro__die(const char *fmt, ...)
 
 /* ---- per-thread state ---- */
 
+static void free_zombie(CoroShard *sh);
+
 static void release_cache(CoroShard *sh)
 {
+    free_zombie(sh);
     Coroutine *rest = coro__pool_put_shared(sh->cache, sh->ncache);
     while (rest) {
         Coroutine *co = rest;
@@ -182,25 +190,22 @@ static inline CoroShard *shard(void)
 
 /* ---- switching ---- */
 
-static inline __attribute__((always_inline)) void do_switch(CoroShard *sh, CoroRegs *from,
-                                                            Coroutine *to, bool dying)
-{
-    const CoroRegs *regs = to ? &to->regs : &sh->leader;
 #ifdef CORO_ASAN
+/* The switch of the C coro_enter / coro_yield that ASan builds use, with ASan told about it;
+ * other builds switch in switch-x86_64.S. */
+static inline __attribute__((always_inline)) void do_switch(CoroShard *sh, CoroRegs *from,
+                                                            Coroutine *to)
+{
     void *fake = NULL;
-    __sanitizer_start_switch_fiber(dying ? NULL : &fake,
-                                   to ? to->stack_base : sh->leader_stack_bottom,
+    __sanitizer_start_switch_fiber(&fake, to ? to->stack_base : sh->leader_stack_bottom,
                                    to ? to->stack_size : sh->leader_stack_size);
-    coro__switch(from, regs);
+    coro__switch_call(from, to ? &to->regs : &sh->leader);
     __sanitizer_finish_switch_fiber(fake, NULL, NULL);
-#else
-    (void)dying;
-    coro__switch(from, regs);
-#endif
     /* Keeps the call out of tail position: the suspended function must stay a real frame,
      * because readers show it as frame 0 (coro_yield, coro_mutex_lock, ...). */
     __asm__ volatile("" ::: "memory");
 }
+#endif
 
 /* Opens the seqlock of co's record before its state and registers change; the switch closes
  * it once the registers are stored. */
@@ -230,8 +235,11 @@ static void asan_entry(void *opaque)
 
 /* ---- create ---- */
 
+static void free_zombie(CoroShard *sh);
+
 static __attribute__((noinline)) Coroutine *create_slow(CoroShard *sh, size_t size)
 {
+    free_zombie(sh);
     if (size == CORO_DEFAULT_STACK_SIZE) {
         Coroutine *chain;
         unsigned n = coro__pool_get_shared(&chain, THREAD_CACHE_MAX / 2);
@@ -255,7 +263,45 @@ static __attribute__((noinline)) Coroutine *create_slow(CoroShard *sh, size_t si
     return co;
 }
 
-static inline __attribute__((always_inline)) Coroutine *
+/* Fills a pooled or new record for a coroutine about to be handed out, and publishes it. */
+static inline __attribute__((always_inline)) void
+init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, const char *name,
+            void *site)
+{
+    co->regs.rsp = (uint64_t)(uintptr_t)co->stack_base + co->stack_size;
+    co->regs.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
+    co->regs.rbp = 0;
+    co->regs.rbx = (uint64_t)(uintptr_t)co;
+#ifdef CORO_ASAN
+    co->regs.r12 = (uint64_t)(uintptr_t)asan_entry;
+    co->regs.r13 = (uint64_t)(uintptr_t)co;
+#else
+    co->regs.r12 = (uint64_t)(uintptr_t)entry;
+    co->regs.r13 = (uint64_t)(uintptr_t)opaque;
+#endif
+    /* A new coroutine starts with its creator's floating-point control state, as a new thread
+     * does; usually equal to the enterer's, so the switch skips reloading the x87 word. */
+    __asm__("stmxcsr %0\n\tfnstcw %1" : "=m"(co->regs.mxcsr), "=m"(co->regs.fpucw));
+    co->entry = entry;
+    co->opaque = opaque;
+    co->create_site = site;
+    co->caller = NULL;
+    co->switch_count = 0;
+    co->tid = atomic_load_explicit(&sh->tid, memory_order_relaxed);
+    co->generation = __atomic_load_n(&coroscope_debug_abi.leak_generation, __ATOMIC_RELAXED);
+    if (name) {
+        strncpy(co->name, name, CORO_NAME_SIZE - 1);
+        co->name[CORO_NAME_SIZE - 1] = '\0';
+    } else {
+        co->name[0] = '\0';
+    }
+    /* Publishes the initialised record to readers, which skip FREE records. */
+    atomic_store_explicit(&co->state, CORO_STATE_CREATED, memory_order_release);
+    count(&sh->created);
+}
+
+/* Every case of create: options, first use on a thread, empty cache, new id block, errors. */
+static __attribute__((noinline)) Coroutine *
 create(CoroutineEntry *entry, void *opaque, const CoroutineOptions *opts, void *site)
 {
     size_t size = CORO_DEFAULT_STACK_SIZE;
@@ -297,41 +343,23 @@ create(CoroutineEntry *entry, void *opaque, const CoroutineOptions *opts, void *
         sh->id_limit = sh->next_id + CORO_ID_BLOCK;
     }
     co->id = sh->next_id++;
-    co->regs.rsp = (uint64_t)(uintptr_t)co->stack_base + co->stack_size;
-    co->regs.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
-    co->regs.rbp = 0;
-    co->regs.rbx = (uint64_t)(uintptr_t)co;
-#ifdef CORO_ASAN
-    co->regs.r12 = (uint64_t)(uintptr_t)asan_entry;
-    co->regs.r13 = (uint64_t)(uintptr_t)co;
-#else
-    co->regs.r12 = (uint64_t)(uintptr_t)entry;
-    co->regs.r13 = (uint64_t)(uintptr_t)opaque;
-#endif
-    /* A new coroutine starts with its creator's floating-point control state, as a new thread
-     * does; usually equal to the enterer's, so the switch skips reloading it. */
-    __asm__("stmxcsr %0\n\tfnstcw %1" : "=m"(co->regs.mxcsr), "=m"(co->regs.fpucw));
-    co->entry = entry;
-    co->opaque = opaque;
-    co->create_site = site;
-    co->caller = NULL;
-    co->switch_count = 0;
-    co->tid = atomic_load_explicit(&sh->tid, memory_order_relaxed);
-    co->generation = __atomic_load_n(&coroscope_debug_abi.leak_generation, __ATOMIC_RELAXED);
-    if (name) {
-        strncpy(co->name, name, CORO_NAME_SIZE - 1);
-        co->name[CORO_NAME_SIZE - 1] = '\0';
-    } else {
-        co->name[0] = '\0';
-    }
-    /* Publishes the initialised record to readers, which skip FREE records. */
-    atomic_store_explicit(&co->state, CORO_STATE_CREATED, memory_order_release);
-    count(&sh->created);
+    init_record(sh, co, entry, opaque, name, site);
     return co;
 }
 
 CORO_EXPORT Coroutine *coro_create(CoroutineEntry *entry, void *opaque)
 {
+    /* The common case as a leaf function (no callee-saved registers to push); everything
+     * else goes to create(), as a tail call. */
+    CoroShard *sh = tls_shard();
+    Coroutine *co;
+    if (likely(entry && sh && (co = sh->cache) && sh->next_id != sh->id_limit)) {
+        sh->cache = co->pool_next;
+        sh->ncache--;
+        co->id = sh->next_id++;
+        init_record(sh, co, entry, opaque, NULL, __builtin_return_address(0));
+        return co;
+    }
     return create(entry, opaque, NULL, __builtin_return_address(0));
 }
 
@@ -343,10 +371,34 @@ CORO_EXPORT Coroutine *coro_create_opts(CoroutineEntry *entry, void *opaque,
 
 /* ---- terminate and release ---- */
 
+/*
+ * A terminated coroutine whose stack cannot go back to the pool (not the default size) and
+ * was still in use when it released itself: its stack is unmapped by the next terminate,
+ * create or thread exit on this thread, all of which run off that stack. At most one per
+ * thread. Its record is FREE already, so readers skip it.
+ */
+static void free_zombie(CoroShard *sh)
+{
+    Coroutine *co = sh->zombie;
+    if (co) {
+        sh->zombie = NULL;
+        coro__stack_free(co);
+        coro__record_free(co);
+    }
+}
+
 static __attribute__((noinline)) void release_slow(CoroShard *sh, Coroutine *co)
 {
+    free_zombie(sh);
+    if (co->stack_size == CORO_DEFAULT_STACK_SIZE && sh->ncache < THREAD_CACHE_MAX) {
+        co->pool_next = sh->cache;
+        sh->cache = co;
+        sh->ncache++;
+        return;
+    }
     if (co->stack_size == CORO_DEFAULT_STACK_SIZE) {
-        /* Cache full: hand half of it to the shared pool in one batch. */
+        /* Cache full: hand its oldest half to the shared pool in one batch. co stays here
+         * (we may be running on its stack). */
         unsigned half = THREAD_CACHE_MAX / 2;
         Coroutine *batch = sh->cache, *last = sh->cache;
         for (unsigned i = 1; i < half; i++) {
@@ -367,14 +419,19 @@ static __attribute__((noinline)) void release_slow(CoroShard *sh, Coroutine *co)
         sh->ncache++;
         return;
     }
-    coro__stack_free(co);
-    coro__record_free(co);
+    sh->zombie = co;
 }
 
+/*
+ * Returns co to this thread's pool. Called by co itself, on its own stack, just before its
+ * last switch: nothing else runs on this thread before that switch is done, and co never
+ * leaves this thread's cache here, so nobody can reuse it while we are still on it.
+ */
 static inline void release(CoroShard *sh, Coroutine *co)
 {
     atomic_store_explicit(&co->state, CORO_STATE_FREE, memory_order_release);
-    if (likely(co->stack_size == CORO_DEFAULT_STACK_SIZE && sh->ncache < THREAD_CACHE_MAX)) {
+    if (likely(co->stack_size == CORO_DEFAULT_STACK_SIZE && sh->ncache < THREAD_CACHE_MAX &&
+               !sh->zombie)) {
         co->pool_next = sh->cache;
         sh->cache = co;
         sh->ncache++;
@@ -388,16 +445,25 @@ void coro__terminate(Coroutine *co)
 {
     CoroShard *sh = tls_shard();
     Coroutine *to = co->caller;
-    begin_save(co, CORO_STATE_TERMINATED);
+    /* No seqlock: co's registers are never saved again nor read (readers skip TERMINATED and
+     * FREE records), and its seq stays even for its next life. */
+    atomic_store_explicit(&co->state, CORO_STATE_TERMINATED, memory_order_relaxed);
     co->caller = NULL;
     count(&sh->terminated);
     sh->current = to;
     if (to) {
         atomic_store_explicit(&to->state, CORO_STATE_RUNNING, memory_order_relaxed);
     }
-    /* The enterer, back in coro_enter(), returns co to the pool once we are off its stack. */
-    do_switch(sh, &co->regs, to, true);
-    __builtin_unreachable();
+    /* Released here rather than by the enterer, so that the enterer resumes straight into
+     * its caller (see switch-x86_64.S). Safe although we still run on co's stack: nothing
+     * else runs on this thread before coro__switch_exit() has left it. */
+    release(sh, co);
+    const CoroRegs *regs = to ? &to->regs : &sh->leader;
+#ifdef CORO_ASAN
+    __sanitizer_start_switch_fiber(NULL, to ? to->stack_base : sh->leader_stack_bottom,
+                                   to ? to->stack_size : sh->leader_stack_size);
+#endif
+    coro__switch_exit(regs);
 }
 
 /* ---- enter and yield ---- */
@@ -431,9 +497,15 @@ static __attribute__((noinline, noreturn)) void enter_misuse(Coroutine *co, Coro
     coro__die("coro_enter(%p) from %s: not a coroutine (state %u)", (void *)co, who, state);
 }
 
-CORO_EXPORT void coro_enter(Coroutine *co)
+static __attribute__((noinline, noreturn)) void yield_misuse(void)
 {
-    CoroShard *sh = shard();
+    coro__die("coro_yield() called outside a coroutine, on thread %d", (int)gettid());
+}
+
+/* Everything coro_enter(co) does before the switch. */
+static inline __attribute__((always_inline)) CoroSwitch enter_prepare(CoroShard *sh,
+                                                                      Coroutine *co)
+{
     Coroutine *self = sh->current;
     uint32_t state = atomic_load_explicit(&co->state, memory_order_relaxed);
     if (unlikely(state != CORO_STATE_SUSPENDED && state != CORO_STATE_CREATED)) {
@@ -451,30 +523,57 @@ CORO_EXPORT void coro_enter(Coroutine *co)
     co->switch_count++;
     atomic_store_explicit(&co->state, CORO_STATE_RUNNING, memory_order_release);
     sh->current = co;
-    do_switch(sh, from, co, false);
-    /* co has yielded or terminated; we are on the same thread (only a suspended coroutine
-     * can migrate, and we were not suspended). */
-    if (atomic_load_explicit(&co->state, memory_order_relaxed) == CORO_STATE_TERMINATED) {
-        release(tls_shard(), co);
-    }
+    return (CoroSwitch){ from, &co->regs };
 }
 
-CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
+/* Everything coro_yield() does before the switch; *to_co is who we go back to. */
+static inline __attribute__((always_inline)) CoroSwitch yield_prepare(CoroShard *sh,
+                                                                      Coroutine **to_co)
 {
-    CoroShard *sh = tls_shard();
     Coroutine *self = sh ? sh->current : NULL;
     if (unlikely(!self)) {
-        coro__die("coro_yield() called outside a coroutine, on thread %d", (int)gettid());
+        yield_misuse();
     }
     Coroutine *to = self->caller;
     begin_save(self, CORO_STATE_SUSPENDED);
     self->caller = NULL;
     sh->current = to;
+    *to_co = to;
     if (to) {
         atomic_store_explicit(&to->state, CORO_STATE_RUNNING, memory_order_relaxed);
+        return (CoroSwitch){ &self->regs, &to->regs };
     }
-    do_switch(sh, &self->regs, to, false);
+    return (CoroSwitch){ &self->regs, &sh->leader };
 }
+
+#ifndef CORO_ASAN
+/* coro_enter and coro_yield are in switch-x86_64.S; they call these, then switch. */
+CoroSwitch coro__enter_prepare(Coroutine *co)
+{
+    return enter_prepare(shard(), co);
+}
+
+CoroSwitch coro__yield_prepare(void)
+{
+    Coroutine *to;
+    return yield_prepare(tls_shard(), &to);
+}
+#else
+CORO_EXPORT void coro_enter(Coroutine *co)
+{
+    CoroShard *sh = shard();
+    CoroSwitch s = enter_prepare(sh, co);
+    do_switch(sh, s.from, co);
+}
+
+CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
+{
+    CoroShard *sh = tls_shard();
+    Coroutine *to;
+    CoroSwitch s = yield_prepare(sh, &to);
+    do_switch(sh, s.from, to);
+}
+#endif
 
 /* ---- queries ---- */
 

@@ -4,11 +4,23 @@
  * The switch saves exactly what the ABI makes callee-saved: rsp, rbx, rbp, r12-r15, the MXCSR
  * control bits and the x87 control word, plus the return address as rip. It leaves with
  * `jmp *` rather than `ret`, which keeps the return-address predictor in step (about 3x faster
- * round trips, shared/FIELD-NOTES.md). MXCSR/x87 are reloaded only when they differ from the
- * current ones, because ldmxcsr is the slow part and they almost never differ.
+ * round trips, shared/FIELD-NOTES.md).
  *
- * Both functions carry CFI so that gdb, libdw and libunwind can unwind a thread that is
- * stopped anywhere inside them, and stop cleanly at the bottom of every coroutine stack.
+ * Floating-point control state (measured on this project's AMD EPYC VM, docs/benchmarks.md):
+ * reading back the value stmxcsr just stored stalls (~2 ns per switch), while an unconditional
+ * ldmxcsr is cheap; fnstcw reads back fast and fldcw is the costly load. So MXCSR is always
+ * reloaded (status flags included, as Boost.Context and swapcontext do) and the x87 control
+ * word only when it differs.
+ *
+ * coro_enter and coro_yield live here too (outside ASan builds): they call their C
+ * bookkeeping, then jump into the switch with a saved rip that points at their own `ret`.
+ * Readers therefore see coro_enter / coro_yield as frame 0 of a suspended context, and the
+ * switch resumes such a context by doing that `ret`'s work itself (pop, jmp), so that no
+ * `ret` runs against the other stack's return-stack-buffer entries (a mispredict each,
+ * ~6 ns per switch here).
+ *
+ * All of it carries CFI so that gdb, libdw and libunwind can unwind a thread that is stopped
+ * anywhere inside, and stop cleanly at the bottom of every coroutine stack.
  */
 #include "backend-int.h"
 
@@ -20,12 +32,15 @@
     .hidden coro__switch_end
     .type   coro__switch, @function
     .p2align 4
+/*
+ * coro__switch: rdi = from, rsi = to, rax = the rip to save, rdx = the rsp to save, and the
+ * floating-point control state already stored in *from. coro_enter and coro_yield jump here
+ * with rdx pointing at their return address; coro__switch_call (below) is the C-callable
+ * form. Until rsp is reloaded the default CFI of a called function holds: CFA = rsp + 8,
+ * return address at CFA - 8, callee-saved registers still in place.
+ */
 coro__switch:
     .cfi_startproc
-    /* rdi = from, rsi = to. Until rsp is reloaded the default CFI of a called function holds:
-       CFA = rsp + 8, return address at CFA - 8, callee-saved registers still in place. */
-    movq    (%rsp), %rax
-    leaq    8(%rsp), %rdx
     movq    %rbx, CORO_REGS_RBX(%rdi)
     movq    %rbp, CORO_REGS_RBP(%rdi)
     movq    %r12, CORO_REGS_R12(%rdi)
@@ -34,16 +49,11 @@ coro__switch:
     movq    %r15, CORO_REGS_R15(%rdi)
     movq    %rax, CORO_REGS_RIP(%rdi)
     movq    %rdx, CORO_REGS_RSP(%rdi)
-    stmxcsr CORO_REGS_FP(%rdi)
-    fnstcw  CORO_REGS_FP+4(%rdi)
     /* *from is complete: close the seqlock the core opened (odd -> even). */
     addl    $1, CORO_REGS_SEQ(%rdi)
-    /* Compare MXCSR control bits (6..15) and the x87 control word with the target's. */
-    movq    CORO_REGS_FP(%rdi), %rax
-    xorq    CORO_REGS_FP(%rsi), %rax
-    movabsq $0x0000ffff0000ffc0, %rcx
-    testq   %rcx, %rax
-    jnz     .Lload_fp
+    movzwl  CORO_REGS_FP+4(%rdi), %ecx
+    cmpw    CORO_REGS_FP+4(%rsi), %cx
+    jne     .Lload_fpucw
 .Lfp_done:
     .cfi_remember_state
     movq    CORO_REGS_RSP(%rsi), %rsp
@@ -63,15 +73,180 @@ coro__switch:
     movq    CORO_REGS_R13(%rsi), %r13
     movq    CORO_REGS_R14(%rsi), %r14
     movq    CORO_REGS_R15(%rsi), %r15
-    jmpq    *CORO_REGS_RIP(%rsi)
-    .cfi_restore_state
-.Lload_fp:
+    movq    CORO_REGS_RIP(%rsi), %rcx
+    /* Late: here the loads above are already issued; right after the stores it costs a
+       round trip ~4 ns (docs/benchmarks.md). */
     ldmxcsr CORO_REGS_FP(%rsi)
+    cmpb    $0xc3, (%rcx)       /* does the target continue with a plain `ret`? */
+    jne     .Ljump_rip
+    /* Do that ret's work: the target's rsp points at its return address. */
+    .cfi_remember_state
+    popq    %rcx
+    /* The target now continues at rcx with this rsp; rcx is also still in memory just below
+       it, which every unwinder understands (DW_CFA_expression rip: rsp - 8). */
+    .cfi_escape 0x10, 16, 2, 0x77, 0x78
+    jmpq    *%rcx
+    .cfi_restore_state
+.Ljump_rip:
+    jmpq    *%rcx
+    .cfi_restore_state
+.Lload_fpucw:
     fldcw   CORO_REGS_FP+4(%rsi)
     jmp     .Lfp_done
     .cfi_endproc
-coro__switch_end:
     .size   coro__switch, .-coro__switch
+
+/* void coro__switch_call(CoroRegs *from, const CoroRegs *to): coro__switch for C callers. */
+    .globl  coro__switch_call
+    .hidden coro__switch_call
+    .type   coro__switch_call, @function
+    .p2align 4
+coro__switch_call:
+    .cfi_startproc
+    stmxcsr CORO_REGS_FP(%rdi)
+    fnstcw  CORO_REGS_FP+4(%rdi)
+    movq    (%rsp), %rax
+    leaq    8(%rsp), %rdx
+    jmp     coro__switch
+    .cfi_endproc
+    .size   coro__switch_call, .-coro__switch_call
+
+/*
+ * void coro__switch_exit(const CoroRegs *to): the last switch of a terminating coroutine.
+ * Nothing is saved (the context is never resumed), so neither are the stores nor stmxcsr,
+ * which costs ~2 ns here; the x87 control word is loaded without comparing.
+ */
+    .globl  coro__switch_exit
+    .hidden coro__switch_exit
+    .type   coro__switch_exit, @function
+    .p2align 4
+coro__switch_exit:
+    .cfi_startproc
+    movq    %rdi, %rsi
+    fldcw   CORO_REGS_FP+4(%rsi)
+    jmp     .Lfp_done           /* same frame shape: return address at (%rsp) */
+    .cfi_endproc
+    .size   coro__switch_exit, .-coro__switch_exit
+coro__switch_end:
+
+#ifndef CORO_ASAN
+/*
+ * void coro_enter(Coroutine *co) and void coro_yield(void).
+ *
+ * The fast paths below record exactly what enter_prepare() / yield_prepare() in coro.c record,
+ * in the same order (x86 keeps stores in program order, which is what the C code's release
+ * stores ask for). The first use on a thread and every misuse take the C path
+ * (coro__enter_prepare / coro__yield_prepare, which return from and to in rax:rdx, or abort).
+ * Either way the switch saves rip = the `ret` below and rsp = our return address.
+ *
+ * Both store the floating-point control state (stmxcsr, fnstcw) into *from before any other
+ * store: measured here, an stmxcsr issued behind pending stores, even one, costs ~3 ns more
+ * per round trip (docs/benchmarks.md). The nested case of coro_enter is the exception (it
+ * opens the caller's seqlock first); it is rarer.
+ */
+    .globl  coro_enter
+    .type   coro_enter, @function
+    .p2align 4
+coro_enter:
+    .cfi_startproc
+    movq    coro__tls_shard@gottpoff(%rip), %rax
+    movq    %fs:(%rax), %rax            /* rax = this thread's shard */
+    testq   %rax, %rax
+    jz      .Lenter_slow
+    movl    CORO_REC_STATE(%rdi), %ecx  /* co must be created or suspended */
+    andl    $~2, %ecx                   /* 1 (created) or 3 (suspended) -> 1 */
+    cmpl    $CORO_ASM_STATE_CREATED, %ecx
+    jne     .Lenter_slow
+    movq    CORO_SHARD_CURRENT(%rax), %rdx  /* rdx = self (0: the thread's own stack) */
+    testq   %rdx, %rdx
+    jnz     .Lenter_nested
+    leaq    CORO_SHARD_LEADER(%rax), %r8    /* from = the thread's own registers */
+.Lenter_record:
+    stmxcsr CORO_REGS_FP(%r8)           /* before any store: see below */
+    fnstcw  CORO_REGS_FP+4(%r8)
+    movl    CORO_SHARD_TID(%rax), %ecx
+    movl    %ecx, CORO_REC_TID(%rdi)
+    movq    %rdx, CORO_REC_CALLER(%rdi)
+    addq    $1, CORO_REC_SWITCH_COUNT(%rdi)
+    movl    $CORO_ASM_STATE_RUNNING, CORO_REC_STATE(%rdi)
+    movq    %rdi, CORO_SHARD_CURRENT(%rax)
+    movq    %rdi, %rsi                  /* to = &co->regs */
+    movq    %r8, %rdi
+    leaq    .Lenter_resume(%rip), %rax
+    movq    %rsp, %rdx
+    jmp     coro__switch
+.Lenter_resume:
+    ret
+.Lenter_nested:
+    addl    $1, CORO_REGS_SEQ(%rdx)     /* begin_save(self, NESTED): seqlock odd */
+    movl    $CORO_ASM_STATE_NESTED, CORO_REC_STATE(%rdx)
+    movq    %rdx, %r8                   /* from = &self->regs */
+    jmp     .Lenter_record
+.Lenter_slow:
+    subq    $8, %rsp                    /* align the stack for the call */
+    .cfi_adjust_cfa_offset 8
+    callq   coro__enter_prepare         /* rdi = co, passed through */
+    addq    $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    movq    %rax, %rdi
+    movq    %rdx, %rsi
+    stmxcsr CORO_REGS_FP(%rdi)
+    fnstcw  CORO_REGS_FP+4(%rdi)
+    leaq    .Lenter_resume(%rip), %rax
+    movq    %rsp, %rdx
+    jmp     coro__switch
+    .cfi_endproc
+    .size   coro_enter, .-coro_enter
+
+    .globl  coro_yield
+    .type   coro_yield, @function
+    .p2align 4
+coro_yield:
+    .cfi_startproc
+    movq    coro__tls_shard@gottpoff(%rip), %rax
+    movq    %fs:(%rax), %rax            /* rax = this thread's shard */
+    testq   %rax, %rax
+    jz      .Lyield_slow
+    movq    CORO_SHARD_CURRENT(%rax), %rdi  /* rdi = self = from */
+    testq   %rdi, %rdi
+    jz      .Lyield_slow
+    /* Before any store (see above); self is RUNNING, so readers do not use its registers
+       yet, and the seqlock below covers them before they mean anything. */
+    stmxcsr CORO_REGS_FP(%rdi)
+    fnstcw  CORO_REGS_FP+4(%rdi)
+    movq    CORO_REC_CALLER(%rdi), %rsi     /* rsi = to (0: the thread's own stack) */
+    addl    $1, CORO_REGS_SEQ(%rdi)     /* begin_save(self, SUSPENDED): seqlock odd */
+    movl    $CORO_ASM_STATE_SUSPENDED, CORO_REC_STATE(%rdi)
+    movq    $0, CORO_REC_CALLER(%rdi)
+    movq    %rsi, CORO_SHARD_CURRENT(%rax)
+    testq   %rsi, %rsi
+    jnz     .Lyield_nested
+    leaq    CORO_SHARD_LEADER(%rax), %rsi   /* to = the thread's own registers */
+.Lyield_switch:
+    leaq    .Lyield_resume(%rip), %rax
+    movq    %rsp, %rdx
+    jmp     coro__switch
+.Lyield_resume:
+    ret
+.Lyield_nested:
+    movl    $CORO_ASM_STATE_RUNNING, CORO_REC_STATE(%rsi)
+    jmp     .Lyield_switch
+.Lyield_slow:
+    subq    $8, %rsp
+    .cfi_adjust_cfa_offset 8
+    callq   coro__yield_prepare         /* aborts: yield outside a coroutine */
+    addq    $8, %rsp
+    .cfi_adjust_cfa_offset -8
+    movq    %rax, %rdi
+    movq    %rdx, %rsi
+    stmxcsr CORO_REGS_FP(%rdi)
+    fnstcw  CORO_REGS_FP+4(%rdi)
+    leaq    .Lyield_resume(%rip), %rax
+    movq    %rsp, %rdx
+    jmp     coro__switch
+    .cfi_endproc
+    .size   coro_yield, .-coro_yield
+#endif
 
     .globl  coro__trampoline
     .hidden coro__trampoline
