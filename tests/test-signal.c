@@ -94,10 +94,11 @@ static char *slurp(const char *path)
     return buf;
 }
 
-/* Waits until the file holds a complete text dump (its last line is the summary). */
+/* Waits until the file holds ndumps complete text dumps (each ends with its summary line);
+ * up to 30 s, for valgrind. */
 static char *wait_dump(const char *path, int ndumps)
 {
-    for (int i = 0; i < 5000; i++) {
+    for (int i = 0; i < 15000; i++) {
         char *s = slurp(path);
         int n = 0;
         for (char *p = s; p && (p = strstr(p, "# signal dump:")); p++) {
@@ -169,12 +170,61 @@ static void test_signal_dumps_to_a_file(void **state)
     rmdir(dir);
 }
 
+static volatile sig_atomic_t stolen_calls;
+
+static void stolen_handler(int sig)
+{
+    (void)sig;
+    stolen_calls++;
+}
+
+/* The hold signal is the highest free real-time signal at the first configuration. A program
+ * that takes it afterwards must not receive the dump's internal signals. */
+static void test_signal_moves_off_a_stolen_hold_signal(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/coroscope-test-signal-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128];
+    snprintf(path, sizeof(path), "%s/dump.txt", dir);
+    assert_int_equal(coro_dump_on_signal(SIGUSR1, path, CORO_DUMP_TEXT), 0);
+    int taken = 0;
+    for (int s = SIGRTMAX; s > SIGRTMIN && !taken; s--) {
+        struct sigaction cur;
+        sigaction(s, NULL, &cur);
+        if ((cur.sa_flags & SA_SIGINFO) && cur.sa_sigaction) {
+            taken = s; /* ours: the only SA_SIGINFO real-time handler in this program */
+        }
+    }
+    assert_int_not_equal(taken, 0);
+    struct sigaction mine;
+    memset(&mine, 0, sizeof(mine));
+    mine.sa_handler = stolen_handler;
+    sigaction(taken, &mine, NULL);
+
+    /* A thread with coroutines (this one: parked-in-test) must be held for the dump. */
+    CoroutineOptions o = { .name = "after-steal" };
+    Coroutine *co = coro_create_opts(parked_entry, NULL, &o);
+    coro_enter(co);
+    raise(SIGUSR1);
+    char *text = wait_dump(path, 1);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"after-steal\" [suspended"));
+    assert_int_equal(stolen_calls, 0);
+    coro_enter(co);
+    mine.sa_handler = SIG_DFL;
+    sigaction(taken, &mine, NULL);
+    unlink(path);
+    rmdir(dir);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_signal_rejects_bad_arguments),
         cmocka_unit_test(test_signal_never_replaces_a_handler),
         cmocka_unit_test(test_signal_dumps_to_a_file),
+        cmocka_unit_test(test_signal_moves_off_a_stolen_hold_signal),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
