@@ -164,7 +164,7 @@ static int snap_thread_regs(CoroTarget *t, int32_t tid, CoroMachineRegs *out)
 
 static char *snap_debuginfo_path;
 static const Dwfl_Callbacks snap_callbacks = {
-    .find_elf = dwfl_linux_proc_find_elf,
+    .find_elf = coro__find_elf_unmapped,
     .find_debuginfo = dwfl_standard_find_debuginfo,
     .debuginfo_path = &snap_debuginfo_path,
 };

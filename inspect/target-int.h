@@ -54,4 +54,9 @@ struct CoroTarget {
     char error[256];           /* last error, one line: what, which, why (per handle) */
 };
 
+/* A Dwfl_Callbacks.find_elf for readers of this very process: opens module files without
+ * mapping them, so that outside readers do not see them as extra modules (elf-open.c). */
+int coro__find_elf_unmapped(Dwfl_Module *mod, void **userdata, const char *modname,
+                            Dwarf_Addr base, char **file_name, Elf **elfp);
+
 #endif /* COROSCOPE_TARGET_INT_H */

@@ -217,7 +217,7 @@ static const CoroTargetOps self_ops = {
 
 static char *debuginfo_path;
 static const Dwfl_Callbacks self_callbacks = {
-    .find_elf = dwfl_linux_proc_find_elf,
+    .find_elf = coro__find_elf_unmapped,
     .find_debuginfo = dwfl_standard_find_debuginfo,
     .debuginfo_path = &debuginfo_path,
 };
