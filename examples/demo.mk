@@ -1,0 +1,16 @@
+# make demo: builds examples/demo.c against the freshly built library and shows coroscope at
+# work on it — the in-process dump, then the CLI and gdb on the live process.
+B      ?= build
+CC     ?= cc
+DEMO   := $(B)/examples/demo
+
+.PHONY: demo
+demo: $(DEMO)
+	@echo '### 1. The demo dumps its own coroutines (coro_dump, in-process):'
+	@$(DEMO)
+	@echo
+	@sh examples/demo-outside.sh $(DEMO) $(B)
+
+$(DEMO): examples/demo.c $(B)/libcoroscope.so
+	@mkdir -p $(dir $@)
+	$(CC) -O2 -g -Iinclude -o $@ $< -L$(B) -Wl,-rpath,'$$ORIGIN/..' -lcoroscope
