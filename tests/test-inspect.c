@@ -849,6 +849,67 @@ static void test_other_faults_keep_their_handling(void **state)
     child_free(&c);
 }
 
+/* The written schema and the output agree: a dump validated against
+ * docs/coroscope-dump.schema.json by the python3 on PATH with its jsonschema module (Debian:
+ * python3-jsonschema); skipped where there is none. Names with a quote and a control byte. */
+static void test_json_matches_the_schema_file(void **state)
+{
+    char schema[PATH_MAX + 64];
+    snprintf(schema, sizeof(schema), "%s/../../docs/coroscope-dump.schema.json", helper_dir);
+    if (access(schema, R_OK) != 0) {
+        skip();
+    }
+    uint64_t mark = coro_leak_mark();
+    int line;
+    Coroutine *a = park_chain(&chains[2], "schema\"check\x01", &line);
+    Coroutine *b = coro_create(chain_a_o0, NULL);
+    int fd = memfd_create("dump.json", 0);
+    assert_int_equal(coro_dump(fd, CORO_DUMP_JSON), 0);
+    char path[64];
+    snprintf(path, sizeof(path), "/proc/%d/fd/%d", getpid(), fd);
+    int out = memfd_create("out", MFD_CLOEXEC), err = memfd_create("err", MFD_CLOEXEC);
+    pid_t pid = fork();
+    assert_true(pid >= 0);
+    if (pid == 0) {
+        dup2(out, STDOUT_FILENO);
+        dup2(err, STDERR_FILENO);
+        execlp("python3", "python3", "-c",
+               "import json, sys\n"
+               "try:\n"
+               "    import jsonschema\n"
+               "except ImportError:\n"
+               "    print('no jsonschema'); sys.exit(77)\n"
+               "schema = json.load(open(sys.argv[1]))\n"
+               "doc = json.load(open(sys.argv[2]))\n"
+               "jsonschema.validate(doc, schema)\n"
+               "print('valid', len(doc['coroutines']))\n",
+               schema, path, (char *)NULL);
+        _exit(77);                          /* no python3: nothing to validate with */
+    }
+    int status;
+    assert_int_equal(waitpid(pid, &status, 0), pid);
+    char *o = read_all(out), *e = read_all(err);
+    close(out);
+    close(err);
+    close(fd);
+    coro_enter(a);
+    coro_enter(b);
+    coro_enter(b);
+    assert_no_coroutine_leaks_since(mark);
+    if (WIFEXITED(status) && WEXITSTATUS(status) == 77) {
+        free(o);
+        free(e);
+        skip();
+    }
+    if (!WIFEXITED(status) || WEXITSTATUS(status) != 0) {
+        print_error("schema validation failed:\n%s%s\n", o, e);
+        fail();
+    }
+    assert_memory_equal(o, "valid ", 6);
+    free(o);
+    free(e);
+}
+
 static void test_cxx_exceptions_keep_libgcc_unwinder(void **state)
 {
     char asan[512];
@@ -911,6 +972,7 @@ int main(void)
         cmocka_unit_test(test_overflow_report_then_sigsegv),
         cmocka_unit_test(test_overflow_on_another_thread),
         cmocka_unit_test(test_other_faults_keep_their_handling),
+        cmocka_unit_test(test_json_matches_the_schema_file),
         cmocka_unit_test(test_cxx_exceptions_keep_libgcc_unwinder),
     };
     return cmocka_run_group_tests(tests, setup_paths, NULL);
