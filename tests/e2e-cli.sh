@@ -247,6 +247,16 @@ done
 kill "$cpid"
 
 # ---------------------------------------------------------------- kernel core
+# A core of a process that ran an in-process dump first: the core must still name each module
+# once, at its load address.
+mkdir -p "$T/sd"
+if PROG_CLI_SELF_DUMP=1 make_core "$T/sd" "$PROG" abort; then
+    run "core after an in-process dump: ps" 0 "$CLI" ps --core "$T/sd/core" &&
+        check_ps "core after an in-process dump"
+    rm -f "$T/sd/core"
+else
+    bad "core after an in-process dump: no core"
+fi
 mkdir -p "$T/k"
 if make_core "$T/k" "$PROG" abort; then
     run "core: ps" 0 "$CLI" ps --core "$T/k/core" && check_ps core
