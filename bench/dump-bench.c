@@ -6,10 +6,19 @@
  *
  *   cc -O2 -g -Iinclude bench/dump-bench.c -Lbuild -Wl,-rpath,$PWD/build -lcoroscope \
  *      -o build/dump-bench && build/dump-bench [COROUTINES]
+ *
+ * With -DWITH_LIBUNWIND ... -lunwind it also unwinds the same stacks with libunwind (pcs
+ * only), the per-frame cost this design avoids.
  */
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
+#include <coroscope/debug-abi.h>
 #include <coroscope/inspect.h>
+#include <string.h>
+#ifdef WITH_LIBUNWIND
+#define UNW_LOCAL_ONLY
+#include <libunwind.h>
+#endif
 #include <fcntl.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -62,6 +71,51 @@ static Stamp now(void)
     return s;
 }
 
+#ifdef WITH_LIBUNWIND
+/*
+ * The same stacks unwound by libunwind (pcs only, no names or lines), for comparison: every
+ * suspended record's saved registers, found through the public debug ABI descriptor, go into
+ * a ucontext for unw_init_local. Returns frames unwound.
+ */
+extern struct coro_debug_abi coroscope_debug_abi;
+
+static size_t libunwind_all(void)
+{
+    const struct coro_debug_abi *a = &coroscope_debug_abi;
+    size_t frames = 0;
+    uint64_t rec = a->records;
+    for (uint64_t i = 0; rec && i < a->nrecords; i++) {
+        const char *r = (const char *)(uintptr_t)rec;
+        uint32_t state;
+        memcpy(&state, r + a->off_state, 4);
+        if (state == CORO_STATE_SUSPENDED) {
+            const char *g = r + a->off_regs;
+            uint64_t v[8];
+            const uint32_t off[8] = { a->regs.rip, a->regs.rsp, a->regs.rbp, a->regs.rbx,
+                                      a->regs.r12, a->regs.r13, a->regs.r14, a->regs.r15 };
+            for (int k = 0; k < 8; k++) {
+                memcpy(&v[k], g + off[k], 8);
+            }
+            ucontext_t uc;
+            memset(&uc, 0, sizeof(uc));
+            const int idx[8] = { REG_RIP, REG_RSP, REG_RBP, REG_RBX, REG_R12, REG_R13, REG_R14,
+                                 REG_R15 };
+            for (int k = 0; k < 8; k++) {
+                uc.uc_mcontext.gregs[idx[k]] = (greg_t)v[k];
+            }
+            unw_cursor_t cur;
+            if (unw_init_local(&cur, (unw_context_t *)&uc) == 0) {
+                do {
+                    frames++;
+                } while (unw_step(&cur) > 0 && frames < (size_t)1 << 30);
+            }
+        }
+        memcpy(&rec, r + a->off_next, 8);
+    }
+    return frames;
+}
+#endif
+
 int main(int argc, char **argv)
 {
     int n = argc > 1 ? atoi(argv[1]) : 10000;
@@ -101,6 +155,14 @@ int main(int argc, char **argv)
            t2.wall - t1.wall, t2.cpu - t1.cpu, (t2.cpu - t1.cpu) * 1e3 / frames,
            t3.wall - t2.wall, t3.cpu - t2.cpu, t4.wall - t3.wall, t4.cpu - t3.cpu,
            (t4.cpu - t3.cpu) * 1e3 / frames);
+#ifdef WITH_LIBUNWIND
+    Stamp u0 = now();
+    size_t uf = libunwind_all();
+    Stamp u1 = now();
+    printf("  libunwind, pcs only (no names, no lines): %6.1f ms wall, %6.1f ms CPU for %zu "
+           "frames (%.2f us/frame CPU)\n", u1.wall - u0.wall, u1.cpu - u0.cpu, uf,
+           (u1.cpu - u0.cpu) * 1e3 / (double)uf);
+#endif
     for (int i = 0; i < n; i++) {
         coro_enter(cos[i]);
     }
