@@ -173,9 +173,10 @@ void coro__shard_detach(CoroShard *sh)
 }
 
 /*
- * After fork() only the forking thread exists. Its shard gets the child's tid; every other
- * shard is released (its thread is gone, and its cached coroutines with it: those records
- * stay FREE and are not reused, their stacks are still mapped and harmless).
+ * After fork() only the forking thread exists. Its shard, and the coroutines running on it,
+ * get the child's tid; every other shard is released (its thread is gone, and its cached
+ * coroutines with it: those records stay FREE and are not reused, their stacks are still
+ * mapped and harmless).
  */
 void coro__registry_child_reset(CoroShard *survivor)
 {
@@ -183,7 +184,13 @@ void coro__registry_child_reset(CoroShard *survivor)
     CoroShard *sh = (CoroShard *)(uintptr_t)coroscope_debug_abi.shards;
     for (; sh; sh = atomic_load_explicit(&sh->next, memory_order_relaxed)) {
         if (sh == survivor) {
-            atomic_store_explicit(&sh->tid, (int32_t)gettid(), memory_order_relaxed);
+            int32_t tid = (int32_t)gettid();
+            atomic_store_explicit(&sh->tid, tid, memory_order_relaxed);
+            /* fork() was called inside a coroutine: it, and the ones that entered it, now run
+             * on the child's thread (a reader looks for their registers there). */
+            for (Coroutine *c = sh->current; c; c = c->caller) {
+                c->tid = tid;
+            }
         } else if (atomic_load_explicit(&sh->in_use, memory_order_relaxed)) {
             sh->cache = NULL;
             sh->ncache = 0;

@@ -510,6 +510,73 @@ static void test_coro_fork_child_registry(void **state)
     }
 }
 
+/*
+ * fork() called inside a coroutine, nested in another: the child goes on in that coroutine,
+ * on its only thread, and the registry says so (running on the child's tid, not the parent's).
+ */
+struct fork_inside {
+    Coroutine *outer, *inner;
+    pid_t child;
+    bool child_ok;
+};
+
+static void fork_inside_inner(void *opaque)
+{
+    struct fork_inside *f = opaque;
+    fflush(NULL);
+    pid_t pid = fork();
+    if (pid != 0) {
+        f->child = pid;
+        coro_yield();
+        return;
+    }
+    /* In the child: still in this coroutine, entered by outer. */
+    int32_t me = (int32_t)gettid();
+    const struct coro_debug_abi *d = abi();
+    RecView in, out;
+    child_check(coro_self() == f->inner, "coro_self");
+    child_check(rec_find(coro_id(f->inner), &in) && rec_find(coro_id(f->outer), &out),
+                "records");
+    child_check(in.state == CORO_STATE_RUNNING && in.tid == me, "inner: state %u tid %d, "
+                "child %d", in.state, in.tid, me);
+    child_check(out.state == CORO_STATE_NESTED && out.tid == me, "outer: state %u tid %d",
+                out.state, out.tid);
+    child_check(shard_of(me) && rd64(shard_of(me), d->shard_off_current) == in.addr,
+                "shard current");
+    coro_yield(); /* back to outer, in the child */
+    _exit(70);
+}
+
+static void fork_inside_outer(void *opaque)
+{
+    struct fork_inside *f = opaque;
+    coro_enter(f->inner);
+    if (getpid() != parent_pid) {
+        /* The child's inner yielded to us: finish it and leave through the thread's stack. */
+        coro_yield();
+    }
+}
+
+static void test_coro_fork_inside_coroutine(void **state)
+{
+    struct fork_inside f = { 0 };
+    f.outer = coro_create(fork_inside_outer, &f);
+    f.inner = coro_create(fork_inside_inner, &f);
+    coro_enter(f.outer);
+    if (getpid() != parent_pid) {
+        /* The child is back on its main stack: its outer yielded. */
+        RecView v;
+        child_check(rec_find(coro_id(f.outer), &v) && v.state == CORO_STATE_SUSPENDED &&
+                    v.tid == (int32_t)gettid(), "outer suspended in the child");
+        _exit(0);
+    }
+    int status;
+    assert_int_equal(waitpid(f.child, &status, 0), f.child);
+    assert_true(WIFEXITED(status));
+    assert_int_equal(WEXITSTATUS(status), 0);
+    coro_enter(f.inner); /* parent: finish both */
+}
+
 /* fork() while another thread is creating and terminating coroutines as fast as it can, on
  * the paths that take the registry and pool locks: the child must not deadlock. */
 static _Atomic bool churn_stop;
@@ -607,6 +674,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_coro_guard_page_mprotect_fallback, no_leftovers),
         cmocka_unit_test_teardown(test_coro_asan_knows_coroutine_stacks, no_leftovers),
         cmocka_unit_test_teardown(test_coro_fork_child_registry, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_fork_inside_coroutine, no_leftovers),
         cmocka_unit_test_teardown(test_coro_fork_during_create, no_leftovers),
         /* Last: forks are slower once a process has had 70,000 coroutines. */
         cmocka_unit_test_teardown(test_coro_guard_pages_do_not_split_mappings, no_leftovers),
