@@ -153,6 +153,14 @@ static void compile_reg(Rule *r, int reg, const Dwarf_Op *ops, size_t nops)
         r->kind[reg] = ops ? R_UNDEF : R_SAME;
         return;
     }
+    if (nops == 2 && ops[0].atom == DW_OP_call_frame_cfa &&
+        ((ops[1].atom >= DW_OP_breg0 && ops[1].atom <= DW_OP_breg31) ||
+         ops[1].atom == DW_OP_bregx)) {
+        /* DW_CFA_expression "reg + off": libdw puts the CFA on the stack first, as DWARF
+         * says; the expression does not use it (the switch saves registers this way). */
+        ops++;
+        nops--;
+    }
     if (ops[0].atom == DW_OP_call_frame_cfa) {
         int64_t off = 0;
         if (nops == 2 && ops[1].atom == DW_OP_plus_uconst) {
@@ -381,7 +389,12 @@ int coro__unwind(CoroUnwinder *u, const CoroMachineRegs *regs, uint64_t stack_lo
             return fail(why, whylen, -ENOTSUP, "CFA register of 0x%llx is not known here", pc);
         }
         uint64_t cfa = r[rule->cfa_reg] + (uint64_t)(int64_t)rule->cfa_off;
-        if (cfa <= r[DW_RSP] || (stack_lo < stack_hi && (cfa < stack_lo || cfa > stack_hi))) {
+        /* The CFA must grow, so that every walk ends. Only an interrupted frame 0 may have
+         * CFA == sp: the switch, once it has loaded the target's stack pointer, describes
+         * the target context with CFA = rsp. */
+        bool grows = cfa > r[DW_RSP] || (depth == 0 && cfa == r[DW_RSP] &&
+                                         !regs->rip_is_return_address);
+        if (!grows || (stack_lo < stack_hi && (cfa < stack_lo || cfa > stack_hi))) {
             return fail(why, whylen, -ELOOP, "bad frame address 0x%llx (outside the stack "
                         "or not growing)", cfa);
         }

@@ -497,6 +497,64 @@ static void test_unwinder_stops_with_a_reason(void **state)
     coro_enter(co);
 }
 
+/*
+ * A thread interrupted inside the switch right after it loaded the target's stack pointer
+ * (what the signal dump and the CLI see for a thread caught mid-switch): the switch's CFI
+ * describes the target context through rsi, the switch frame is hidden, and the frames are
+ * those of the coroutine being resumed.
+ */
+static void test_unwind_through_an_interrupted_switch(void **state)
+{
+    const unsigned char *p = (const unsigned char *)(uintptr_t)coroscope_debug_abi.switch_start;
+    const unsigned char *end = (const unsigned char *)(uintptr_t)coroscope_debug_abi.switch_end;
+    const unsigned char *after = NULL;
+    for (; p + 3 <= end; p++) {
+        if (p[0] == 0x48 && p[1] == 0x8b && p[2] == 0x26) {     /* mov (%rsi),%rsp */
+            after = p + 3;
+            break;
+        }
+    }
+    if (!after) {
+        skip();
+    }
+    Coroutine *co = coro_create(chain_a_o2, NULL);
+    coro_enter(co);
+    CoroRegistry r;
+    assert_int_equal(coro__registry_read(self, coro__self_abi_addr(), &r), 0);
+    const CoroInfo *ci = find_info(&r, co);
+    assert_non_null(ci);
+    uint64_t want[16], got[16];
+    size_t nwant, ngot;
+    char why[128];
+    assert_int_equal(coro__unwind(unw, &ci->regs, 0, 0, 0, want, 16, &nwant, why, sizeof(why)),
+                     0);
+    CoroMachineRegs m;
+    memset(&m, 0, sizeof(m));
+    m.rip = (uint64_t)(uintptr_t)after;
+    m.rsp = ci->regs.rsp;
+    m.rsi = ci->record + r.abi.off_regs;      /* the CoroRegs being loaded */
+    m.rbx = 0x1111;                           /* not loaded yet: the CFI must say where */
+    m.rbp = 0x2222;
+    m.valid = CORO_MREG_CALLEE_SAVED | CORO_MREG_ALL;
+    m.rip_is_return_address = false;
+    int rc = coro__unwind(unw, &m, 0, 0, 0, got, 16, &ngot, why, sizeof(why));
+    if (rc != 0) {
+        print_error("unwind from inside the switch: %s\n", why);
+        fail();
+    }
+    assert_int_equal(ngot, nwant);
+    for (size_t i = 0; i < ngot; i++) {
+        assert_int_equal(got[i], want[i]);
+    }
+    /* With the switch frame kept, it comes first. */
+    assert_int_equal(coro__unwind(unw, &m, 0, 0, CORO_UNWIND_KEEP_INTERNAL, got, 16, &ngot, why,
+                                  sizeof(why)), 0);
+    assert_int_equal(ngot, nwant + 1);
+    assert_int_equal(got[0], m.rip);
+    coro__registry_free(&r);
+    coro_enter(co);
+}
+
 static void test_torn_record_gets_a_reason_not_frames(void **state)
 {
     CoroInfo ci;
@@ -530,6 +588,7 @@ int main(void)
     const struct CMUnitTest self_tests[] = {
         cmocka_unit_test(test_unwinder_matches_libunwind),
         cmocka_unit_test(test_unwinder_stops_with_a_reason),
+        cmocka_unit_test(test_unwind_through_an_interrupted_switch),
         cmocka_unit_test(test_torn_record_gets_a_reason_not_frames),
     };
     int failed = cmocka_run_group_tests_name("registry", fake_tests, setup_fake, teardown_fake);
