@@ -17,7 +17,11 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <fcntl.h>
+#include <gelf.h>
 #include <link.h>
+#include <stdlib.h>
+#include <sys/mman.h>
 #include <signal.h>
 #include <string.h>
 #include <sys/uio.h>
@@ -75,9 +79,182 @@ static int add_module(struct dl_phdr_info *info, size_t size, void *data)
     return 0;
 }
 
-/* Not signal-safe (dl_iterate_phdr takes the loader's lock): call outside handlers. */
+/* ---- function names, prepared in advance ---- */
+
+/*
+ * Every function symbol of every module (.symtab, else .dynsym), sorted by address, in one
+ * read-only mmap'ed block that the handler only searches. Built outside handlers; replaced
+ * (the old block is left mapped: a crashing thread may be reading it) only when a library
+ * was loaded or unloaded.
+ */
+typedef struct CrashSym {
+    uint64_t lo;
+    uint32_t size;
+    uint32_t name;              /* offset into the names */
+} CrashSym;
+
+typedef struct CrashSymtab {
+    size_t nsyms;
+    const CrashSym *syms;
+    const char *names;
+} CrashSymtab;
+
+static CrashSymtab *_Atomic symtab;
+static unsigned long long symtab_gen = ~0ull;
+
+typedef struct SymBuild {
+    CrashSym *syms;
+    size_t n, cap;
+    char *names;
+    size_t nlen, ncap;
+} SymBuild;
+
+static void sym_add(SymBuild *b, uint64_t lo, uint64_t size, const char *name)
+{
+    size_t len = strlen(name) + 1;
+    if (size == 0 || size > UINT32_MAX || b->nlen + len > UINT32_MAX) {
+        return;
+    }
+    if (b->n == b->cap) {
+        size_t cap = b->cap ? 2 * b->cap : 4096;
+        CrashSym *p = realloc(b->syms, cap * sizeof(*p));
+        if (!p) {
+            return;
+        }
+        b->syms = p;
+        b->cap = cap;
+    }
+    if (b->nlen + len > b->ncap) {
+        size_t cap = b->ncap ? 2 * b->ncap : 65536;
+        while (cap < b->nlen + len) {
+            cap *= 2;
+        }
+        char *p = realloc(b->names, cap);
+        if (!p) {
+            return;
+        }
+        b->names = p;
+        b->ncap = cap;
+    }
+    memcpy(b->names + b->nlen, name, len);
+    b->syms[b->n++] = (CrashSym){ lo, (uint32_t)size, (uint32_t)b->nlen };
+    b->nlen += len;
+}
+
+static void read_module_symbols(SymBuild *b, const CrashModule *m)
+{
+    int fd = open(m->name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return; /* the vdso, a deleted file: module+offset only */
+    }
+    Elf *elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+    Elf_Scn *chosen = NULL, *scn = NULL;
+    GElf_Shdr sh, chosen_sh;
+    memset(&chosen_sh, 0, sizeof(chosen_sh));
+    while (elf && (scn = elf_nextscn(elf, scn))) {
+        if (gelf_getshdr(scn, &sh) && (sh.sh_type == SHT_SYMTAB ||
+                                       (sh.sh_type == SHT_DYNSYM && !chosen))) {
+            chosen = scn;
+            chosen_sh = sh;
+        }
+    }
+    Elf_Data *data = chosen ? elf_getdata(chosen, NULL) : NULL;
+    size_t count = data && chosen_sh.sh_entsize ? chosen_sh.sh_size / chosen_sh.sh_entsize : 0;
+    for (size_t i = 0; i < count; i++) {
+        GElf_Sym sym;
+        if (!gelf_getsym(data, (int)i, &sym) || sym.st_shndx == SHN_UNDEF ||
+            (GELF_ST_TYPE(sym.st_info) != STT_FUNC &&
+             GELF_ST_TYPE(sym.st_info) != STT_GNU_IFUNC)) {
+            continue;
+        }
+        const char *name = elf_strptr(elf, chosen_sh.sh_link, sym.st_name);
+        if (name && name[0]) {
+            sym_add(b, m->base + sym.st_value, sym.st_size, name);
+        }
+    }
+    if (elf) {
+        elf_end(elf);
+    }
+    close(fd);
+}
+
+static int sym_cmp(const void *a, const void *b)
+{
+    const CrashSym *x = a, *y = b;
+    return x->lo < y->lo ? -1 : x->lo > y->lo;
+}
+
+static void symtab_build(unsigned n)
+{
+    elf_version(EV_CURRENT);
+    SymBuild b = { 0 };
+    for (unsigned i = 0; i < n; i++) {
+        read_module_symbols(&b, &modules[i]);
+    }
+    if (b.n) {
+        qsort(b.syms, b.n, sizeof(CrashSym), sym_cmp);
+        size_t syms_len = b.n * sizeof(CrashSym);
+        size_t len = sizeof(CrashSymtab) + syms_len + b.nlen;
+        char *block = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
+                           -1, 0);
+        if (block != MAP_FAILED) {
+            CrashSymtab *t = (CrashSymtab *)(void *)block;
+            memcpy(block + sizeof(*t), b.syms, syms_len);
+            memcpy(block + sizeof(*t) + syms_len, b.names, b.nlen);
+            t->nsyms = b.n;
+            t->syms = (const CrashSym *)(void *)(block + sizeof(*t));
+            t->names = block + sizeof(*t) + syms_len;
+            mprotect(block, len, PROT_READ);
+            atomic_store_explicit(&symtab, t, memory_order_release);
+        }
+    }
+    free(b.syms);
+    free(b.names);
+}
+
+/* The function containing pc, or NULL. CORO_SIGNAL_SAFE. */
+static const char *function_of(uint64_t pc, uint64_t *offset)
+{
+    const CrashSymtab *t = atomic_load_explicit(&symtab, memory_order_acquire);
+    if (!t || !t->nsyms) {
+        return NULL;
+    }
+    size_t lo = 0, hi = t->nsyms;
+    while (lo < hi) {
+        size_t mid = lo + (hi - lo) / 2;
+        if (t->syms[mid].lo <= pc) {
+            lo = mid + 1;
+        } else {
+            hi = mid;
+        }
+    }
+    if (lo == 0) {
+        return NULL;
+    }
+    const CrashSym *s = &t->syms[lo - 1];
+    if (pc - s->lo >= s->size) {
+        return NULL;
+    }
+    *offset = pc - s->lo;
+    return t->names + s->name;
+}
+
+static int count_modules(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    *(unsigned long long *)data = info->dlpi_adds * 1000003ull + info->dlpi_subs;
+    return 1;
+}
+
+/* Not signal-safe (dl_iterate_phdr takes the loader's lock, libelf allocates): call outside
+ * handlers. */
 void coro__sig_crash_modules_refresh(void)
 {
+    unsigned long long gen = 0;
+    dl_iterate_phdr(count_modules, &gen);
+    if (gen == symtab_gen) {
+        return;
+    }
     if (!exe_name[0]) {
         ssize_t len = readlink("/proc/self/exe", exe_name, sizeof(exe_name) - 1);
         exe_name[len > 0 ? len : 0] = '\0';
@@ -86,6 +263,8 @@ void coro__sig_crash_modules_refresh(void)
     atomic_store_explicit(&nmodules, 0, memory_order_release);
     dl_iterate_phdr(add_module, &n);
     atomic_store_explicit(&nmodules, n, memory_order_release);
+    symtab_build(n);
+    symtab_gen = gen;
 }
 
 static const CrashModule *module_of(uint64_t pc)
@@ -140,12 +319,21 @@ static void out_frame(CoroOut *o, unsigned n, uint64_t pc, bool is_ra, bool scan
     coro__out_str(o, " ");
     coro__out_hex(o, pc);
     uint64_t look = is_ra ? pc - 1 : pc;
+    uint64_t off;
+    const char *fn = function_of(look, &off);
+    if (fn) {
+        coro__out_str(o, " ");
+        coro__out_str(o, fn);
+        coro__out_str(o, "+");
+        coro__out_hex(o, off);
+    }
     const CrashModule *m = module_of(look);
     if (m) {
-        coro__out_str(o, " ");
+        coro__out_str(o, fn ? " (" : " ");
         coro__out_str(o, m->name);
         coro__out_str(o, "+");
         coro__out_hex(o, look - m->base);
+        coro__out_str(o, fn ? ")" : "");
     }
     coro__out_str(o, "\n");
 }

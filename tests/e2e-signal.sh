@@ -271,10 +271,13 @@ def crash():
     check(re.search(r"^coroscope: crash report: SIGSEGV in thread \d+, 4 coroutines", err, re.M),
           "crash: report header:\n" + err)
     for i in range(3):
-        check(re.search(r'coroutine \d+ "parked-%d" \[suspended, thread \d+\]:\n  #0 0x[0-9a-f]+ '
-                        r'\S+libcoroscope\.so\.0\+0x[0-9a-f]+\n  \?1 ' % i, err),
+        check(re.search(r'coroutine \d+ "parked-%d" \[suspended, thread \d+\]:\n'
+                        r'  #0 0x[0-9a-f]+ coro_yield\+0x[0-9a-f]+ \(\S+libcoroscope\.so\.0\+0x[0-9a-f]+\)\n'
+                        r'  \?1 0x[0-9a-f]+ parked_here\+0x[0-9a-f]+ \(\S+prog-signal\+0x[0-9a-f]+\)\n'
+                        r'  \?2 0x[0-9a-f]+ parked_body\+' % i, err),
               "crash: parked-%d listed with frames" % i)
-    m = re.search(r'"crasher" \[running, thread \d+\]:\n  #0 0x[0-9a-f]+ (\S+)\+(0x[0-9a-f]+)', err)
+    m = re.search(r'"crasher" \[running, thread \d+\]:\n  #0 0x[0-9a-f]+ crash_here\+0x[0-9a-f]+ '
+                  r'\((\S+)\+(0x[0-9a-f]+)\)\n  \?1 0x[0-9a-f]+ crasher_body\+', err)
     if check(m, "crash: the crashing coroutine is listed with its pc:\n" + err):
         if shutil.which("eu-addr2line"):
             fn = subprocess.run(["eu-addr2line", "-f", "-e", m.group(1), m.group(2)],
