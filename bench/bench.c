@@ -98,6 +98,20 @@ static void cpu_model(char *buf, size_t size)
     fclose(f);
 }
 
+/* The 1-minute load average, to tell a quiet run from a busy one when reading the table. */
+static double loadavg(void)
+{
+    double v = -1;
+    FILE *f = fopen("/proc/loadavg", "r");
+    if (f) {
+        if (fscanf(f, "%lf", &v) != 1) {
+            v = -1;
+        }
+        fclose(f);
+    }
+    return v;
+}
+
 static long parse_count(const char *arg, const char *opt)
 {
     char *end;
@@ -158,6 +172,7 @@ int main(int argc, char **argv)
         }
     }
 
+    double load_before = loadavg();
     double *res = calloc((size_t)NBENCH * NIMPL * (size_t)samples, sizeof(double));
     if (!res) {
         fprintf(stderr, "bench: out of memory\n");
@@ -193,7 +208,8 @@ int main(int argc, char **argv)
 #endif
            __VERSION__, command);
     printf("%d interleaved rounds of %ld operations per sample; CLOCK_MONOTONIC; "
-           "nothing pinned; the coroscope registry is on.\n\n", samples, iters);
+           "nothing pinned; the coroscope registry is on; load average %.2f before, %.2f "
+           "after.\n\n", samples, iters, load_before, loadavg());
     printf("| what | ns median | min | ratio to Boost |\n");
     printf("|---|---:|---:|---:|\n");
     double med[NBENCH][NIMPL];
