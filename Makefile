@@ -179,7 +179,8 @@ $(B)/tests/prog-gdb-static: tests/prog-gdb.c $(B)/libcoroscope.a
 # helpers for the leak exit code (shared and static library) and the C++ exception check.
 INSPECT_FIX  := $(B)/tests/chain-inspect-o0.o $(B)/tests/chain-inspect-o2.o \
                 $(B)/tests/libchain-inspect.so
-TEST_HELPERS += $(B)/tests/prog-inspect-leak-static $(B)/tests/prog-inspect-cxx
+TEST_HELPERS += $(B)/tests/prog-inspect-leak-static $(B)/tests/prog-inspect-overflow-static \
+                $(B)/tests/prog-inspect-cxx
 $(B)/tests/chain-inspect-o0.o: tests/libchain-inspect.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -O0 -DCHAIN=o0 -c $< -o $@
@@ -203,7 +204,7 @@ $(B)/tests/test-inspect-internals: tests/test-inspect-internals.c $(B)/tests/cha
 	    $(shell $(PKG_CONFIG) --cflags libunwind 2>/dev/null) -o $@ $< $(filter %.o,$^) \
 	    $(ALL_LDFLAGS) $(B)/libcoroscope.a $(LIB_LIBS) $(CMOCKA_LIBS) \
 	    $(shell $(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)
-$(B)/tests/prog-inspect-leak-static: tests/prog-inspect-leak.c $(B)/libcoroscope.a
+$(B)/tests/prog-inspect-%-static: tests/prog-inspect-%.c $(B)/libcoroscope.a
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \

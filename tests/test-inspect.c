@@ -795,7 +795,7 @@ static void test_leak_env_exit_code_static(void **state)
     check_leak_exit(helper("prog-inspect-leak-static"));
 }
 
-static void check_overflow(const char *mode)
+static void check_overflow(const char *prog, const char *mode)
 {
     char asan[512];
     /* ASan reports the fault itself once our handler passes it on; let ours be the one. */
@@ -803,16 +803,17 @@ static void check_overflow(const char *mode)
              getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
              getenv("ASAN_OPTIONS") ? ":" : "");
     char *const env[] = { asan, NULL };
-    Child c = run_child(helper("prog-inspect-overflow"), mode, env);
+    Child c = run_child(helper(prog), mode, env);
     if (!WIFSIGNALED(c.status) || WTERMSIG(c.status) != SIGSEGV) {
         print_error("status %#x, stderr:\n%s\n", c.status, c.err);
         fail();
     }
     regex_t re;
+#define PROG_OFF "[^ ]*/prog-inspect-overflow(-static)?\\+0x[0-9a-f]+"
     assert_int_equal(regcomp(&re, "^coroscope: coroutine [0-9]+ \"deep\" overflowed its 64 KiB "
-                             "stack \\(created at [^ ]*/prog-inspect-overflow\\+0x[0-9a-f]+\\)\n"
-                             "  #0  [^ ]*/prog-inspect-overflow\\+0x[0-9a-f]+\n"
-                             "  #1  [^ ]*/prog-inspect-overflow\\+0x[0-9a-f]+\n"
+                             "stack \\(created at " PROG_OFF "\\)\n"
+                             "  #0  " PROG_OFF "\n"
+                             "  #1  " PROG_OFF "\n"
                              "      \\(the line above repeated [0-9]+ more times\\)\n",
                              REG_EXTENDED | REG_NOSUB), 0);
     if (regexec(&re, c.err, 0, NULL, 0) != 0) {
@@ -825,12 +826,17 @@ static void check_overflow(const char *mode)
 
 static void test_overflow_report_then_sigsegv(void **state)
 {
-    check_overflow("overflow");
+    check_overflow("prog-inspect-overflow", "overflow");
 }
 
 static void test_overflow_on_another_thread(void **state)
 {
-    check_overflow("overflow-thread");
+    check_overflow("prog-inspect-overflow", "overflow-thread");
+}
+
+static void test_overflow_report_static_library(void **state)
+{
+    check_overflow("prog-inspect-overflow-static", "overflow");
 }
 
 static void test_other_faults_keep_their_handling(void **state)
@@ -971,6 +977,7 @@ int main(void)
         cmocka_unit_test(test_leak_env_exit_code_static),
         cmocka_unit_test(test_overflow_report_then_sigsegv),
         cmocka_unit_test(test_overflow_on_another_thread),
+        cmocka_unit_test(test_overflow_report_static_library),
         cmocka_unit_test(test_other_faults_keep_their_handling),
         cmocka_unit_test(test_json_matches_the_schema_file),
         cmocka_unit_test(test_cxx_exceptions_keep_libgcc_unwinder),
