@@ -4,7 +4,7 @@
  * the user-visible signal and the helper thread that does the work. docs/signal-dump.md is
  * the user's documentation.
  *
- * The handler of the user's signal only sets a flag and writes to an eventfd: everything
+ * The handler of the user's signal only sets a flag and wakes a futex: everything
  * else runs in a helper thread, which is allowed to allocate and to take locks because it is
  * an ordinary thread. It takes a snapshot (signal-hold.c: the coroutine threads are held only
  * while memory is copied), lets them go, then reads, unwinds, symbolizes and formats the
@@ -21,7 +21,8 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <sys/eventfd.h>
+#include <linux/futex.h>
+#include <sys/syscall.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -40,13 +41,21 @@ typedef struct DumpConfig {
 
 static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
 static DumpConfig configs[MAX_DUMP_SIGNALS];
-static _Atomic int wake_fd = -1;
+/* Bumped and futex-woken by the handler. A futex, not a pipe or an eventfd: a daemon that
+ * closes every descriptor it does not know could close ours, and the handler would then
+ * write into whatever file reuses the number. */
+static _Atomic uint32_t wake_word;
 static pthread_t helper;
 static _Atomic pid_t helper_pid;   /* the process the helper thread runs in */
 
 /* ---- the user-visible signal ---- */
 
-/* CORO_SIGNAL_SAFE: one atomic exchange and one write(). */
+static long futex(_Atomic uint32_t *word, int op, uint32_t val)
+{
+    return syscall(SYS_futex, (uint32_t *)word, op, val, NULL, NULL, 0);
+}
+
+/* CORO_SIGNAL_SAFE: two atomic operations and one futex wake. */
 static void dump_signal_handler(int signo)
 {
     int saved_errno = errno;
@@ -54,11 +63,8 @@ static void dump_signal_handler(int signo)
         if (configs[i].signo == signo) {
             /* Only the first signal of a burst wakes the helper: the rest coalesce. */
             if (!atomic_exchange_explicit(&configs[i].pending, 1, memory_order_acq_rel)) {
-                uint64_t one = 1;
-                int fd = atomic_load_explicit(&wake_fd, memory_order_relaxed);
-                if (fd >= 0 && write(fd, &one, sizeof(one)) < 0) {
-                    /* The counter cannot overflow with one write per dump: nothing to do. */
-                }
+                atomic_fetch_add_explicit(&wake_word, 1, memory_order_release);
+                futex(&wake_word, FUTEX_WAKE_PRIVATE, 1);
             }
             break;
         }
@@ -284,12 +290,8 @@ static void *helper_main(void *arg)
     /* Report the modules now, so that the first dump does not pay for it. */
     readers_prepare();
     for (;;) {
-        uint64_t v;
-        int fd = atomic_load_explicit(&wake_fd, memory_order_relaxed);
-        ssize_t r = read(fd, &v, sizeof(v));
-        if (r < 0 && errno != EINTR && errno != EAGAIN) {
-            return NULL;
-        }
+        /* Read before looking at the flags: a signal after this makes the wait return. */
+        uint32_t seen = atomic_load_explicit(&wake_word, memory_order_acquire);
         for (int i = 0; i < MAX_DUMP_SIGNALS; i++) {
             if (!atomic_exchange_explicit(&configs[i].pending, 0, memory_order_acq_rel)) {
                 continue;
@@ -299,6 +301,7 @@ static void *helper_main(void *arg)
             pthread_mutex_unlock(&config_lock);
             dump_once(&c);
         }
+        futex(&wake_word, FUTEX_WAIT_PRIVATE, seen);
     }
     return NULL;
 }
@@ -309,14 +312,6 @@ static int helper_start(void)
 {
     if (atomic_load_explicit(&helper_pid, memory_order_acquire) == getpid()) {
         return 0;
-    }
-    int fd = atomic_load_explicit(&wake_fd, memory_order_relaxed);
-    if (fd < 0) {
-        fd = eventfd(0, EFD_CLOEXEC);
-        if (fd < 0) {
-            return -errno;
-        }
-        atomic_store_explicit(&wake_fd, fd, memory_order_release);
     }
     sigset_t all, old;
     sigfillset(&all);
@@ -337,11 +332,6 @@ static void atfork_child(void)
 {
     pthread_mutex_init(&config_lock, NULL);
     atomic_store_explicit(&helper_pid, 0, memory_order_relaxed);
-    /* The eventfd is shared with the parent, whose helper would take our wake-ups: a new one. */
-    int old = atomic_exchange_explicit(&wake_fd, -1, memory_order_relaxed);
-    if (old >= 0) {
-        close(old);
-    }
     bool on = false;
     for (int i = 0; i < MAX_DUMP_SIGNALS; i++) {
         atomic_store_explicit(&configs[i].pending, 0, memory_order_relaxed);

@@ -170,6 +170,39 @@ static void test_signal_dumps_to_a_file(void **state)
     rmdir(dir);
 }
 
+/* A daemon that closes every descriptor it does not know of must not break the dump, and the
+ * dump must never write into a file that reuses a closed descriptor's number. */
+static void test_signal_survives_closed_descriptors(void **state)
+{
+    (void)state;
+    char dir[] = "/tmp/coroscope-test-signal-XXXXXX";
+    assert_non_null(mkdtemp(dir));
+    char path[128], other[128];
+    snprintf(path, sizeof(path), "%s/dump.txt", dir);
+    snprintf(other, sizeof(other), "%s/other.txt", dir);
+    assert_int_equal(coro_dump_on_signal(SIGUSR1, path, CORO_DUMP_TEXT), 0);
+    for (int fd = 3; fd < 1024; fd++) {
+        close(fd);
+    }
+    int fd = open(other, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0600);
+    assert_true(fd >= 0);
+    CoroutineOptions o = { .name = "after-close" };
+    Coroutine *co = coro_create_opts(parked_entry, NULL, &o);
+    coro_enter(co);
+    raise(SIGUSR1);
+    char *text = wait_dump(path, 1);
+    assert_non_null(text);
+    assert_non_null(strstr(text, "\"after-close\" [suspended"));
+    struct stat st;
+    assert_int_equal(fstat(fd, &st), 0);
+    assert_int_equal(st.st_size, 0);
+    close(fd);
+    coro_enter(co);
+    unlink(other);
+    unlink(path);
+    rmdir(dir);
+}
+
 static volatile sig_atomic_t stolen_calls;
 
 static void stolen_handler(int sig)
@@ -225,6 +258,7 @@ int main(void)
         cmocka_unit_test(test_signal_never_replaces_a_handler),
         cmocka_unit_test(test_signal_dumps_to_a_file),
         cmocka_unit_test(test_signal_moves_off_a_stolen_hold_signal),
+        cmocka_unit_test(test_signal_survives_closed_descriptors),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
