@@ -11,16 +11,19 @@
  * the process dies by SIGSEGV as it would have, core included. Everything else goes to the
  * handler that was installed before ours (or to the default action).
  *
- * The handler is async-signal-safe: no malloc, no stdio, no locks, no libdw. Function names
- * would need libdw (locks, malloc), so code addresses are printed as module+offset from a
- * module table copied beforehand (at process and thread start); `addr2line -e MODULE OFF`
- * or `coroscope` on the core resolve them.
+ * The handler is async-signal-safe: no malloc, no stdio, no locks, no libdw. Code addresses
+ * are printed as module+offset from a module table copied beforehand (at process and thread
+ * start), with the function name read from the module's ELF symbol table with open/pread
+ * (file:line would need DWARF, which libdw reads with malloc and locks: `addr2line -e MODULE
+ * OFF` or `coroscope bt` on the core give them).
  *
  * Being referenced from runtime/coro.c is also what pulls inspect/ (and so coro_dump and the
  * leak report) into programs linked with the static library.
  */
 #define _GNU_SOURCE
+#include <elf.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <link.h>
 #include <pthread.h>
 #include <signal.h>
@@ -143,15 +146,99 @@ static NO_ASAN bool after_call(const ModSpan *m, uint64_t ra)
 static struct sigaction previous;
 static volatile sig_atomic_t reporting;
 
+/*
+ * The function containing vaddr (a link-time address of the ELF file at path), read with
+ * open/pread only: async-signal-safe, no allocation. Looks in .symtab, else .dynsym. Copies
+ * the name (GCC clone suffixes such as ".isra.0" cut) into out; false when not found.
+ */
+static bool elf_function(const char *path, uint64_t vaddr, char *out, size_t outlen)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return false;
+    }
+    bool found = false;
+    Elf64_Ehdr eh;
+    if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) ||
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shnum == 0 || eh.e_shnum > 4096) {
+        close(fd);
+        return false;
+    }
+    Elf64_Shdr symtab = { 0 }, strtab = { 0 };
+    for (int want = SHT_SYMTAB; want && !symtab.sh_size;
+         want = want == SHT_SYMTAB ? SHT_DYNSYM : 0) {
+        for (unsigned i = 0; i < eh.e_shnum; i++) {
+            Elf64_Shdr sh;
+            if (pread(fd, &sh, sizeof(sh), (off_t)(eh.e_shoff + (uint64_t)i * sizeof(sh))) !=
+                (ssize_t)sizeof(sh)) {
+                break;
+            }
+            if (sh.sh_type == (Elf64_Word)want && sh.sh_entsize == sizeof(Elf64_Sym) &&
+                sh.sh_link < eh.e_shnum &&
+                pread(fd, &strtab, sizeof(strtab),
+                      (off_t)(eh.e_shoff + (uint64_t)sh.sh_link * sizeof(sh))) ==
+                    (ssize_t)sizeof(strtab)) {
+                symtab = sh;
+                break;
+            }
+        }
+    }
+    Elf64_Sym best = { 0 };
+    Elf64_Sym chunk[64];
+    uint64_t nsyms = symtab.sh_size / sizeof(Elf64_Sym);
+    for (uint64_t i = 0; i < nsyms && nsyms < (1u << 24);) {
+        uint64_t n = nsyms - i < 64 ? nsyms - i : 64;
+        ssize_t got = pread(fd, chunk, n * sizeof(Elf64_Sym),
+                            (off_t)(symtab.sh_offset + i * sizeof(Elf64_Sym)));
+        if (got != (ssize_t)(n * sizeof(Elf64_Sym))) {
+            break;
+        }
+        for (uint64_t k = 0; k < n; k++) {
+            const Elf64_Sym *y = &chunk[k];
+            if (ELF64_ST_TYPE(y->st_info) == STT_FUNC && y->st_shndx != SHN_UNDEF &&
+                y->st_value <= vaddr && vaddr - y->st_value < (y->st_size ? y->st_size : 1) &&
+                y->st_value >= best.st_value) {
+                best = *y;
+            }
+        }
+        i += n;
+    }
+    if (best.st_name && best.st_name < strtab.sh_size && outlen > 1) {
+        ssize_t got = pread(fd, out, outlen - 1, (off_t)(strtab.sh_offset + best.st_name));
+        if (got > 0) {
+            out[got] = '\0';
+            out[strnlen(out, (size_t)got)] = '\0';
+            char *dot = strchr(out, '.');
+            if (dot && dot != out) {
+                *dot = '\0';       /* "recurse.isra.0" -> "recurse" */
+            }
+            found = out[0] != '\0';
+        }
+    }
+    close(fd);
+    return found;
+}
+
+/* "function (module+0xoff)" where the module's symbol table names it, else "module+0xoff". */
 static void out_where(CoroOut *o, uint64_t pc)
 {
     const ModSpan *m = module_of(pc);
-    if (m) {
-        coro__out_str(o, m->name);
-        coro__out_mem(o, "+", 1);
-        coro__out_hex(o, pc - m->base);
-    } else {
+    if (!m) {
         coro__out_hex(o, pc);
+        return;
+    }
+    char fn[128];
+    bool named = elf_function(m->name, pc - m->base, fn, sizeof(fn));
+    if (named) {
+        coro__out_str(o, fn);
+        coro__out_str(o, " (");
+    }
+    coro__out_str(o, m->name);
+    coro__out_mem(o, "+", 1);
+    coro__out_hex(o, pc - m->base);
+    if (named) {
+        coro__out_str(o, ")");
     }
 }
 
@@ -232,8 +319,8 @@ static NO_ASAN void report_overflow(const unsigned char *rec, uint64_t base, uin
     if (p + 8 <= top && shown >= SCAN_FRAMES) {
         coro__out_str(&o, "  ...\n");
     }
-    coro__out_str(&o, "  (return addresses found by scanning the stack; resolve with addr2line "
-                  "-f -e MODULE OFFSET, or run coroscope bt on the core)\n");
+    coro__out_str(&o, "  (return addresses found by scanning the stack; file:line with addr2line "
+                  "-e MODULE OFFSET, or coroscope bt on the core)\n");
     coro__out_flush(&o);
 }
 
