@@ -12,6 +12,7 @@
 #include <errno.h>
 #include <link.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -213,6 +214,42 @@ static void prefetch_stacks(const CoroRegistry *reg, uint64_t self)
     free(lens);
 }
 
+/*
+ * A reader that goes away (a closed pipe) must cost the dump an -EPIPE, not the program its
+ * life: SIGPIPE is blocked in this thread while we write, and the one our write raised is
+ * taken back (unless one was already pending before).
+ */
+typedef struct NoSigpipe {
+    sigset_t old;
+    bool was_pending;
+    bool blocked;
+} NoSigpipe;
+
+static void sigpipe_block(NoSigpipe *g)
+{
+    sigset_t pipe_set, pending;
+    sigemptyset(&pipe_set);
+    sigaddset(&pipe_set, SIGPIPE);
+    g->blocked = pthread_sigmask(SIG_BLOCK, &pipe_set, &g->old) == 0;
+    g->was_pending = sigpending(&pending) == 0 && sigismember(&pending, SIGPIPE);
+}
+
+static void sigpipe_restore(NoSigpipe *g, bool broke)
+{
+    if (!g->blocked) {
+        return;
+    }
+    if (broke && !g->was_pending) {
+        sigset_t pipe_set;
+        sigemptyset(&pipe_set);
+        sigaddset(&pipe_set, SIGPIPE);
+        struct timespec zero = { 0, 0 };
+        while (sigtimedwait(&pipe_set, NULL, &zero) < 0 && errno == EINTR) {
+        }
+    }
+    pthread_sigmask(SIG_SETMASK, &g->old, NULL);
+}
+
 static int by_id(const void *a, const void *b)
 {
     uint64_t x = ((const CoroInfo *)a)->id, y = ((const CoroInfo *)b)->id;
@@ -277,6 +314,8 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
         }
     }
     if (rc == 0) {
+        NoSigpipe guard;
+        sigpipe_block(&guard);
         if (job->leak_only) {
             job->leaks = n;
             if (job->fd >= 0 && n > 0) {
@@ -294,6 +333,7 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
         } else {
             rc = coro__format_dump(job->fd, job->format, &meta, bts, n, 0, NULL);
         }
+        sigpipe_restore(&guard, rc == -EPIPE);
     }
     coro__self_target_prefetch_drop(self_target);
     for (size_t i = 0; i < n; i++) {

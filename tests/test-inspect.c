@@ -433,7 +433,7 @@ static void test_json_running_chain_from_live_stack(void **state)
     assert_no_coroutine_leaks_since(mark);
 }
 
-static void test_dump_rejects_bad_format_and_fd(void **state)
+static void test_dump_rejects_bad_format_fd_and_broken_pipe(void **state)
 {
     assert_int_equal(coro_dump(STDOUT_FILENO, 3), -EINVAL);
     assert_int_equal(coro_dump(STDOUT_FILENO, -1), -EINVAL);
@@ -443,6 +443,15 @@ static void test_dump_rejects_bad_format_and_fd(void **state)
     int rd = open("/dev/null", O_RDONLY);
     assert_int_equal(coro_dump(rd, CORO_DUMP_TEXT), -EBADF);
     close(rd);
+    /* A reader that went away: -EPIPE, and the program is not killed by SIGPIPE. */
+    int p[2];
+    assert_int_equal(pipe(p), 0);
+    close(p[0]);
+    assert_int_equal(coro_dump(p[1], CORO_DUMP_JSON), -EPIPE);
+    close(p[1]);
+    sigset_t pending;
+    assert_int_equal(sigpending(&pending), 0);
+    assert_false(sigismember(&pending, SIGPIPE));
     coro_enter(co);
     coro_enter(co);
     assert_no_coroutine_leaks_since(mark);
@@ -968,7 +977,7 @@ int main(void)
         cmocka_unit_test(test_text_preamble_and_never_entered),
         cmocka_unit_test(test_json_document_and_chains),
         cmocka_unit_test(test_json_running_chain_from_live_stack),
-        cmocka_unit_test(test_dump_rejects_bad_format_and_fd),
+        cmocka_unit_test(test_dump_rejects_bad_format_fd_and_broken_pipe),
         cmocka_unit_test(test_dump_while_other_threads_switch),
         cmocka_unit_test(test_folded_aggregates_identical_stacks),
         cmocka_unit_test(test_leak_check_since_counts_only_newer),

@@ -24,8 +24,10 @@ enum { CORO_DUMP_TEXT = 0, CORO_DUMP_JSON = 1, CORO_DUMP_FOLDED = 2 };
  * their saved registers, the calling coroutine (and the chain that entered it) from the live
  * stack; coroutines running on other threads at that moment get their state and thread only.
  * JSON is exactly one document followed by a newline. Returns 0, or -errno (-EINVAL: unknown
- * format; -EIO and others from write()). Takes a process-wide lock: call it from one thread at
- * a time per process (concurrent callers wait). Not async-signal-safe.
+ * format; -EBADF, -EPIPE and others from write(): a reader that went away costs -EPIPE, the
+ * program gets no SIGPIPE). Other threads are not stopped: a coroutine they resume while it
+ * is being read is listed without frames rather than with wrong ones. Concurrent callers
+ * wait for each other (one lock per process). Not async-signal-safe.
  */
 int coro_dump(int fd, int format);
 
