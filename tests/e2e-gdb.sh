@@ -126,7 +126,7 @@ check_info() {
         "^ +3${S}created${S}\"\"${S}thread [0-9]+ at idle_main \\($F:$L_IDLE\\)\$" \
         "^ +4${S}running${S}\"outer\"${S}thread [0-9]+ at outer_main \\($F:$L_ENTER\\)\$" \
         "^[* ] 5${S}running${S}\"inner\"${S}thread [0-9]+ at $innerwhere" \
-        "^ +1025${S}running${S}\"sleeper\"${S}thread [0-9]+ at "
+        "^ +1025${S}running${S}\"sleeper\"${S}thread [0-9]+ at sleeper_block \\($F:$L_SREAD\\)\$"
     count "$f" "$b" '^[* ] [0-9]+ ' 6
 }
 

@@ -267,20 +267,34 @@ def describe_pc(pc):
     return name or ("0x%x" % pc), where
 
 
+_SYSTEM_DIRS = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/")
+
+
+def _in_system_library(frame):
+    solib = gdb.current_progspace().solib_name(frame.pc())
+    return solib is not None and solib.startswith(_SYSTEM_DIRS)
+
+
 def innermost_user_frame(classifier, limit=64):
-    """The newest frame of the selected thread that is not coroscope's own, or None."""
+    """The newest frame of the selected thread that is the user's: not coroscope's own and not
+    in a system library (a coroutine blocked in pause() is "at" the function that called it,
+    as `coroscope ps` shows it). Falls back to the newest frame that is not coroscope's."""
     frame = gdb.newest_frame()
     sel = _applies_here()
     if sel is not None:
         while frame is not None and frame.level() <= sel.host_level:
             frame = frame.older()  # skip the placeholder
     n = 0
+    fallback = None
     while frame is not None and n < limit:
         if not classifier.is_runtime(frame):
-            return frame
+            if not _in_system_library(frame):
+                return frame
+            if fallback is None:
+                fallback = frame
         frame = frame.older()
         n += 1
-    return None
+    return fallback
 
 
 def find_thread(inferior, tid):
