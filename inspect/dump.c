@@ -328,6 +328,9 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
                 rc = coro__out_flush(&o);
                 for (size_t i = 0; i < n && rc == 0; i++) {
                     rc = coro__format_text_one(job->fd, &bts[i]);
+                    if (rc == 0 && i + 1 < n) {
+                        rc = write(job->fd, "\n", 1) == 1 ? 0 : -errno;
+                    }
                 }
             }
         } else {
