@@ -5,6 +5,12 @@
  *
  * Everything here reads the coroutine registry through the same code the coroscope CLI uses
  * on other processes and core files, so an in-process dump and `coroscope bt` print the same.
+ *
+ * Without code changes (read with secure_getenv when a program first uses coroutines):
+ *   CORO_LEAK_CHECK=1      at exit, report live coroutines on stderr and exit with
+ *   CORO_LEAK_EXITCODE=N   N (default 23) when there are any, as LeakSanitizer does.
+ * A coroutine that overflows into its guard page is reported on stderr (one line, then a short
+ * backtrace) before the process dies of the SIGSEGV, core included; docs/dump-format.md.
  */
 #ifndef COROSCOPE_INSPECT_H
 #define COROSCOPE_INSPECT_H
