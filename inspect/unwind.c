@@ -40,7 +40,8 @@ typedef struct Rule {
     int32_t off[NREGS];
 } Rule;
 
-/* Registers whose rules we compile: callee-saved ones, the RA, and rsi/rdi for the switch. */
+/* Registers whose rules we compile: the callee-saved ones and the return address (caller-saved
+ * registers are unknown above frame 0; rules may still read them, e.g. the switch's rsi). */
 static const uint8_t tracked[] = { DW_RBX, DW_RBP, 12, 13, 14, 15, DW_RA };
 
 #define WINDOW_SIZE (4u * 1024u)
