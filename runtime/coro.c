@@ -268,6 +268,12 @@ static inline __attribute__((always_inline)) void
 init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, const char *name,
             void *site)
 {
+    /* The record's seqlock is odd while it is rewritten: a reader racing with us (copy, then
+     * re-read seq) must not take half of this life and half of the previous one, or fields
+     * not yet written, for a created coroutine. Closed after the state is published. */
+    uint32_t seq = __atomic_load_n(&co->regs.seq, __ATOMIC_RELAXED) | 1u;
+    __atomic_store_n(&co->regs.seq, seq, __ATOMIC_RELAXED);
+    __atomic_signal_fence(__ATOMIC_SEQ_CST); /* x86 keeps stores in program order */
     co->regs.rsp = (uint64_t)(uintptr_t)co->stack_base + co->stack_size;
     co->regs.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
     co->regs.rbp = 0;
@@ -297,6 +303,7 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
     }
     /* Publishes the initialised record to readers, which skip FREE records. */
     atomic_store_explicit(&co->state, CORO_STATE_CREATED, memory_order_release);
+    __atomic_store_n(&co->regs.seq, seq + 1, __ATOMIC_RELEASE);
     count(&sh->created);
 }
 
