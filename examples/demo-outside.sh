@@ -12,17 +12,23 @@ i=0
 while ! grep -q 'is waiting' "$out" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
 
 echo "### 2. coroscope ps -p $pid"
+echo "\$ coroscope ps -p $pid"
 "$b/coroscope" ps -p "$pid"
 echo
 echo "### 3. coroscope bt -p $pid 2"
+echo "\$ coroscope bt -p $pid 2"
 "$b/coroscope" bt -p "$pid" 2
 echo
 if command -v gdb >/dev/null 2>&1; then
     echo "### 4. gdb -p $pid: coro-info, coro-select 2, then plain bt, frame 4, print *c"
     # The build tree holds the auto-load hook next to libcoroscope.so.0: allow it.
     gdb -nx -batch -iex "add-auto-load-safe-path $(cd "$b" && pwd)" -p "$pid" \
-        -ex 'coro-info' -ex 'coro-select 2' -ex 'bt' -ex 'frame 4' -ex 'print *c' 2>&1 \
-        | grep -v -e '^\[' -e '^Using host libthread_db' -e '^warning: ' -e '^$' \
+        -ex 'echo (gdb) coro-info\n' -ex 'coro-info' \
+        -ex 'echo (gdb) coro-select 2\n' -ex 'coro-select 2' \
+        -ex 'echo (gdb) bt\n' -ex 'bt' \
+        -ex 'echo (gdb) frame 4\n' -ex 'frame 4' \
+        -ex 'echo (gdb) print *c\n' -ex 'print *c' 2>&1 \
+        | grep -v -e '^\[Inferior' -e '^\[New' -e '^\[Thread' -e '^Using host libthread_db' -e '^warning: ' -e '^$' \
               -e '^0x0' -e 'No such file or directory'
     echo
     echo "### 5. A kernel core of the same program, read by coroscope"
