@@ -5,6 +5,7 @@
 #include "coro-test.h"
 
 #include <sys/mman.h>
+#include <sys/resource.h>
 
 static int fresh(void **state)
 {
@@ -433,6 +434,49 @@ static void test_coro_create_opts_big_stack(void **state)
     assert_int_equal(sum, expect);
 }
 
+/* ENOMEM: a stack that cannot be mapped leaves nothing behind and the next create works. */
+#ifndef __SANITIZE_ADDRESS__
+static void enomem_child(void *arg)
+{
+    struct count_arg before, after;
+    child_check(registry_scan(&before), "registry");
+    size_t live = coro_live_count();
+    /* Cap the address space a little above what the process uses now. */
+    FILE *f = fopen("/proc/self/statm", "r");
+    unsigned long pages = 0;
+    child_check(f && fscanf(f, "%lu", &pages) == 1, "statm");
+    fclose(f);
+    struct rlimit rl = { .rlim_cur = (pages * 4096ul) + (64ul << 20),
+                         .rlim_max = RLIM_INFINITY };
+    child_check(setrlimit(RLIMIT_AS, &rl) == 0, "setrlimit: %s", strerror(errno));
+    CoroutineOptions o = { .name = "huge", .stack_size = 1ul << 30 };
+    errno = 0;
+    Coroutine *co = coro_create_opts(yield_once, NULL, &o);
+    child_check(co == NULL && errno == ENOMEM, "create: %p, errno %d", (void *)co, errno);
+    child_check(coro_live_count() == live, "live %zu, was %zu", coro_live_count(), live);
+    child_check(registry_scan(&after) && after.live == before.live, "registry");
+    /* The record it took is reused: a small coroutine still works. */
+    CoroutineOptions small = { .stack_size = 64 * 1024 };
+    co = coro_create_opts(yield_once, NULL, &small);
+    child_check(co != NULL, "create after ENOMEM: %s", strerror(errno));
+    coro_enter(co);
+    coro_enter(co);
+    child_check(coro_live_count() == live, "live %zu", coro_live_count());
+}
+#endif
+
+static void test_coro_create_enomem(void **state)
+{
+#ifdef __SANITIZE_ADDRESS__
+    skip(); /* ASan's shadow memory does not live under an address-space limit */
+#else
+    if (RUNNING_ON_VALGRIND) {
+        skip(); /* valgrind manages the address space itself */
+    }
+    expect_clean_exit(enomem_child, NULL, 30);
+#endif
+}
+
 /* ---- floating-point control state is per coroutine ---- */
 
 static unsigned get_mxcsr_rc(void)
@@ -609,6 +653,7 @@ int main(int argc, char **argv)
                                         no_leftovers),
         cmocka_unit_test_setup_teardown(test_coro_create_opts_einval, fresh, no_leftovers),
         cmocka_unit_test_setup_teardown(test_coro_create_opts_big_stack, fresh, no_leftovers),
+        cmocka_unit_test_setup_teardown(test_coro_create_enomem, fresh, no_leftovers),
         cmocka_unit_test_setup_teardown(test_coro_fp_control_is_per_coroutine, fresh,
                                         no_leftovers),
         cmocka_unit_test_setup_teardown(test_coro_100k_lifecycles, fresh, no_leftovers),
