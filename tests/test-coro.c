@@ -562,6 +562,10 @@ static void test_coro_fp_control_is_per_coroutine(void **state)
     /* The coroutine's modes did not leak out. */
     assert_int_equal(get_mxcsr_rc(), SSE_RC_UP);
     assert_int_equal(get_x87_rc(), X87_RC_NEAREST);
+    /* The registry holds the suspended coroutine's own control state. */
+    RecView v = rec_get(coro_id(co));
+    assert_int_equal(v.mxcsr & 0x6000, SSE_RC_DOWN);
+    assert_int_equal(v.fpucw & 0x0c00, X87_RC_UP);
 
     /* Nor do the caller's leak in. */
     set_mxcsr_rc(SSE_RC_ZERO);
