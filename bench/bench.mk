@@ -23,10 +23,25 @@ CMD        := make bench$(if $(strip $(BENCH_ARGS)), BENCH_ARGS='$(strip $(BENCH
 OBJ := $(BD)/bench.o $(BD)/impl-coroscope.o $(BD)/impl-boost.o $(BD)/impl-bare.o \
        $(BD)/bare-switch-x86_64.o $(BD)/impl-sjlj.o
 
-.PHONY: run install-scratch
+.PHONY: run install-scratch introspection
 run: $(BD)/bench
 	$(Q)$(BD)/bench --command "$(CMD)" $(BENCH_ARGS) > $(BD)/results.md.tmp
 	$(Q)mv $(BD)/results.md.tmp $(BD)/results.md && cat $(BD)/results.md
+	$(Q)$(MAKE) --no-print-directory -f bench/bench.mk B=$(B) introspection
+
+# The readers' side: the in-process dump (issue 3) and the CLI against eu-stack (issue 4).
+introspection: $(BD)/dump-bench
+	@echo
+	@echo '### coro_dump of 10,000 suspended coroutines parked 8 calls deep (bench/dump-bench.c)'
+	$(Q)$(BD)/dump-bench
+	@echo
+	@echo '### coroscope bt --json on kernel cores, against eu-stack on threads (bench/cli-bench.sh)'
+	$(Q)$(MAKE) --no-print-directory -f Makefile B=$(B) $(B)/tests/prog-cli >/dev/null
+	$(Q)sh bench/cli-bench.sh $(B)
+
+$(BD)/dump-bench: bench/dump-bench.c install-scratch
+	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
+	    $$($(PC) --libs coroscope) -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
 
 # Always reinstall: cheap, and the benchmark must see the library `make all` just built.
 install-scratch:
