@@ -1,12 +1,14 @@
 #!/bin/sh
-# Part of `make demo`: starts the demo parked in pause(), then looks at its coroutines from
-# outside with the coroscope CLI and with gdb, and stops it.
+# Part of `make demo`: starts the demo parked in pause() with the signal dump armed, then looks
+# at its coroutines from outside with the coroscope CLI and with gdb, asks it for a signal
+# dump, reads a kernel core of it, and shows the leak check at exit.
 set -u
 demo=$(cd "$(dirname "$1")" && pwd)/$(basename "$1") b=$2
 out=$(mktemp)
-"$demo" --wait >"$out" 2>&1 &
+sig=$(mktemp -u /tmp/coroscope-demo-sig.XXXXXX)
+CORO_DUMP_SIGNAL=USR1 CORO_DUMP_PATH="$sig" "$demo" --wait >"$out" 2>&1 &
 pid=$!
-trap 'kill $pid 2>/dev/null; rm -f "$out"' EXIT
+trap 'kill $pid 2>/dev/null; rm -f "$out" "$sig"' EXIT
 # Wait until the demo says it is parked.
 i=0
 while ! grep -q 'is waiting' "$out" && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
@@ -30,8 +32,17 @@ if command -v gdb >/dev/null 2>&1; then
         -ex 'echo (gdb) print *c\n' -ex 'print *c' 2>&1 \
         | grep -v -e '^\[Inferior' -e '^\[New' -e '^\[Thread' -e '^Using host libthread_db' -e '^warning: ' -e '^$' \
               -e '^0x0' -e 'No such file or directory'
+fi
+echo
+echo "### 5. The signal dump: CORO_DUMP_SIGNAL=USR1 CORO_DUMP_PATH=FILE, then kill -USR1 $pid"
+kill -USR1 "$pid"
+i=0
+while ! grep -q '^# signal dump' "$sig" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
+echo "\$ cat FILE"
+cat "$sig" 2>/dev/null || echo "(no dump written)"
+if true; then
     echo
-    echo "### 5. A kernel core of the same program, read by coroscope"
+    echo "### 6. A kernel core of the same program, read by coroscope"
     dir=$(mktemp -d)
     kill -ABRT "$pid"
     wait "$pid" 2>/dev/null
@@ -46,3 +57,10 @@ if command -v gdb >/dev/null 2>&1; then
     rm -rf "$dir"
 
 fi
+
+echo
+echo "### 7. The leak check at exit: CORO_LEAK_CHECK=1 (the demo leaves its coroutines alive)"
+CORO_LEAK_CHECK=1 "$demo" >/dev/null 2>"$out"
+rc=$?
+cat "$out"
+echo "(exit status $rc)"

@@ -61,9 +61,11 @@ static void health_check(void *opaque)
     if (*wait) {
         printf("== demo pid %d is waiting; look at it with coroscope or gdb\n", (int)getpid());
         fflush(stdout);
-        pause();
+        for (;;) {
+            pause(); /* a signal dump (CORO_DUMP_SIGNAL) ends pause(): wait on */
+        }
     }
-    printf("== health-check done\n"); /* also keeps pause() from being a tail call */
+    printf("== health-check done\n");
 }
 
 static void supervisor(void *opaque)
