@@ -624,7 +624,8 @@ static void test_json_matches_the_schema_file(void **state)
     if (pid == 0) {
         dup2(out, STDOUT_FILENO);
         dup2(err, STDERR_FILENO);
-        execlp("python3", "python3", "-c",
+        /* Debian's own python3 first: that is where python3-jsonschema installs. */
+        static const char code[] =
                "import json, sys\n"
                "try:\n"
                "    import jsonschema\n"
@@ -633,8 +634,9 @@ static void test_json_matches_the_schema_file(void **state)
                "schema = json.load(open(sys.argv[1]))\n"
                "doc = json.load(open(sys.argv[2]))\n"
                "jsonschema.validate(doc, schema)\n"
-               "print('valid', len(doc['coroutines']))\n",
-               schema, path, (char *)NULL);
+               "print('valid', len(doc['coroutines']))\n";
+        execl("/usr/bin/python3", "python3", "-c", code, schema, path, (char *)NULL);
+        execlp("python3", "python3", "-c", code, schema, path, (char *)NULL);
         _exit(77);                          /* no python3: nothing to validate with */
     }
     int status;
