@@ -12,8 +12,8 @@
  * handler that was installed before ours (or to the default action).
  *
  * The handler is async-signal-safe: no malloc, no stdio, no locks, no libdw. Code addresses
- * are printed as module+offset from a module table copied beforehand (at process and thread
- * start), with the function name read from the module's ELF symbol table with open/pread
+ * are printed as function (module+offset) from the module and symbol tables of sigsafe-sym.c,
+ * taken beforehand (at process start, and at thread start when an object was loaded since)
  * (file:line would need DWARF, which libdw reads with malloc and locks: `addr2line -e MODULE
  * OFF` or `coroscope bt` on the core give them).
  *
@@ -21,10 +21,7 @@
  * leak report) into programs linked with the static library.
  */
 #define _GNU_SOURCE
-#include <elf.h>
 #include <errno.h>
-#include <fcntl.h>
-#include <link.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdio.h>
@@ -36,208 +33,41 @@
 
 #include "inspect-int.h"
 #include "signal-int.h"
+#include "sigsafe-sym-int.h"
 
 extern struct coro_debug_abi coroscope_debug_abi;
 
 #define ALTSTACK_SIZE (64u * 1024u)
-#define MAX_MODULES 256
-#define MAX_SEGMENTS 4
 #define SCAN_FRAMES 16
-
-/* ---- module table for module+offset, filled outside signal handlers ---- */
-
-typedef struct ModSpan {
-    uint64_t base;                      /* load bias */
-    uint64_t lo[MAX_SEGMENTS], hi[MAX_SEGMENTS]; /* executable segments */
-    unsigned nseg;
-    char name[200];
-} ModSpan;
-
-static ModSpan modules[MAX_MODULES];
-static volatile unsigned nmodules;
-static pthread_mutex_t modules_lock = PTHREAD_MUTEX_INITIALIZER;
-
-static int collect_module(struct dl_phdr_info *info, size_t size, void *data)
-{
-    unsigned *n = data;
-    if (*n >= MAX_MODULES) {
-        return 1;
-    }
-    ModSpan *m = &modules[*n];
-    memset(m, 0, sizeof(*m));
-    m->base = info->dlpi_addr;
-    for (int i = 0; i < info->dlpi_phnum && m->nseg < MAX_SEGMENTS; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
-            m->lo[m->nseg] = info->dlpi_addr + ph->p_vaddr;
-            m->hi[m->nseg] = m->lo[m->nseg] + ph->p_memsz;
-            m->nseg++;
-        }
-    }
-    if (m->nseg == 0) {
-        return 0;
-    }
-    const char *name = info->dlpi_name;
-    if (!name || !name[0]) {
-        ssize_t len = readlink("/proc/self/exe", m->name, sizeof(m->name) - 1);
-        m->name[len > 0 ? len : 0] = '\0';
-    } else {
-        snprintf(m->name, sizeof(m->name), "%s", name);
-    }
-    (*n)++;
-    return 0;
-}
-
-static void refresh_modules(void)
-{
-    pthread_mutex_lock(&modules_lock);
-    unsigned n = 0;
-    nmodules = 0;
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    dl_iterate_phdr(collect_module, &n);
-    __atomic_signal_fence(__ATOMIC_SEQ_CST);
-    nmodules = n;
-    pthread_mutex_unlock(&modules_lock);
-}
-
-static const ModSpan *module_of(uint64_t pc)
-{
-    unsigned n = nmodules;
-    for (unsigned i = 0; i < n; i++) {
-        for (unsigned s = 0; s < modules[i].nseg; s++) {
-            if (pc >= modules[i].lo[s] && pc < modules[i].hi[s]) {
-                return &modules[i];
-            }
-        }
-    }
-    return NULL;
-}
-
 /* The stack scan reads whatever the coroutine left on its stack, sanitizer redzones included. */
 #define NO_ASAN __attribute__((no_sanitize("address")))
-
-/* Does the code before ra end with a call instruction? (ra is a return address candidate.) */
-static NO_ASAN bool after_call(const ModSpan *m, uint64_t ra)
-{
-    uint64_t lo = 0;
-    for (unsigned s = 0; s < m->nseg; s++) {
-        if (ra >= m->lo[s] && ra <= m->hi[s]) {
-            lo = m->lo[s];
-        }
-    }
-    if (ra < lo + 7) {
-        return false;
-    }
-    const unsigned char *p = (const unsigned char *)(uintptr_t)ra;
-    if (p[-5] == 0xe8) {
-        return true;                                        /* call rel32 */
-    }
-    /* call *r/m: ff /2, 2 to 7 bytes long */
-    for (int len = 2; len <= 7; len++) {
-        if (p[-len] == 0xff && ((p[-len + 1] >> 3) & 7) == 2) {
-            return true;
-        }
-    }
-    return false;
-}
 
 /* ---- the handler ---- */
 
 static struct sigaction previous;
 static volatile sig_atomic_t reporting;
 
-/*
- * The function containing vaddr (a link-time address of the ELF file at path), read with
- * open/pread only: async-signal-safe, no allocation. Looks in .symtab, else .dynsym. Copies
- * the name (GCC clone suffixes such as ".isra.0" cut) into out; false when not found.
- */
-static bool elf_function(const char *path, uint64_t vaddr, char *out, size_t outlen)
-{
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return false;
-    }
-    bool found = false;
-    Elf64_Ehdr eh;
-    if (pread(fd, &eh, sizeof(eh), 0) != (ssize_t)sizeof(eh) ||
-        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
-        eh.e_shentsize != sizeof(Elf64_Shdr) || eh.e_shnum == 0 || eh.e_shnum > 4096) {
-        close(fd);
-        return false;
-    }
-    Elf64_Shdr symtab = { 0 }, strtab = { 0 };
-    for (int want = SHT_SYMTAB; want && !symtab.sh_size;
-         want = want == SHT_SYMTAB ? SHT_DYNSYM : 0) {
-        for (unsigned i = 0; i < eh.e_shnum; i++) {
-            Elf64_Shdr sh;
-            if (pread(fd, &sh, sizeof(sh), (off_t)(eh.e_shoff + (uint64_t)i * sizeof(sh))) !=
-                (ssize_t)sizeof(sh)) {
-                break;
-            }
-            if (sh.sh_type == (Elf64_Word)want && sh.sh_entsize == sizeof(Elf64_Sym) &&
-                sh.sh_link < eh.e_shnum &&
-                pread(fd, &strtab, sizeof(strtab),
-                      (off_t)(eh.e_shoff + (uint64_t)sh.sh_link * sizeof(sh))) ==
-                    (ssize_t)sizeof(strtab)) {
-                symtab = sh;
-                break;
-            }
-        }
-    }
-    Elf64_Sym best = { 0 };
-    Elf64_Sym chunk[64];
-    uint64_t nsyms = symtab.sh_size / sizeof(Elf64_Sym);
-    for (uint64_t i = 0; i < nsyms && nsyms < (1u << 24);) {
-        uint64_t n = nsyms - i < 64 ? nsyms - i : 64;
-        ssize_t got = pread(fd, chunk, n * sizeof(Elf64_Sym),
-                            (off_t)(symtab.sh_offset + i * sizeof(Elf64_Sym)));
-        if (got != (ssize_t)(n * sizeof(Elf64_Sym))) {
-            break;
-        }
-        for (uint64_t k = 0; k < n; k++) {
-            const Elf64_Sym *y = &chunk[k];
-            if (ELF64_ST_TYPE(y->st_info) == STT_FUNC && y->st_shndx != SHN_UNDEF &&
-                y->st_value <= vaddr && vaddr - y->st_value < (y->st_size ? y->st_size : 1) &&
-                y->st_value >= best.st_value) {
-                best = *y;
-            }
-        }
-        i += n;
-    }
-    if (best.st_name && best.st_name < strtab.sh_size && outlen > 1) {
-        ssize_t got = pread(fd, out, outlen - 1, (off_t)(strtab.sh_offset + best.st_name));
-        if (got > 0) {
-            out[got] = '\0';
-            out[strnlen(out, (size_t)got)] = '\0';
-            char *dot = strchr(out, '.');
-            if (dot && dot != out) {
-                *dot = '\0';       /* "recurse.isra.0" -> "recurse" */
-            }
-            found = out[0] != '\0';
-        }
-    }
-    close(fd);
-    return found;
-}
-
-/* "function (module+0xoff)" where the module's symbol table names it, else "module+0xoff". */
+/* "function (module+0xoff)" where a symbol names it, else "module+0xoff". CORO_SIGNAL_SAFE. */
 static void out_where(CoroOut *o, uint64_t pc)
 {
-    const ModSpan *m = module_of(pc);
+    const CoroSigModule *m = coro__sigsym_module_of(pc);
     if (!m) {
         coro__out_hex(o, pc);
         return;
     }
-    char fn[128];
-    bool named = elf_function(m->name, pc - m->base, fn, sizeof(fn));
-    if (named) {
-        coro__out_str(o, fn);
+    uint64_t off;
+    const char *fn = coro__sigsym_function_of(pc, &off);
+    if (fn) {
+        /* At most 127 bytes, GCC clone suffixes cut: "recurse.isra.0" -> "recurse". */
+        size_t len = strnlen(fn, 127);
+        const char *dot = memchr(fn, '.', len);
+        coro__out_mem(o, fn, dot && dot != fn ? (size_t)(dot - fn) : len);
         coro__out_str(o, " (");
     }
     coro__out_str(o, m->name);
     coro__out_mem(o, "+", 1);
     coro__out_hex(o, pc - m->base);
-    if (named) {
+    if (fn) {
         coro__out_str(o, ")");
     }
 }
@@ -285,8 +115,7 @@ static NO_ASAN void report_overflow(const unsigned char *rec, uint64_t base, uin
     uint64_t last = 0, repeats = 0;
     for (; p + 8 <= top && shown < SCAN_FRAMES; p += 8) {
         uint64_t v = *(const uint64_t *)(uintptr_t)p;
-        const ModSpan *m = module_of(v);
-        if (!m || !after_call(m, v)) {
+        if (!coro__sigsym_module_of(v) || !coro__sigsym_after_call(v)) {
             continue;
         }
         if (v - 1 >= coroscope_debug_abi.trampoline_start &&
@@ -455,7 +284,7 @@ static _Atomic int process_ready;
 static void process_init(void)
 {
     pthread_key_create(&altstack_key, altstack_release);
-    refresh_modules();
+    coro__sigsym_refresh();
     /* The signal dump's environment (signal.c; its constructor did it already when
      * libcoroscope is a shared library), before our SIGSEGV handler goes in. */
     coro__signal_init();
@@ -468,7 +297,7 @@ void coro__inspect_thread_init(void)
 {
     if (process_ready) {
         /* A later thread: objects may have been loaded since (dlopen). */
-        refresh_modules();
+        coro__sigsym_refresh();
     }
     pthread_once(&process_once, process_init);
     altstack_install();

@@ -9,7 +9,8 @@
  * nothing here allocates with malloc or takes a lock: the same snapshot as the signal dump
  * (the other coroutine threads are held while their records and stacks are copied into
  * freshly mmap'ed memory), then, per coroutine, its exact pc and the return addresses found
- * by scanning its stack, printed as module+offset with the module table taken in advance.
+ * by scanning its stack, printed as function+offset (module+offset) from the tables that
+ * sigsafe-sym.c takes in advance.
  * That is best effort, and marked so: a scanned frame is a word on the stack that points
  * just after a call instruction in a known module, which may be stale. Symbolize offline:
  *     eu-addr2line -f -i -e MODULE OFFSET
@@ -17,298 +18,19 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <fcntl.h>
-#include <gelf.h>
-#include <link.h>
 #include <stdlib.h>
-#include <sys/mman.h>
 #include <signal.h>
 #include <string.h>
-#include <sys/uio.h>
 #include <ucontext.h>
 #include <unistd.h>
 
 #include "coro-int.h"
 #include "inspect-int.h"
 #include "signal-int.h"
+#include "sigsafe-sym-int.h"
 
-#define MAX_MODULES 512
-#define MODULE_NAME 256
-#define MAX_RANGES 4
 #define SCAN_BYTES (64u * 1024u)
 #define SCAN_FRAMES 48
-
-typedef struct CrashModule {
-    uint64_t base;                       /* load bias */
-    uint64_t lo[MAX_RANGES], hi[MAX_RANGES]; /* executable segments */
-    unsigned nranges;
-    char name[MODULE_NAME];
-} CrashModule;
-
-/* The module table: filled outside any signal handler (at arming and before each signal
- * dump); the handler only reads it. A module loaded since is shown as a bare address. */
-static CrashModule modules[MAX_MODULES];
-static _Atomic unsigned nmodules;
-static char exe_name[MODULE_NAME];
-
-static int add_module(struct dl_phdr_info *info, size_t size, void *data)
-{
-    (void)size;
-    unsigned *n = data;
-    if (*n >= MAX_MODULES) {
-        return 1;
-    }
-    CrashModule *m = &modules[*n];
-    m->base = info->dlpi_addr;
-    m->nranges = 0;
-    for (int i = 0; i < info->dlpi_phnum && m->nranges < MAX_RANGES; i++) {
-        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
-        if (ph->p_type == PT_LOAD && (ph->p_flags & PF_X)) {
-            m->lo[m->nranges] = info->dlpi_addr + ph->p_vaddr;
-            m->hi[m->nranges] = info->dlpi_addr + ph->p_vaddr + ph->p_memsz;
-            m->nranges++;
-        }
-    }
-    const char *name = info->dlpi_name && info->dlpi_name[0] ? info->dlpi_name : exe_name;
-    size_t len = strnlen(name, MODULE_NAME - 1);
-    memcpy(m->name, name, len);
-    m->name[len] = '\0';
-    if (m->nranges) {
-        (*n)++;
-    }
-    return 0;
-}
-
-/* ---- function names, prepared in advance ---- */
-
-/*
- * Every function symbol of every module (.symtab, else .dynsym), sorted by address, in one
- * read-only mmap'ed block that the handler only searches. Built outside handlers; replaced
- * (the old block is left mapped: a crashing thread may be reading it) only when a library
- * was loaded or unloaded.
- */
-typedef struct CrashSym {
-    uint64_t lo;
-    uint32_t size;
-    uint32_t name;              /* offset into the names */
-} CrashSym;
-
-typedef struct CrashSymtab {
-    size_t nsyms;
-    const CrashSym *syms;
-    const char *names;
-} CrashSymtab;
-
-static CrashSymtab *_Atomic symtab;
-static unsigned long long symtab_gen = ~0ull;
-
-typedef struct SymBuild {
-    CrashSym *syms;
-    size_t n, cap;
-    char *names;
-    size_t nlen, ncap;
-} SymBuild;
-
-static void sym_add(SymBuild *b, uint64_t lo, uint64_t size, const char *name)
-{
-    size_t len = strlen(name) + 1;
-    if (size == 0 || size > UINT32_MAX || b->nlen + len > UINT32_MAX) {
-        return;
-    }
-    if (b->n == b->cap) {
-        size_t cap = b->cap ? 2 * b->cap : 4096;
-        CrashSym *p = realloc(b->syms, cap * sizeof(*p));
-        if (!p) {
-            return;
-        }
-        b->syms = p;
-        b->cap = cap;
-    }
-    if (b->nlen + len > b->ncap) {
-        size_t cap = b->ncap ? 2 * b->ncap : 65536;
-        while (cap < b->nlen + len) {
-            cap *= 2;
-        }
-        char *p = realloc(b->names, cap);
-        if (!p) {
-            return;
-        }
-        b->names = p;
-        b->ncap = cap;
-    }
-    memcpy(b->names + b->nlen, name, len);
-    b->syms[b->n++] = (CrashSym){ lo, (uint32_t)size, (uint32_t)b->nlen };
-    b->nlen += len;
-}
-
-static void read_module_symbols(SymBuild *b, const CrashModule *m)
-{
-    int fd = open(m->name, O_RDONLY | O_CLOEXEC);
-    if (fd < 0) {
-        return; /* the vdso, a deleted file: module+offset only */
-    }
-    Elf *elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
-    Elf_Scn *chosen = NULL, *scn = NULL;
-    GElf_Shdr sh, chosen_sh;
-    memset(&chosen_sh, 0, sizeof(chosen_sh));
-    while (elf && (scn = elf_nextscn(elf, scn))) {
-        if (gelf_getshdr(scn, &sh) && (sh.sh_type == SHT_SYMTAB ||
-                                       (sh.sh_type == SHT_DYNSYM && !chosen))) {
-            chosen = scn;
-            chosen_sh = sh;
-        }
-    }
-    Elf_Data *data = chosen ? elf_getdata(chosen, NULL) : NULL;
-    size_t count = data && chosen_sh.sh_entsize ? chosen_sh.sh_size / chosen_sh.sh_entsize : 0;
-    for (size_t i = 0; i < count; i++) {
-        GElf_Sym sym;
-        if (!gelf_getsym(data, (int)i, &sym) || sym.st_shndx == SHN_UNDEF ||
-            (GELF_ST_TYPE(sym.st_info) != STT_FUNC &&
-             GELF_ST_TYPE(sym.st_info) != STT_GNU_IFUNC)) {
-            continue;
-        }
-        const char *name = elf_strptr(elf, chosen_sh.sh_link, sym.st_name);
-        if (name && name[0]) {
-            sym_add(b, m->base + sym.st_value, sym.st_size, name);
-        }
-    }
-    if (elf) {
-        elf_end(elf);
-    }
-    close(fd);
-}
-
-static int sym_cmp(const void *a, const void *b)
-{
-    const CrashSym *x = a, *y = b;
-    return x->lo < y->lo ? -1 : x->lo > y->lo;
-}
-
-static void symtab_build(unsigned n)
-{
-    elf_version(EV_CURRENT);
-    SymBuild b = { 0 };
-    for (unsigned i = 0; i < n; i++) {
-        read_module_symbols(&b, &modules[i]);
-    }
-    if (b.n) {
-        qsort(b.syms, b.n, sizeof(CrashSym), sym_cmp);
-        size_t syms_len = b.n * sizeof(CrashSym);
-        size_t len = sizeof(CrashSymtab) + syms_len + b.nlen;
-        char *block = mmap(NULL, len, PROT_READ | PROT_WRITE, MAP_PRIVATE | MAP_ANONYMOUS,
-                           -1, 0);
-        if (block != MAP_FAILED) {
-            CrashSymtab *t = (CrashSymtab *)(void *)block;
-            memcpy(block + sizeof(*t), b.syms, syms_len);
-            memcpy(block + sizeof(*t) + syms_len, b.names, b.nlen);
-            t->nsyms = b.n;
-            t->syms = (const CrashSym *)(void *)(block + sizeof(*t));
-            t->names = block + sizeof(*t) + syms_len;
-            mprotect(block, len, PROT_READ);
-            atomic_store_explicit(&symtab, t, memory_order_release);
-        }
-    }
-    free(b.syms);
-    free(b.names);
-}
-
-/* The function containing pc, or NULL. CORO_SIGNAL_SAFE. */
-static const char *function_of(uint64_t pc, uint64_t *offset)
-{
-    const CrashSymtab *t = atomic_load_explicit(&symtab, memory_order_acquire);
-    if (!t || !t->nsyms) {
-        return NULL;
-    }
-    size_t lo = 0, hi = t->nsyms;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (t->syms[mid].lo <= pc) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    if (lo == 0) {
-        return NULL;
-    }
-    const CrashSym *s = &t->syms[lo - 1];
-    if (pc - s->lo >= s->size) {
-        return NULL;
-    }
-    *offset = pc - s->lo;
-    return t->names + s->name;
-}
-
-static int count_modules(struct dl_phdr_info *info, size_t size, void *data)
-{
-    (void)size;
-    *(unsigned long long *)data = info->dlpi_adds * 1000003ull + info->dlpi_subs;
-    return 1;
-}
-
-/* Not signal-safe (dl_iterate_phdr takes the loader's lock, libelf allocates): call outside
- * handlers. */
-void coro__sig_crash_modules_refresh(void)
-{
-    unsigned long long gen = 0;
-    dl_iterate_phdr(count_modules, &gen);
-    if (gen == symtab_gen) {
-        return;
-    }
-    if (!exe_name[0]) {
-        ssize_t len = readlink("/proc/self/exe", exe_name, sizeof(exe_name) - 1);
-        exe_name[len > 0 ? len : 0] = '\0';
-    }
-    unsigned n = 0;
-    atomic_store_explicit(&nmodules, 0, memory_order_release);
-    dl_iterate_phdr(add_module, &n);
-    atomic_store_explicit(&nmodules, n, memory_order_release);
-    symtab_build(n);
-    symtab_gen = gen;
-}
-
-static const CrashModule *module_of(uint64_t pc)
-{
-    unsigned n = atomic_load_explicit(&nmodules, memory_order_acquire);
-    for (unsigned i = 0; i < n; i++) {
-        for (unsigned r = 0; r < modules[i].nranges; r++) {
-            if (pc >= modules[i].lo[r] && pc < modules[i].hi[r]) {
-                return &modules[i];
-            }
-        }
-    }
-    return NULL;
-}
-
-/* ---- stack scanning ---- */
-
-static bool read_self(uint64_t addr, void *buf, size_t len)
-{
-    struct iovec local = { buf, len };
-    struct iovec remote = { (void *)(uintptr_t)addr, len };
-    return process_vm_readv(getpid(), &local, 1, &remote, 1, 0) == (ssize_t)len;
-}
-
-/* True when the bytes before ra end with a call instruction (direct, or indirect through a
- * register or memory operand): then ra is a plausible return address. */
-static bool after_call(uint64_t ra)
-{
-    uint8_t b[8];
-    if (ra < 8 || !read_self(ra - 8, b, sizeof(b))) {
-        return false;
-    }
-    if (b[3] == 0xe8) {
-        return true; /* call rel32 */
-    }
-    /* call r/m64: ff /2, with a 0, 1 or 4-byte displacement (or a SIB byte) */
-    static const int at[] = { 6, 5, 2, 1 };
-    for (unsigned i = 0; i < sizeof(at) / sizeof(at[0]); i++) {
-        if (b[at[i]] == 0xff && (b[at[i] + 1] & 0x38) == 0x10) {
-            return true;
-        }
-    }
-    return false;
-}
 
 /* A return address is shown at its call instruction (pc - 1), so that addr2line names the
  * line of the call, as the symbolized dumps do. */
@@ -320,14 +42,14 @@ static void out_frame(CoroOut *o, unsigned n, uint64_t pc, bool is_ra, bool scan
     coro__out_hex(o, pc);
     uint64_t look = is_ra ? pc - 1 : pc;
     uint64_t off;
-    const char *fn = function_of(look, &off);
+    const char *fn = coro__sigsym_function_of(look, &off);
     if (fn) {
         coro__out_str(o, " ");
         coro__out_str(o, fn);
         coro__out_str(o, "+");
         coro__out_hex(o, off);
     }
-    const CrashModule *m = module_of(look);
+    const CoroSigModule *m = coro__sigsym_module_of(look);
     if (m) {
         coro__out_str(o, fn ? " (" : " ");
         coro__out_str(o, m->name);
@@ -357,7 +79,7 @@ static void out_frames(CoroOut *o, uint64_t pc, bool is_ra, uint64_t sp, uint64_
         if (v >= tramp_lo && v < tramp_hi) {
             break; /* the bottom of the coroutine */
         }
-        if (module_of(v) && after_call(v)) {
+        if (coro__sigsym_module_of(v) && coro__sigsym_after_call(v)) {
             out_frame(o, n++, v, true, true);
         }
     }
@@ -501,7 +223,7 @@ int coro__sig_crash_init(void)
     if (err < 0) {
         return err;
     }
-    coro__sig_crash_modules_refresh();
+    coro__sigsym_refresh();
     atomic_store_explicit(&armed, true, memory_order_release);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));

@@ -93,9 +93,6 @@ const void *coro__sig_find(const SigSnapshot *s, uint64_t addr, size_t len, bool
 int coro__sig_crash_init(void);
 /* True once the crash report is armed. */
 bool coro__sig_crash_armed(void);
-/* Retakes the module table the crash report prints module+offset from (dl_iterate_phdr: not
- * in a signal handler). */
-void coro__sig_crash_modules_refresh(void);
 /* Writes a best-effort report of every coroutine to fd. CORO_SIGNAL_SAFE. */
 void coro__sig_crash_report(int fd, int signo, const void *ucontext);
 /* The report on stderr, when CORO_DUMP_ON_CRASH=1 armed it and no report was written yet in

@@ -28,6 +28,7 @@
 
 #include "inspect-int.h"
 #include "signal-int.h"
+#include "sigsafe-sym-int.h"
 
 #define MAX_DUMP_SIGNALS 4
 #define PATH_SIZE 1024
@@ -213,7 +214,7 @@ static int dump_once(const DumpConfig *c)
         goto out;
     }
     if (coro__sig_crash_armed()) {
-        coro__sig_crash_modules_refresh(); /* libraries loaded since arming */
+        coro__sigsym_refresh(); /* libraries loaded since arming */
     }
     CoroDumpMeta meta = { .pid = getpid() };
     err = coro__sig_capture(&st.snap, NULL);
