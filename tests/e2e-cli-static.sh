@@ -20,52 +20,10 @@ export ASAN_OPTIONS="detect_leaks=0:disable_coredump=0:abort_on_error=1${ASAN_OP
 export CORO_LEAK_CHECK=0
 
 fails=0
-ok() { echo "ok   - $1"; }
-bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
-line_of() { grep -n "LINE-$1 \*/" "$SRC" | cut -d: -f1; }
+. tests/cli-harness.sh
 L_PARK_C=$(line_of park_c)
 L_SLEEP=$(line_of sleep)
 
-run() {
-    name=$1 want=$2
-    shift 2
-    "$@" >"$T/out" 2>"$T/err"
-    rc=$?
-    if [ "$rc" -ne "$want" ]; then
-        bad "$name: exit $rc, expected $want"
-        sed 's/^/    out: /' "$T/out" | head -40
-        sed 's/^/    err: /' "$T/err" | head -10
-        return 1
-    fi
-    return 0
-}
-has() {
-    if grep -Eq -- "$3" "$2"; then ok "$1"; else
-        bad "$1: no line matching /$3/ in"; sed 's/^/    | /' "$2" | head -40
-    fi
-}
-lacks() {
-    if grep -Eq -- "$3" "$2"; then bad "$1: unexpected /$3/"; sed 's/^/    | /' "$2"; else ok "$1"; fi
-}
-start() {
-    rm -f "$T/ready"
-    "$@" wait >"$T/ready" 2>/dev/null &
-    pid=$!
-    pids="$pids $pid"
-    i=0
-    while ! grep -q ready "$T/ready" 2>/dev/null; do
-        i=$((i + 1))
-        [ $i -gt 200 ] && { bad "$1 did not get ready"; return 1; }
-        sleep 0.05
-    done
-}
-make_core() {
-    rm -f "$1/core"
-    # An inner shell waits for the program, so that its "Aborted (core dumped)" goes to
-    # /dev/null rather than into the test log.
-    sh -c 'cd "$1" && ulimit -c unlimited && "$2" "$3"; exit 0' sh "$1" "$2" "$3" >/dev/null 2>&1
-    [ -s "$1/core" ]
-}
 
 # The same sanitizers as the library, or the static link fails.
 case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *) SAN="" ;; esac
