@@ -12,8 +12,10 @@
  * handler that was installed before ours (or to the default action).
  *
  * The handler is async-signal-safe: no malloc, no stdio, no locks, no libdw. Code addresses
- * are printed as function (module+offset) from the module and symbol tables of sigsafe-sym.c,
- * taken beforehand (at process start, and at thread start when an object was loaded since)
+ * are printed as function (module+offset) by sigsafe-sym.c: modules from the table taken
+ * beforehand (at process start, and at thread start when an object was loaded since), function
+ * names read from the module's file by the handler (or from the prepared symbol table when
+ * CORO_DUMP_ON_CRASH=1 built one), so a program that never overflows pays nothing for them
  * (file:line would need DWARF, which libdw reads with malloc and locks: `addr2line -e MODULE
  * OFF` or `coroscope bt` on the core give them).
  *
@@ -56,7 +58,8 @@ static void out_where(CoroOut *o, uint64_t pc)
         return;
     }
     uint64_t off;
-    const char *fn = coro__sigsym_function_of(pc, &off);
+    char buf[128];
+    const char *fn = coro__sigsym_function_of(pc, &off, buf, sizeof(buf));
     if (fn) {
         /* At most 127 bytes, GCC clone suffixes cut: "recurse.isra.0" -> "recurse". */
         size_t len = strnlen(fn, 127);

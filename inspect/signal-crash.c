@@ -9,8 +9,8 @@
  * nothing here allocates with malloc or takes a lock: the same snapshot as the signal dump
  * (the other coroutine threads are held while their records and stacks are copied into
  * freshly mmap'ed memory), then, per coroutine, its exact pc and the return addresses found
- * by scanning its stack, printed as function+offset (module+offset) from the tables that
- * sigsafe-sym.c takes in advance.
+ * by scanning its stack, printed as function+offset (module+offset) from the module table and
+ * the sorted symbol table that sigsafe-sym.c takes in advance once this report is armed.
  * That is best effort, and marked so: a scanned frame is a word on the stack that points
  * just after a call instruction in a known module, which may be stale. Symbolize offline:
  *     eu-addr2line -f -i -e MODULE OFFSET
@@ -42,7 +42,8 @@ static void out_frame(CoroOut *o, unsigned n, uint64_t pc, bool is_ra, bool scan
     coro__out_hex(o, pc);
     uint64_t look = is_ra ? pc - 1 : pc;
     uint64_t off;
-    const char *fn = coro__sigsym_function_of(look, &off);
+    char buf[CORO_SIGSYM_NAME_SIZE];
+    const char *fn = coro__sigsym_function_of(look, &off, buf, sizeof(buf));
     if (fn) {
         coro__out_str(o, " ");
         coro__out_str(o, fn);
@@ -223,7 +224,9 @@ int coro__sig_crash_init(void)
     if (err < 0) {
         return err;
     }
-    coro__sigsym_refresh();
+    /* Many frames of many coroutines to name: sort every symbol now rather than read the
+     * files in the handler. */
+    coro__sigsym_symbols_enable();
     atomic_store_explicit(&armed, true, memory_order_release);
     struct sigaction sa;
     memset(&sa, 0, sizeof(sa));

@@ -3,12 +3,21 @@
  * report (guard.c) and the crash report (signal-crash.c).
  *
  * A handler may run inside malloc, inside the dynamic loader or inside libelf, so it may not
- * call dl_iterate_phdr, allocate or take a lock. Everything it needs is prepared beforehand:
- * the module table (dl_iterate_phdr) and every function symbol of every module (.symtab, else
- * .dynsym, read with libelf), sorted by address in one read-only mmap'ed block that the handler
- * only binary-searches. Both are retaken only when an object was loaded or unloaded.
+ * call dl_iterate_phdr, allocate or take a lock. The module table (dl_iterate_phdr) is prepared
+ * beforehand, at thread start and before a dump, and retaken only when an object was loaded or
+ * unloaded. Function names come from one of two places:
+ *   - the crash report (CORO_DUMP_ON_CRASH=1) names every frame of every coroutine, so when it
+ *     is armed every function symbol of every module (.symtab, else .dynsym, read with libelf)
+ *     is sorted by address in advance into one read-only mmap'ed block the handler only
+ *     binary-searches;
+ *   - otherwise (the overflow report, on in every program: a few names, once, when the process
+ *     dies) the handler reads the one symbol it needs from the module's ELF file with open,
+ *     fstat and pread, which are async-signal-safe: nothing is spent before a fault. The file is
+ *     untrusted (it may have been replaced on disk): every offset and size is checked against
+ *     the file's size and the number of symbols read is bounded.
  */
 #define _GNU_SOURCE
+#include <errno.h>
 #include <fcntl.h>
 #include <gelf.h>
 #include <link.h>
@@ -17,12 +26,18 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/mman.h>
+#include <sys/stat.h>
 #include <sys/uio.h>
 #include <unistd.h>
 
 #include "sigsafe-sym-int.h"
 
 #define MAX_MODULES 512
+/* Reading a symbol from the file in the handler: symbols per pread, and at most this many
+ * symbols looked at (a .symtab is about 24 bytes per symbol; the largest programs have a few
+ * hundred thousand). */
+#define FILE_SYMS_CHUNK 64
+#define FILE_MAX_SYMS (1u << 21)
 
 /* A handler that runs during a refresh sees no modules (nmodules is 0 meanwhile) and prints
  * bare addresses; it never sees a half-written entry as valid. */
@@ -86,8 +101,12 @@ typedef struct SigSymtab {
     const char *names;
 } SigSymtab;
 
-/* Replaced on refresh; the old block stays mapped, as a handler may be reading it. */
+/* Replaced on refresh; the old block stays mapped, as a handler may be reading it. NULL until
+ * coro__sigsym_symbols_enable(). */
 static SigSymtab *_Atomic symtab;
+static _Atomic bool symbols_wanted;
+/* dl_iterate_phdr's adds/subs when the module table and the symbol table were last taken. */
+static unsigned long long modules_gen = ~0ull;
 static unsigned long long symtab_gen = ~0ull;
 
 typedef struct SymBuild {
@@ -200,12 +219,8 @@ static void symtab_build(unsigned n)
     free(b.names);
 }
 
-const char *coro__sigsym_function_of(uint64_t pc, uint64_t *offset)
+static const char *table_function_of(const SigSymtab *t, uint64_t pc, uint64_t *offset)
 {
-    const SigSymtab *t = atomic_load_explicit(&symtab, memory_order_acquire);
-    if (!t || !t->nsyms) {
-        return NULL;
-    }
     size_t lo = 0, hi = t->nsyms;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
@@ -226,6 +241,147 @@ const char *coro__sigsym_function_of(uint64_t pc, uint64_t *offset)
     return t->names + s->name;
 }
 
+/* ---- function names read from the module's file, in the handler ---- */
+
+/* len bytes at off, all inside a file of file_size bytes, or false. CORO_SIGNAL_SAFE. */
+static bool pread_within(int fd, void *buf, size_t len, uint64_t off, uint64_t file_size)
+{
+    if (off > file_size || len > file_size - off) {
+        return false;
+    }
+    size_t done = 0;
+    while (done < len) {
+        ssize_t got = pread(fd, (char *)buf + done, len - done, (off_t)(off + done));
+        if (got < 0 && errno == EINTR) {
+            continue;
+        }
+        if (got <= 0) {
+            return false;
+        }
+        done += (size_t)got;
+    }
+    return true;
+}
+
+/* The symbol table the prepared table would use (.symtab, else .dynsym) and its string table,
+ * both lying inside the file. CORO_SIGNAL_SAFE. */
+static bool file_symtab(int fd, uint64_t file_size, Elf64_Shdr *symtab_sh, Elf64_Shdr *strtab_sh)
+{
+    Elf64_Ehdr eh;
+    if (!pread_within(fd, &eh, sizeof(eh), 0, file_size) ||
+        memcmp(eh.e_ident, ELFMAG, SELFMAG) != 0 || eh.e_ident[EI_CLASS] != ELFCLASS64 ||
+        eh.e_ident[EI_DATA] != ELFDATA2LSB || eh.e_shentsize != sizeof(Elf64_Shdr) ||
+        eh.e_shnum == 0 || eh.e_shnum >= SHN_LORESERVE || eh.e_shoff > file_size ||
+        (uint64_t)eh.e_shnum * sizeof(Elf64_Shdr) > file_size - eh.e_shoff) {
+        return false;
+    }
+    bool have = false;
+    for (unsigned i = 0; i < eh.e_shnum; i++) {
+        Elf64_Shdr sh, str;
+        if (!pread_within(fd, &sh, sizeof(sh), eh.e_shoff + (uint64_t)i * sizeof(sh),
+                          file_size)) {
+            return false;
+        }
+        if (sh.sh_type != SHT_SYMTAB && (sh.sh_type != SHT_DYNSYM || have)) {
+            continue;
+        }
+        if (sh.sh_entsize != sizeof(Elf64_Sym) || sh.sh_offset > file_size ||
+            sh.sh_size > file_size - sh.sh_offset || sh.sh_link == 0 ||
+            sh.sh_link >= eh.e_shnum ||
+            !pread_within(fd, &str, sizeof(str),
+                          eh.e_shoff + (uint64_t)sh.sh_link * sizeof(str), file_size) ||
+            str.sh_type != SHT_STRTAB || str.sh_offset > file_size ||
+            str.sh_size > file_size - str.sh_offset) {
+            continue;
+        }
+        *symtab_sh = sh;
+        *strtab_sh = str;
+        have = true;
+        if (sh.sh_type == SHT_SYMTAB) {
+            break;
+        }
+    }
+    return have;
+}
+
+/* The function symbol of m's file containing pc, its name copied into buf. Takes the symbols
+ * the prepared table takes (functions and ifuncs, defined, named, of a size in (0, 4 GiB)) and
+ * answers as it does: the one starting last, and among aliases the last in the file.
+ * CORO_SIGNAL_SAFE. */
+static const char *file_function_of(const CoroSigModule *m, uint64_t pc, uint64_t *offset,
+                                    char *buf, size_t size)
+{
+    int fd = open(m->name, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return NULL; /* the vdso, a deleted file: module+offset only */
+    }
+    const char *found = NULL;
+    struct stat st;
+    Elf64_Shdr symtab_sh, strtab_sh;
+    if (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode) ||
+        !file_symtab(fd, (uint64_t)st.st_size, &symtab_sh, &strtab_sh)) {
+        close(fd);
+        return NULL;
+    }
+    uint64_t file_size = (uint64_t)st.st_size;
+    uint64_t vaddr = pc - m->base;
+    uint64_t nsyms = symtab_sh.sh_size / sizeof(Elf64_Sym);
+    if (nsyms > FILE_MAX_SYMS) {
+        nsyms = FILE_MAX_SYMS;
+    }
+    Elf64_Sym best = { 0 };
+    bool have = false;
+    Elf64_Sym chunk[FILE_SYMS_CHUNK];
+    for (uint64_t i = 0; i < nsyms;) {
+        uint64_t n = nsyms - i < FILE_SYMS_CHUNK ? nsyms - i : FILE_SYMS_CHUNK;
+        if (!pread_within(fd, chunk, n * sizeof(Elf64_Sym),
+                          symtab_sh.sh_offset + i * sizeof(Elf64_Sym), file_size)) {
+            break;
+        }
+        for (uint64_t k = 0; k < n; k++) {
+            const Elf64_Sym *y = &chunk[k];
+            unsigned type = ELF64_ST_TYPE(y->st_info);
+            if ((type == STT_FUNC || type == STT_GNU_IFUNC) && y->st_shndx != SHN_UNDEF &&
+                y->st_name != 0 && y->st_size != 0 && y->st_size <= UINT32_MAX &&
+                y->st_value <= vaddr && vaddr - y->st_value < y->st_size &&
+                (!have || y->st_value >= best.st_value)) {
+                best = *y;
+                have = true;
+            }
+        }
+        i += n;
+    }
+    if (have && size > 1 && best.st_name < strtab_sh.sh_size) {
+        uint64_t room = strtab_sh.sh_size - best.st_name;
+        size_t len = room < size - 1 ? (size_t)room : size - 1;
+        if (pread_within(fd, buf, len, strtab_sh.sh_offset + best.st_name, file_size)) {
+            buf[len] = '\0';
+            if (buf[0]) {
+                *offset = vaddr - best.st_value;
+                found = buf;
+            }
+        }
+    }
+    close(fd);
+    return found;
+}
+
+const char *coro__sigsym_function_of(uint64_t pc, uint64_t *offset, char *buf, size_t size)
+{
+    const SigSymtab *t = atomic_load_explicit(&symtab, memory_order_acquire);
+    if (t) {
+        return t->nsyms ? table_function_of(t, pc, offset) : NULL;
+    }
+    const CoroSigModule *m = coro__sigsym_module_of(pc);
+    if (!m) {
+        return NULL;
+    }
+    int saved = errno; /* the interrupted code's */
+    const char *fn = file_function_of(m, pc, offset, buf, size);
+    errno = saved;
+    return fn;
+}
+
 static int count_modules(struct dl_phdr_info *info, size_t size, void *data)
 {
     (void)size;
@@ -238,7 +394,7 @@ void coro__sigsym_refresh(void)
     pthread_mutex_lock(&refresh_lock);
     unsigned long long gen = 0;
     dl_iterate_phdr(count_modules, &gen);
-    if (gen != symtab_gen) {
+    if (gen != modules_gen) {
         if (!exe_name[0]) {
             ssize_t len = readlink("/proc/self/exe", exe_name, sizeof(exe_name) - 1);
             exe_name[len > 0 ? len : 0] = '\0';
@@ -247,10 +403,19 @@ void coro__sigsym_refresh(void)
         atomic_store_explicit(&nmodules, 0, memory_order_release);
         dl_iterate_phdr(add_module, &n);
         atomic_store_explicit(&nmodules, n, memory_order_release);
-        symtab_build(n);
+        modules_gen = gen;
+    }
+    if (atomic_load(&symbols_wanted) && gen != symtab_gen) {
+        symtab_build(atomic_load_explicit(&nmodules, memory_order_relaxed));
         symtab_gen = gen;
     }
     pthread_mutex_unlock(&refresh_lock);
+}
+
+void coro__sigsym_symbols_enable(void)
+{
+    atomic_store(&symbols_wanted, true);
+    coro__sigsym_refresh();
 }
 
 /* ---- return addresses ---- */

@@ -8,10 +8,18 @@
  *     records, torn records, unknown states;
  *   - the unwinder's pcs for real suspended coroutines compared with libunwind's (used here
  *     only, as a cross-check: the library does not link libunwind, docs/dump-format.md);
- *   - unwinding from bad registers stops with a reason and keeps the frames found.
+ *   - unwinding from bad registers stops with a reason and keeps the frames found;
+ *   - the signal-safe symbol reader (sigsafe-sym.c): reading a symbol from a module's file, as
+ *     the overflow report does, survives corrupted files, and names every address as the
+ *     prepared table of the crash report does.
  */
 #define _GNU_SOURCE
+#include <dlfcn.h>
+#include <elf.h>
 #include <errno.h>
+#include <inttypes.h>
+#include <limits.h>
+#include <link.h>
 #include <setjmp.h>
 #include <stdarg.h>
 #include <stddef.h>
@@ -27,6 +35,7 @@
 #include <libunwind.h>
 
 #include "inspect-int.h"
+#include "sigsafe-sym-int.h"
 
 extern struct coro_debug_abi coroscope_debug_abi;
 void chain_a_o2(void *opaque);
@@ -572,6 +581,214 @@ static void test_torn_record_gets_a_reason_not_frames(void **state)
     coro__backtrace_fini(&bt);
 }
 
+/* A byte offset inside the section headers of the ELF image orig (for random damage). */
+static size_t orig_shoff_byte(const unsigned char *orig, size_t len, unsigned r)
+{
+    const Elf64_Ehdr *eh = (const Elf64_Ehdr *)(const void *)orig;
+    uint64_t n = (uint64_t)eh->e_shnum * sizeof(Elf64_Shdr);
+    return eh->e_shoff < len && n ? (size_t)(eh->e_shoff + r % n) : r % len;
+}
+
+/* ---- the signal-safe symbol reader ---- */
+
+/* Puts len bytes at path by rename, so that a mapping of the old file keeps its contents. */
+static void replace_file(const char *path, const void *bytes, size_t len)
+{
+    char tmp[PATH_MAX];
+    snprintf(tmp, sizeof(tmp), "%s.new", path);
+    FILE *f = fopen(tmp, "wb");
+    assert_non_null(f);
+    assert_int_equal(fwrite(bytes, 1, len, f), len);
+    assert_int_equal(fclose(f), 0);
+    assert_int_equal(rename(tmp, path), 0);
+}
+
+/* Before any symbol table is enabled (the next test enables it): names come from the file. */
+static void test_sigsym_file_reader_survives_bad_files(void **state)
+{
+    (void)state;
+    /* A copy of libz (loaded already, for libdw; .dynsym only, as Debian strips it) is
+     * loaded, then replaced on disk. */
+    void *z = dlopen("libz.so.1", RTLD_NOW | RTLD_NOLOAD);
+    Dl_info zi;
+    if (!z || !dladdr(dlsym(z, "zlibVersion"), &zi) || !zi.dli_fname) {
+        skip();
+    }
+    char dir[] = "/tmp/coroscope-sigsym.XXXXXX", lib[sizeof(dir) + 32];
+    assert_non_null(mkdtemp(dir));
+    snprintf(lib, sizeof(lib), "%s/libcopy.so", dir);
+    FILE *f = fopen(zi.dli_fname, "rb");
+    assert_non_null(f);
+    size_t cap = 16u << 20;
+    unsigned char *orig = malloc(cap), *mut = malloc(cap);
+    assert_non_null(orig);
+    assert_non_null(mut);
+    size_t len = fread(orig, 1, cap, f);
+    fclose(f);
+    dlclose(z);
+    assert_true(len > sizeof(Elf64_Ehdr) && len < cap);
+    replace_file(lib, orig, len);
+    void *h = dlopen(lib, RTLD_NOW | RTLD_LOCAL);
+    assert_non_null(h);
+    uint64_t fn = (uint64_t)(uintptr_t)dlsym(h, "zlibVersion");
+    assert_true(fn != 0);
+    coro__sigsym_refresh();
+
+    char buf[64];
+    uint64_t off = 0;
+    const char *name = coro__sigsym_function_of(fn + 2, &off, buf, sizeof(buf));
+    assert_non_null(name);
+    assert_ptr_equal(name, buf);        /* read from the file: no table yet */
+    assert_string_equal(name, "zlibVersion");
+    assert_int_equal(off, 2);
+    char small[6];
+    assert_string_equal(coro__sigsym_function_of(fn, &off, small, sizeof(small)), "zlibV");
+
+    /* Truncated to its ELF header, and section headers said to lie past the end: no name. */
+    replace_file(lib, orig, sizeof(Elf64_Ehdr));
+    assert_null(coro__sigsym_function_of(fn, &off, buf, sizeof(buf)));
+    memcpy(mut, orig, len);
+    Elf64_Ehdr *eh = (Elf64_Ehdr *)(void *)mut;
+    eh->e_shoff = len - 16;
+    replace_file(lib, mut, len);
+    assert_null(coro__sigsym_function_of(fn, &off, buf, sizeof(buf)));
+    /* Its symbol table reaching past the end of the file, or its string table another kind
+     * of section: no name either. */
+    memcpy(mut, orig, len);
+    Elf64_Shdr *sh = (Elf64_Shdr *)(void *)(mut + eh->e_shoff);
+    assert_true(eh->e_shoff + (uint64_t)eh->e_shnum * sizeof(*sh) <= len);
+    unsigned dynsym = 0;
+    for (unsigned i = 1; i < eh->e_shnum && !dynsym; i++) {
+        dynsym = sh[i].sh_type == SHT_DYNSYM ? i : 0;
+    }
+    assert_true(dynsym != 0);
+    sh[dynsym].sh_size = len;
+    replace_file(lib, mut, len);
+    assert_null(coro__sigsym_function_of(fn, &off, buf, sizeof(buf)));
+    memcpy(mut, orig, len);
+    unsigned text = 0;          /* the biggest code section: bytes that are not names */
+    for (unsigned i = 1; i < eh->e_shnum; i++) {
+        if ((sh[i].sh_flags & SHF_EXECINSTR) && (!text || sh[i].sh_size > sh[text].sh_size)) {
+            text = i;
+        }
+    }
+    assert_true(text != 0);
+    sh[dynsym].sh_link = text;
+    replace_file(lib, mut, len);
+    assert_null(coro__sigsym_function_of(fn, &off, buf, sizeof(buf)));
+
+    /* Random damage: truncation, bytes of the ELF header, of the section headers, anywhere.
+     * Whatever the answer, it is bounded and terminated. */
+    srand(4242);
+    unsigned named = 0;
+    for (unsigned it = 0; it < 400; it++) {
+        size_t l = len;
+        memcpy(mut, orig, len);
+        unsigned kind = (unsigned)rand() % 4;
+        if (kind == 0) {
+            l = (size_t)rand() % len;
+        }
+        for (unsigned k = 1 + (unsigned)rand() % 16; k > 0; k--) {
+            size_t at = kind == 1 ? (size_t)rand() % sizeof(Elf64_Ehdr)
+                      : kind == 2 ? orig_shoff_byte(orig, len, (unsigned)rand())
+                      : (size_t)rand() % (l ? l : 1);
+            if (at < l) {
+                mut[at] = (unsigned char)(rand() % 3 == 0 ? 0xff : rand());
+            }
+        }
+        replace_file(lib, mut, l);
+        name = coro__sigsym_function_of(fn + 3, &off, small, sizeof(small));
+        if (name) {
+            assert_true(strnlen(name, sizeof(small)) < sizeof(small));
+            named++;
+        }
+    }
+    /* Most damage misses what the lookup reads: it still names the function then. */
+    assert_true(named > 0);
+
+    replace_file(lib, orig, len);
+    assert_string_equal(coro__sigsym_function_of(fn, &off, buf, sizeof(buf)), "zlibVersion");
+    dlclose(h);
+    unlink(lib);
+    rmdir(dir);
+    free(orig);
+    free(mut);
+}
+
+#define AGREE_MAX 3000
+#define AGREE_NAME 64
+
+typedef struct AgreeSet {
+    uint64_t total;             /* bytes of executable segments of file-backed modules */
+    uint64_t step;
+    unsigned n;
+    uint64_t addr[AGREE_MAX];
+} AgreeSet;
+
+static int agree_collect(struct dl_phdr_info *info, size_t size, void *data)
+{
+    (void)size;
+    AgreeSet *a = data;
+    if (info->dlpi_name && strstr(info->dlpi_name, "linux-vdso")) {
+        return 0;               /* no file to read: neither source names it */
+    }
+    for (int i = 0; i < info->dlpi_phnum; i++) {
+        const ElfW(Phdr) *ph = &info->dlpi_phdr[i];
+        if (ph->p_type != PT_LOAD || !(ph->p_flags & PF_X)) {
+            continue;
+        }
+        if (!a->step) {
+            a->total += ph->p_memsz;
+            continue;
+        }
+        for (uint64_t v = info->dlpi_addr + ph->p_vaddr;
+             v < info->dlpi_addr + ph->p_vaddr + ph->p_memsz && a->n < AGREE_MAX; v += a->step) {
+            a->addr[a->n++] = v;
+        }
+    }
+    return 0;
+}
+
+/* The overflow report (names read from the file) and the crash report (the prepared table)
+ * name the same function at the same offset for addresses spread over every module. */
+static void test_sigsym_file_reader_agrees_with_table(void **state)
+{
+    (void)state;
+    static AgreeSet a;
+    static char names[AGREE_MAX][AGREE_NAME];
+    static uint64_t offs[AGREE_MAX];
+    memset(&a, 0, sizeof(a));
+    coro__sigsym_refresh();
+    dl_iterate_phdr(agree_collect, &a);
+    a.step = (a.total / (AGREE_MAX - 64)) | 1;     /* odd: lands at every alignment */
+    dl_iterate_phdr(agree_collect, &a);
+    assert_true(a.n > 1000);
+    unsigned named = 0;
+    for (unsigned i = 0; i < a.n; i++) {
+        char buf[AGREE_NAME];
+        const char *name = coro__sigsym_function_of(a.addr[i], &offs[i], buf, sizeof(buf));
+        snprintf(names[i], AGREE_NAME, "%s", name ? name : "");
+        named += name != NULL;
+    }
+    assert_true(named > a.n / 10);
+
+    coro__sigsym_symbols_enable();
+    unsigned differ = 0;
+    for (unsigned i = 0; i < a.n; i++) {
+        char buf[AGREE_NAME], cut[AGREE_NAME];
+        uint64_t off = 0;
+        const char *name = coro__sigsym_function_of(a.addr[i], &off, buf, sizeof(buf));
+        assert_true(name != buf);       /* from the table now */
+        snprintf(cut, sizeof(cut), "%s", name ? name : "");
+        if (strcmp(cut, names[i]) != 0 || (name && off != offs[i])) {
+            print_message("0x%" PRIx64 ": file %s+%" PRIu64 ", table %s+%" PRIu64 "\n",
+                          a.addr[i], names[i], offs[i], cut, off);
+            differ++;
+        }
+    }
+    assert_int_equal(differ, 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest fake_tests[] = {
@@ -591,7 +808,13 @@ int main(void)
         cmocka_unit_test(test_unwind_through_an_interrupted_switch),
         cmocka_unit_test(test_torn_record_gets_a_reason_not_frames),
     };
+    /* In this order: the second enables the symbol table for the rest of the process. */
+    const struct CMUnitTest sigsym_tests[] = {
+        cmocka_unit_test(test_sigsym_file_reader_survives_bad_files),
+        cmocka_unit_test(test_sigsym_file_reader_agrees_with_table),
+    };
     int failed = cmocka_run_group_tests_name("registry", fake_tests, setup_fake, teardown_fake);
     failed += cmocka_run_group_tests_name("unwinder", self_tests, setup_self, teardown_self);
+    failed += cmocka_run_group_tests_name("sigsym", sigsym_tests, NULL, NULL);
     return failed;
 }
