@@ -152,8 +152,12 @@ static ModSyms *mod_syms(CoroSymbolizer *s, Dwfl_Module *m)
     ModSyms *ms = &s->mods[s->nmods];
     memset(ms, 0, sizeof(*ms));
     ms->mod = m;
-    ms->name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, NULL, NULL);
     int n = dwfl_module_getsymtab(m);
+    /* A module's path, as JSON's "module" promises, for every target: libdwfl names the
+     * modules of a core by soname ("libc.so.6"), so take the file it found for them then. */
+    const char *mainfile = NULL;
+    const char *modname = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, &mainfile, NULL);
+    ms->name = modname && modname[0] != '/' && mainfile && mainfile[0] == '/' ? mainfile : modname;
     if (n > 0) {
         ms->syms = malloc((size_t)n * sizeof(Sym));
     }

@@ -75,6 +75,10 @@ s = by["sleeper"]
 assert s["state"] == "running" and s["thread"], s
 assert any(f["function"] == "sleep_deep" and f["line"] == int(sys.argv[3]) for f in s["frames"]), s
 assert [f["function"] for f in by["fresh"]["frames"]] == ["fresh_entry"], by["fresh"]
+# "module" is a path for every target (libdwfl names a core's libraries by soname).
+mod = p["frames"][0]["module"]
+assert mod.startswith("/") and mod.endswith("/libcoroscope.so.0"), mod
+assert p["frames"][1]["module"].startswith("/"), p["frames"][1]
 EOF
     then ok "$1: bt --json"; else bad "$1: bt --json"; head -c 2000 "$T/out"; fi
 }
