@@ -87,10 +87,11 @@ typedef struct CoroSwitch {
 } CoroSwitch;
 
 struct Coroutine;
-/* The bookkeeping and misuse checks of coro_enter(co) and coro_yield(), up to the switch: the
- * C twin of the assembly fast paths, which must record exactly the same. */
+/* The bookkeeping and misuse checks of coro_enter(co), up to the switch: the C twin of the
+ * assembly fast path, which must record exactly the same. */
 CoroSwitch coro__enter_prepare(struct Coroutine *co);
-CoroSwitch coro__yield_prepare(void);
+/* coro_yield() outside a coroutine: one line, a backtrace, abort. */
+void coro__yield_misuse(void) __attribute__((noreturn));
 
 /*
  * First frame of every coroutine stack: CFI marks its return address undefined, so every

@@ -504,7 +504,7 @@ static __attribute__((noinline, noreturn)) void enter_misuse(Coroutine *co, Coro
     coro__die("coro_enter(%p) from %s: not a coroutine (state %u)", (void *)co, who, state);
 }
 
-static __attribute__((noinline, noreturn)) void yield_misuse(void)
+__attribute__((noinline, noreturn)) void coro__yield_misuse(void)
 {
     coro__die("coro_yield() called outside a coroutine, on thread %d", (int)gettid());
 }
@@ -539,7 +539,7 @@ static inline __attribute__((always_inline)) CoroSwitch yield_prepare(CoroShard 
 {
     Coroutine *self = sh ? sh->current : NULL;
     if (unlikely(!self)) {
-        yield_misuse();
+        coro__yield_misuse();
     }
     Coroutine *to = self->caller;
     begin_save(self, CORO_STATE_SUSPENDED);
@@ -554,17 +554,12 @@ static inline __attribute__((always_inline)) CoroSwitch yield_prepare(CoroShard 
 }
 
 #ifndef CORO_ASAN
-/* coro_enter and coro_yield are in switch-x86_64.S; they call these, then switch. */
+/* coro_enter and coro_yield are in switch-x86_64.S; coro_enter calls this, then switches. */
 CoroSwitch coro__enter_prepare(Coroutine *co)
 {
     return enter_prepare(shard(), co);
 }
 
-CoroSwitch coro__yield_prepare(void)
-{
-    Coroutine *to;
-    return yield_prepare(tls_shard(), &to);
-}
 #else
 CORO_EXPORT void coro_enter(Coroutine *co)
 {

@@ -135,8 +135,9 @@ coro__switch_end:
  *
  * The fast paths below record exactly what enter_prepare() / yield_prepare() in coro.c record,
  * in the same order (x86 keeps stores in program order, which is what the C code's release
- * stores ask for). The first use on a thread and every misuse take the C path
- * (coro__enter_prepare / coro__yield_prepare, which return from and to in rax:rdx, or abort).
+ * stores ask for). The first use on a thread and every misuse of coro_enter take the C path
+ * (coro__enter_prepare, which returns from and to in rax:rdx, or aborts); coro_yield outside
+ * a coroutine calls coro__yield_misuse, which aborts.
  * Either way the switch saves rip = the `ret` below and rsp = our return address.
  *
  * Both store the floating-point control state (stmxcsr, fnstcw) into *from before any other
@@ -232,18 +233,11 @@ coro_yield:
     movl    $CORO_ASM_STATE_RUNNING, CORO_REC_STATE(%rsi)
     jmp     .Lyield_switch
 .Lyield_slow:
+    /* No shard or no current coroutine: yield outside a coroutine, which only aborts. */
     subq    $8, %rsp
     .cfi_adjust_cfa_offset 8
-    callq   coro__yield_prepare         /* aborts: yield outside a coroutine */
-    addq    $8, %rsp
-    .cfi_adjust_cfa_offset -8
-    movq    %rax, %rdi
-    movq    %rdx, %rsi
-    stmxcsr CORO_REGS_FP(%rdi)
-    fnstcw  CORO_REGS_FP+4(%rdi)
-    leaq    .Lyield_resume(%rip), %rax
-    movq    %rsp, %rdx
-    jmp     coro__switch
+    callq   coro__yield_misuse          /* noreturn */
+    ud2
     .cfi_endproc
     .size   coro_yield, .-coro_yield
 #endif
