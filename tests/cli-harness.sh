@@ -1,7 +1,19 @@
 # Shared by tests/e2e-cli.sh and tests/e2e-cli-static.sh (sourced, not a test itself): check
 # reporting, running a command with its expected exit status, matching its output, starting
 # tests/prog-cli until it is ready, and making a kernel core of it. The caller sets $T (a
-# temporary directory), $SRC (the source whose LINE-x markers line_of reads), fails=0 and pids="".
+# temporary directory, removed at exit with every process started) and $SRC (the source whose
+# LINE-x markers line_of reads).
+
+fails=0
+pids=""
+cleanup() {
+    for p in $pids; do kill -9 "$p" 2>/dev/null; done
+    rm -rf "$T"
+}
+trap cleanup EXIT INT TERM
+# A target's own leak report or ASan's leak check must not run when we kill it.
+export ASAN_OPTIONS="detect_leaks=0:disable_coredump=0:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export CORO_LEAK_CHECK=0
 
 ok() { echo "ok   - $1"; }
 bad() { echo "FAIL - $1"; fails=$((fails + 1)); }

@@ -13,17 +13,6 @@ SRC=tests/prog-cli.c
 [ -x "$CLI" ] && [ -x "$PROG" ] || { echo "skip: $CLI or $PROG not built"; exit 77; }
 
 T=$(mktemp -d /tmp/coroscope-e2e-cli.XXXXXX)
-pids=""
-cleanup() {
-    for p in $pids; do kill -9 "$p" 2>/dev/null; done
-    rm -rf "$T"
-}
-trap cleanup EXIT INT TERM
-# A target's own leak report or ASan's leak check must not run when we kill it.
-export ASAN_OPTIONS="detect_leaks=0:disable_coredump=0:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
-export CORO_LEAK_CHECK=0
-
-fails=0
 . tests/cli-harness.sh
 
 L_PARK_C=$(line_of park_c); L_PARK_B=$(line_of park_b); L_PARK_A=$(line_of park_a)
