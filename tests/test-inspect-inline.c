@@ -17,6 +17,7 @@
 #include <coroscope/coro.h>
 #include <coroscope/inspect.h>
 
+#include "test-inspect-common.h"
 #include "test-inspect-json.h"
 
 static int line_l3, line_l2, line_l1, line_entry;
@@ -53,11 +54,7 @@ static char *dump_json(void)
     int fd = memfd_create("dump", MFD_CLOEXEC);
     assert_true(fd >= 0);
     assert_int_equal(coro_dump(fd, CORO_DUMP_JSON), 0);
-    off_t len = lseek(fd, 0, SEEK_END);
-    char *buf = malloc((size_t)len + 1);
-    assert_non_null(buf);
-    assert_int_equal(pread(fd, buf, (size_t)len, 0), len);
-    buf[len] = '\0';
+    char *buf = read_all(fd);
     close(fd);
     return buf;
 }

@@ -27,16 +27,7 @@
 #include <coroscope/coro.h>
 #include <coroscope/inspect.h>
 
-static char *read_all(int fd)
-{
-    off_t len = lseek(fd, 0, SEEK_END);
-    assert_true(len >= 0);
-    char *buf = malloc((size_t)len + 1);
-    assert_non_null(buf);
-    assert_int_equal(pread(fd, buf, (size_t)len, 0), len);
-    buf[len] = '\0';
-    return buf;
-}
+#include "test-inspect-common.h"
 
 __attribute__((noinline)) static void wait_here(void)
 {
@@ -166,8 +157,6 @@ static void test_cmocka_assertion_fails_on_leak(void **state)
 }
 
 /* ---- child programs: leak exit code, overflow, C++ ---- */
-
-static char helper_dir[PATH_MAX];
 
 static const char *helper(const char *name)
 {
@@ -355,17 +344,6 @@ static void test_cxx_exceptions_keep_libgcc_unwinder(void **state)
     }
     assert_true(bindings >= 1);
     child_free(&c);
-}
-
-static int setup_paths(void **state)
-{
-    ssize_t n = readlink("/proc/self/exe", helper_dir, sizeof(helper_dir) - 1);
-    if (n <= 0) {
-        return -1;
-    }
-    helper_dir[n] = '\0';
-    *strrchr(helper_dir, '/') = '\0';
-    return 0;
 }
 
 int main(void)

@@ -31,6 +31,7 @@
 #include <coroscope/coro.h>
 #include <coroscope/inspect.h>
 
+#include "test-inspect-common.h"
 #include "test-inspect-json.h"
 
 #define CHAIN_DECL(X)                                                                     \
@@ -55,17 +56,6 @@ static const Chain chains[] = {
 };
 
 /* ---- helpers ---- */
-
-static char *read_all(int fd)
-{
-    off_t len = lseek(fd, 0, SEEK_END);
-    assert_true(len >= 0);
-    char *buf = malloc((size_t)len + 1);
-    assert_non_null(buf);
-    assert_int_equal(pread(fd, buf, (size_t)len, 0), len);
-    buf[len] = '\0';
-    return buf;
-}
 
 /* coro_dump into memory. noinline: a dump from a coroutine shows this function as frame 1. */
 static __attribute__((noinline)) char *dump_string(int format)
@@ -598,8 +588,6 @@ static void test_folded_aggregates_identical_stacks(void **state)
     assert_no_coroutine_leaks_since(mark);
 }
 
-static char helper_dir[PATH_MAX];
-
 /* The written schema and the output agree: a dump validated against
  * docs/coroscope-dump.schema.json by the python3 on PATH with its jsonschema module (Debian:
  * python3-jsonschema); skipped where there is none. Names with a quote and a control byte. */
@@ -661,17 +649,6 @@ static void test_json_matches_the_schema_file(void **state)
     assert_memory_equal(o, "valid ", 6);
     free(o);
     free(e);
-}
-
-static int setup_paths(void **state)
-{
-    ssize_t n = readlink("/proc/self/exe", helper_dir, sizeof(helper_dir) - 1);
-    if (n <= 0) {
-        return -1;
-    }
-    helper_dir[n] = '\0';
-    *strrchr(helper_dir, '/') = '\0';
-    return 0;
 }
 
 int main(void)
