@@ -343,7 +343,7 @@ static void ptrace_hint(pid_t pid, char *buf, size_t len)
         snprintf(buf, len, ": it has exited and is a zombie (not reaped by its parent yet)");
         return;
     }
-    if (tracer > 0) {
+    if (tracer > 0 && tracer != (int)getpid()) {
         snprintf(buf, len, ": it is already traced by process %d (a debugger?); detach that "
                  "first", tracer);
         return;
@@ -368,6 +368,25 @@ static void ptrace_hint(pid_t pid, char *buf, size_t len)
 
 /* One pass over /proc/PID/task: seizes and interrupts the threads not seen yet. Returns how
  * many were new, or -errno. */
+/* True when thread tid of pid has exited (gone from /proc, or a zombie on its way out). */
+static bool thread_gone(pid_t pid, pid_t tid)
+{
+    char path[64], buf[512];
+    snprintf(path, sizeof(path), "/proc/%d/task/%d/stat", (int)pid, (int)tid);
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return true;
+    }
+    ssize_t n = read(fd, buf, sizeof(buf) - 1);
+    close(fd);
+    if (n <= 0) {
+        return true;
+    }
+    buf[n] = '\0';
+    const char *paren = strrchr(buf, ')');
+    return paren && paren[1] == ' ' && (paren[2] == 'Z' || paren[2] == 'X');
+}
+
 static int attach_pass(PidTarget *p, char *err, size_t errlen)
 {
     char path[64];
@@ -389,8 +408,9 @@ static int attach_pass(PidTarget *p, char *err, size_t errlen)
         }
         if (ptrace(PTRACE_SEIZE, (pid_t)tid, NULL, NULL) < 0) {
             int e = errno;
-            if (e == ESRCH) {
-                continue; /* exited meanwhile */
+            if (e == ESRCH || (e == EPERM && tid != p->e.base.pid &&
+                               thread_gone(p->e.base.pid, (pid_t)tid))) {
+                continue; /* exited meanwhile: the kernel says EPERM while it is a zombie */
             }
             closedir(d);
             if (e == EPERM) {
