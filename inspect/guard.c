@@ -1,6 +1,6 @@
 /*
- * What the runtime asks of inspect/ when a thread first uses coroutines
- * (coro__inspect_thread_init): the stack-overflow report and the CORO_LEAK_CHECK exit report.
+ * What inspect/ does when a thread first uses coroutines (the runtime's thread_init hook,
+ * <coroscope/hooks.h>): the stack-overflow report and the CORO_LEAK_CHECK exit report.
  *
  * Overflow: a SIGSEGV handler (SA_ONSTACK, on a per-thread alternate stack, since the
  * overflowing stack has no room left) checks whether the fault hit the guard page of the
@@ -32,6 +32,8 @@
 #include <sys/mman.h>
 #include <ucontext.h>
 #include <unistd.h>
+
+#include <coroscope/hooks.h>
 
 #include "inspect-int.h"
 #include "signal-int.h"
@@ -296,7 +298,7 @@ static void process_init(void)
     process_ready = 1;
 }
 
-void coro__inspect_thread_init(void)
+static void inspect_thread_init(void)
 {
     if (process_ready) {
         /* A later thread: objects may have been loaded since (dlopen). */
@@ -304,4 +306,18 @@ void coro__inspect_thread_init(void)
     }
     pthread_once(&process_once, process_init);
     altstack_install();
+}
+
+/*
+ * The runtime calls back into inspect/ only through the hook table it owns. Installed before
+ * any constructor of default priority runs, so a program whose own constructors create
+ * coroutines still gets the overflow report on that thread. In a static link this object is
+ * always part of the program: libcoroscope.a holds the whole library as one relocatable
+ * object (Makefile), so nothing in the runtime needs to reference inspect/ to pull it in.
+ */
+static const CoroRuntimeHooks inspect_hooks = { .thread_init = inspect_thread_init };
+
+__attribute__((constructor(101))) static void inspect_hooks_install(void)
+{
+    coro_runtime_hooks_set(&inspect_hooks);
 }

@@ -339,12 +339,5 @@ const char *coro__state_name(uint32_t state);
  */
 size_t coro__leak_report(uint64_t since, int fd, const char *title, const CoroMachineRegs *live);
 
-/*
- * Called by the runtime the first time a thread uses coroutines (runtime/coro.c): installs
- * the guard-page overflow handler (once per process) and this thread's alternate signal
- * stack, and arms the CORO_LEAK_CHECK exit report (once). Being referenced from the runtime
- * is also what pulls inspect/ into programs linked with the static library.
- */
-void coro__inspect_thread_init(void);
 
 #endif /* COROSCOPE_INSPECT_INT_H */

@@ -103,7 +103,7 @@ void coro__sig_crash_report_once(int signo, const void *ucontext);
 uint64_t coro__sig_now_ns(void);
 
 /* Reads CORO_DUMP_SIGNAL, CORO_DUMP_PATH, CORO_DUMP_FORMAT and CORO_DUMP_ON_CRASH once per
- * process (signal.c). Called by a constructor at load and by coro__inspect_thread_init(), the
+ * process (signal.c). Called by a constructor at load and by the runtime's thread_init hook (guard.c), the
  * reference that pulls signal.o into programs linked with the static library. */
 void coro__signal_init(void);
 

@@ -8,13 +8,13 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
-#include <execinfo.h>
 #include <pthread.h>
-#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
+
+#include <coroscope/hooks.h>
 
 #include "coro-int.h" /* defines CORO_ASAN in ASan builds */
 
@@ -59,7 +59,13 @@ __thread CoroShard *coro__tls_shard;
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
-void coro__inspect_thread_init(void); /* inspect/guard.c */
+/* Installed by the layers above (inspect/ at load time): see <coroscope/hooks.h>. */
+static const CoroRuntimeHooks *_Atomic runtime_hooks;
+
+CORO_EXPORT const CoroRuntimeHooks *coro_runtime_hooks_set(const CoroRuntimeHooks *hooks)
+{
+    return atomic_exchange(&runtime_hooks, hooks);
+}
 static pthread_key_t shard_key;
 
 static inline CoroShard *tls_shard(void)
@@ -69,41 +75,6 @@ static inline CoroShard *tls_shard(void)
                      "movq %%fs:(%0), %0"
                      : "=r"(sh));
     return sh;
-}
-
-/* ---- misuse: one line, a backtrace, abort ---- */
-
-void coro__describe(const Coroutine *co, char *buf, size_t size)
-{
-    if (!co) {
-        snprintf(buf, size, "the thread's own stack (thread %d)", (int)gettid());
-    } else if (co->name[0]) {
-        snprintf(buf, size, "coroutine %llu \"%.*s\"", (unsigned long long)co->id,
-                 CORO_NAME_SIZE - 1, co->name);
-    } else {
-        snprintf(buf, size, "coroutine %llu (unnamed)", (unsigned long long)co->id);
-    }
-}
-
-void coro__die(const char *fmt, ...)
-{
-    char line[512];
-    int n = snprintf(line, sizeof(line), "coroscope: fatal: ");
-    va_list ap;
-    va_start(ap, fmt);
-    n += vsnprintf(line + n, sizeof(line) - (size_t)n - 1, fmt, ap);
-    va_end(ap);
-    if (n > (int)sizeof(line) - 2) {
-        n = (int)sizeof(line) - 2;
-    }
-    line[n++] = '\n';
-    if (write(STDERR_FILENO, line, (size_t)n) < 0) {
-        /* Nothing better to do: we are about to abort. */
-    }
-    void *pcs[64];
-    int depth = backtrace(pcs, 64);
-    backtrace_symbols_fd(pcs, depth, STDERR_FILENO);
-    abort();
 }
 
 /* ---- per-thread state ---- */
@@ -176,9 +147,12 @@ static __attribute__((noinline)) CoroShard *shard_init(void)
 #endif
     coro__tls_shard = sh;
     pthread_setspecific(shard_key, sh);
-    /* inspect/guard.c: this thread's alternate signal stack, the overflow handler and the
-     * CORO_LEAK_CHECK exit report (also what links inspect/ into static programs). */
-    coro__inspect_thread_init();
+    /* The layers above: e.g. this thread's alternate signal stack, the overflow handler and
+     * the CORO_LEAK_CHECK exit report (inspect/guard.c installs them). */
+    const CoroRuntimeHooks *hooks = atomic_load(&runtime_hooks);
+    if (hooks && hooks->thread_init) {
+        hooks->thread_init();
+    }
     return sh;
 }
 

@@ -57,6 +57,18 @@ grep -q 'coroutines in process' "$T/demo.log" && ok "the demo dumped its corouti
     || bad "no dump in the demo's output"
 [ -x "$T/src/build/coroscope" ] && ok "the CLI was built" || bad "no build/coroscope"
 
+# 1b. A plain `make` (no goal) on a fresh tree builds the library and the CLI.
+rm -rf "$T/installed" "$T/src/build"
+(cd "$T/src" && make --no-print-directory PKG_CONFIG="$T/pkg-config" DEPS_SH="$T/deps-installs") \
+    >"$T/make.log" 2>&1
+rc=$?
+if [ $rc -eq 0 ] && [ -x "$T/src/build/coroscope" ] && [ -f "$T/src/build/libcoroscope.so.0" ]; then
+    ok "plain make on a fresh tree builds the library and the CLI"
+else
+    bad "plain make (exit $rc) did not build the library and the CLI"
+    tail -n 20 "$T/make.log" | sed 's/^/    | /'
+fi
+
 # 2. Packages missing and deps cannot install them (not root): its message, no link attempt.
 rm -f "$T/installed"
 (cd "$T/src" && make --no-print-directory B=build2 PKG_CONFIG="$T/pkg-config" \
