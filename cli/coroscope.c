@@ -97,17 +97,6 @@ static const char *describe_co(const CoroInfo *co, char *buf, size_t len)
     return buf;
 }
 
-/* The thread a running coroutine is on: the shard whose current record it is. */
-static int32_t running_tid(const CoroRegistry *reg, const CoroInfo *co)
-{
-    for (size_t i = 0; i < reg->nthreads; i++) {
-        if (reg->threads[i].current == co->record && reg->threads[i].tid > 0) {
-            return reg->threads[i].tid;
-        }
-    }
-    return co->tid;
-}
-
 /* Frames that are not the user's: coroscope's own functions, and code in the system's
  * libraries (libc's nanosleep is not where a person looks for a hung coroutine). */
 static bool system_frame(Dwfl *dwfl, const CoroFrame *f)
@@ -159,13 +148,10 @@ static const CoroFrame *where_frame(Dwfl *dwfl, const CoroBacktrace *bt)
     return bt->nframes ? &bt->frames[0] : NULL;
 }
 
-static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const bool *shown)
+static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n)
 {
     printf("%-8s %-9s %-20s %-8s %s\n", "ID", "STATE", "NAME", "THREAD", "WHERE");
     for (size_t i = 0; i < n; i++) {
-        if (!shown[i]) {
-            continue;
-        }
         const CoroBacktrace *bt = &bts[i];
         char name[CORO_INFO_NAME_SIZE];
         snprintf(name, sizeof(name), "%s", bt->info.name[0] ? bt->info.name : "-");
@@ -354,18 +340,76 @@ static int parse_args(int argc, char **argv, Args *a)
     return -1;
 }
 
-static bool wanted(const Args *a, uint64_t id, bool *found)
+/* What main() tells the collect driver. */
+typedef struct CliCtx {
+    const Args *a;
+    CoroTarget *t;
+    bool *found;                  /* per requested id: seen */
+} CliCtx;
+
+/* Only the requested ids (all when none); every copy of a repeated id counts as found. */
+static bool cli_want(const CoroInfo *co, void *arg)
 {
-    if (a->nids == 0) {
+    CliCtx *c = arg;
+    if (c->a->nids == 0) {
         return true;
     }
-    for (size_t i = 0; i < a->nids; i++) {
-        if (a->ids[i] == id) {
-            found[i] = true;
+    bool hit = false;
+    for (size_t i = 0; i < c->a->nids; i++) {
+        if (c->a->ids[i] == co->id) {
+            c->found[i] = true;
+            hit = true;
+        }
+    }
+    return hit;
+}
+
+static bool repeated(const uint64_t *ids, size_t i)
+{
+    for (size_t k = 0; k < i; k++) {
+        if (ids[k] == ids[i]) {
             return true;
         }
     }
     return false;
+}
+
+/* Marks a stack that reads as zeros (gcore), and says on stderr why frames are missing. */
+static int cli_after(const CoroRegistry *reg, const CoroInfo *co, const CoroMachineRegs *live,
+                     CoroBacktrace *bt, void *arg)
+{
+    CliCtx *c = arg;
+    const CoroMachineRegs *sp_regs = live ? live : &co->regs;
+    if (co->state != CORO_STATE_CREATED && !bt->error[0] && stack_all_zero(c->t, co, sp_regs)) {
+        snprintf(bt->error, sizeof(bt->error), "its stack reads as all zeros in this %s "
+                 "(gdb's gcore cannot read coroutine stacks with guard pages: use a kernel "
+                 "core)", c->a->pid ? "process" : "core");
+    }
+    if (bt->error[0]) {
+        char desc[128];
+        clean(bt->error);
+        fprintf(stderr, "coroscope: %s of %s: %s\n", describe_co(co, desc, sizeof(desc)),
+                coro__target_describe(c->t), bt->error);
+    }
+    return 0;
+}
+
+/* The partial-record rule's counts, said once each on stderr; returns how many failed. */
+static size_t report_partial(const CoroCollection *col, const char *what)
+{
+    size_t nfailed = col->incomplete;
+    if (col->truncated) {
+        fprintf(stderr, "coroscope: the coroutine registry of %s is corrupt (a list is cyclic "
+                "or longer than its count): showing the %zu coroutines read before that\n",
+                what, col->reg.ncoros);
+        nfailed++;
+    }
+    if (col->unreadable) {
+        fprintf(stderr, "coroscope: %zu coroutine records of %s could not be read\n",
+                col->unreadable, what);
+        nfailed += col->unreadable;
+    }
+    return nfailed;
 }
 
 int main(int argc, char **argv)
@@ -399,7 +443,6 @@ int main(int argc, char **argv)
 
     uint64_t abi_addr;
     const char *module;
-    CoroRegistry reg = { 0 };
     if (coro__target_find_registry(t, &abi_addr, &module, err, sizeof(err)) < 0) {
         fprintf(stderr, "coroscope: %s\n", err);
         t->ops->close(t);
@@ -418,148 +461,70 @@ int main(int argc, char **argv)
         fprintf(stderr, "coroscope: warning: %s: %zu more modules missing\n", what,
                 nmissing - 4);
     }
+    bool *found_ids = calloc(a.nids ? a.nids : 1, sizeof(*found_ids));
+    if (!found_ids) {
+        fprintf(stderr, "coroscope: out of memory\n");
+        t->ops->close(t);
+        free(a.ids);
+        return EXIT_NONE;
+    }
     t->error[0] = '\0';
-    rc = coro__registry_read(t, abi_addr, &reg);
+    CliCtx ctx = { .a = &a, .t = t, .found = found_ids };
+    CoroCollectOptions opts = {
+        .bt = {
+            .max_frames = ps ? PS_MAX_FRAMES : a.max_frames,
+            .sym_flags = a.no_inlines ? CORO_SYM_NO_INLINES : 0,
+        },
+        .want = cli_want, .after = cli_after, .arg = &ctx,
+    };
+    CoroCollection col;
+    rc = coro__collect(t, abi_addr, &opts, &col);
     if (rc < 0) {
         fprintf(stderr, "coroscope: cannot read the coroutine registry of %s (in %s): %s\n",
                 what, module, t->error[0] ? t->error : strerror(-rc));
         t->ops->close(t);
         free(a.ids);
+        free(found_ids);
         return EXIT_NONE;
     }
+    /* Everything is read: let a live process go before printing. */
+    coro__target_resume(t);
 
-    int status = EXIT_ALL;
-    size_t nshown = 0, nfailed = 0, nbts = 0;
-    if (reg.truncated) {
-        fprintf(stderr, "coroscope: the coroutine registry of %s is corrupt (a list is cyclic "
-                "or longer than its count): showing the %zu coroutines read before that\n",
-                what, reg.ncoros);
-        nfailed++;
-    }
-    if (reg.unreadable) {
-        fprintf(stderr, "coroscope: %zu coroutine records of %s could not be read\n",
-                reg.unreadable, what);
-        nfailed += reg.unreadable;
-    }
-
-    CoroUnwinder *u = coro__unwinder_create(t, t->dwfl, &reg.abi);
-    CoroSymbolizer *s = coro__symbolizer_create(t->dwfl);
-    CoroBacktrace *bts = calloc(reg.ncoros ? reg.ncoros : 1, sizeof(*bts));
-    bool *shown = calloc(reg.ncoros ? reg.ncoros : 1, sizeof(*shown));
-    bool *found = calloc(a.nids ? a.nids : 1, sizeof(*found));
-    if (!u || !s || !bts || !shown || !found) {
-        fprintf(stderr, "coroscope: cannot set up unwinding of %s: %s\n", what,
-                strerror(errno ? errno : ENOMEM));
-        status = EXIT_NONE;
-        goto out;
-    }
-    CoroBacktraceOptions opts = {
-        .max_frames = ps ? PS_MAX_FRAMES : a.max_frames,
-        .sym_flags = a.no_inlines ? CORO_SYM_NO_INLINES : 0,
-        .unwind_flags = 0,
-    };
-    for (size_t i = 0; i < reg.ncoros; i++) {
-        CoroInfo co = reg.coros[i];
-        if (!wanted(&a, co.id, found)) {
-            continue;
-        }
-        CoroMachineRegs live, *livep = NULL;
-        if (co.state == CORO_STATE_RUNNING) {
-            co.tid = running_tid(&reg, &co);
-            if (co.tid > 0 && t->ops->thread_regs(t, co.tid, &live) == 0) {
-                livep = &live;
-            }
-        }
-        CoroBacktrace *bt = &bts[nbts];
-        if (coro__backtrace_build(u, s, &reg.abi, &co, livep, &opts, bt) < 0) {
-            fprintf(stderr, "coroscope: out of memory\n");
-            status = EXIT_NONE;
-            goto out;
-        }
-        nbts++;
-        const CoroMachineRegs *sp_regs = livep ? livep : &co.regs;
-        if (co.state != CORO_STATE_CREATED && !bt->error[0] && stack_all_zero(t, &co, sp_regs)) {
-            snprintf(bt->error, sizeof(bt->error), "its stack reads as all zeros in this %s "
-                     "(gdb's gcore cannot read coroutine stacks with guard pages: use a kernel "
-                     "core)", a.pid ? "process" : "core");
-        }
-        char desc[128];
-        if (bt->error[0]) {
-            clean(bt->error);
-            fprintf(stderr, "coroscope: %s of %s: %s\n", describe_co(&co, desc, sizeof(desc)),
-                    what, bt->error);
-        }
-        /* Shown when it has frames (a never-entered one has its entry function). */
-        if (bt->nframes > 0 || co.state == CORO_STATE_CREATED) {
-            shown[nbts - 1] = true;
-            nshown++;
-        }
-        if (bt->error[0] && !(bt->truncated && bt->nframes > 0)) {
-            nfailed++;
-        }
-    }
+    size_t nfailed = report_partial(&col, what);
     for (size_t i = 0; i < a.nids; i++) {
-        if (!found[i]) {
+        if (!found_ids[i] && !repeated(a.ids, i)) {
             fprintf(stderr, "coroscope: no coroutine %" PRIu64 " in %s\n", a.ids[i], what);
             nfailed++;
         }
     }
-    /* Everything is read: let a live process go before printing. */
-    coro__target_resume(t);
-    if (reg.ncoros == 0 && nfailed == 0) {
+    if (col.reg.ncoros == 0 && nfailed == 0) {
         fprintf(stderr, "coroscope: %s has no live coroutines\n", what);
     }
 
+    int status = EXIT_ALL;
     fflush(stdout);
     if (ps) {
-        print_ps(t->dwfl, bts, nbts, shown);
+        print_ps(t->dwfl, col.bts, col.n);
+    } else if (a.format == CORO_DUMP_TEXT && col.n == 0) {
+        /* Nothing to print; the messages above say why. */
     } else {
-        /* Formats take only what was shown: compact the array. */
-        size_t k = 0;
-        for (size_t i = 0; i < nbts; i++) {
-            if (shown[i]) {
-                CoroBacktrace tmp = bts[k];
-                bts[k] = bts[i];
-                bts[i] = tmp;
-                bool b = shown[k];
-                shown[k] = shown[i];
-                shown[i] = b;
-                k++;
-            }
-        }
         CoroDumpMeta meta = { .pid = (int)t->pid, .time = when };
-        if (a.format == CORO_DUMP_TEXT && k == 0) {
-            /* Nothing to print; the messages above say why. */
-        } else {
-            rc = coro__format_dump(STDOUT_FILENO, a.format, &meta, bts, k, 0, NULL);
-            if (rc < 0 && rc != -EPIPE) {
-                fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(-rc));
-                nfailed++;
-            }
+        coro__collection_meta(&col, &meta);
+        rc = coro__format_dump(STDOUT_FILENO, a.format, &meta, col.bts, col.n, 0, NULL);
+        if (rc < 0 && rc != -EPIPE) {
+            fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(-rc));
+            nfailed++;
         }
     }
     if (fflush(stdout) != 0 && errno != EPIPE) {
         fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(errno));
     }
     if (nfailed) {
-        status = nshown ? EXIT_SOME : EXIT_NONE;
+        status = col.n > col.incomplete ? EXIT_SOME : EXIT_NONE;
     }
-
-out:
-    for (size_t i = 0; bts && i < nbts; i++) {
-        coro__backtrace_fini(&bts[i]);
-    }
-    free(bts);
-    free(shown);
-    free(found);
-    if (s) {
-        coro__symbolizer_destroy(s);
-    }
-    if (u) {
-        coro__unwinder_destroy(u);
-    }
-    coro__registry_free(&reg);
+    coro__collection_free(&col);
     t->ops->close(t);
     free(a.ids);
+    free(found_ids);
     return status;
 }

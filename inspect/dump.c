@@ -250,15 +250,84 @@ static void sigpipe_restore(NoSigpipe *g, bool broke)
     pthread_sigmask(SIG_SETMASK, &g->old, NULL);
 }
 
-static int by_id(const void *a, const void *b)
+/* What run() tells the collect driver. */
+typedef struct RunCtx {
+    DumpJob *job;
+    uint64_t self;                /* record of the coroutine running the dump, 0 none */
+    const CoroMachineRegs *live;  /* its captured registers */
+    uint64_t chain[CHAIN_MAX];    /* leak reports: the running chain, never a leak */
+    size_t nchain;
+    bool others;                  /* other threads run coroutines: stacks may move */
+} RunCtx;
+
+static void run_prepare(const CoroRegistry *reg, void *arg)
 {
-    uint64_t x = ((const CoroInfo *)a)->id, y = ((const CoroInfo *)b)->id;
-    return x < y ? -1 : x > y;
+    RunCtx *c = arg;
+    /* Other threads may resume, suspend or end coroutines while we unwind them. */
+    size_t threads = 0;
+    for (size_t i = 0; i < reg->nthreads; i++) {
+        threads += reg->threads[i].tid != 0;
+    }
+    c->others = threads > 1;
+    if (!c->others) {
+        prefetch_stacks(reg, c->self);
+    }
+    c->nchain = c->job->leak_only ? own_chain(reg, c->self, c->chain) : 0;
+}
+
+static bool run_want(const CoroInfo *co, void *arg)
+{
+    const RunCtx *c = arg;
+    return !c->job->leak_only ||
+           (co->generation >= c->job->since && !in_chain(c->chain, c->nchain, co->record));
+}
+
+static const CoroMachineRegs *run_live(const CoroInfo *co, CoroMachineRegs *buf, void *arg)
+{
+    const RunCtx *c = arg;
+    return co->record == c->self ? c->live : NULL;
+}
+
+static int run_after(const CoroRegistry *reg, const CoroInfo *co, const CoroMachineRegs *live,
+                     CoroBacktrace *bt, void *arg)
+{
+    const RunCtx *c = arg;
+    return c->others && co->record != c->self ? recheck(reg, co, bt) : 0;
+}
+
+static int write_leaks(DumpJob *job, const CoroCollection *col)
+{
+    size_t n = col->n;
+    job->leaks = n;
+    if (job->fd < 0 || n == 0) {
+        return 0;
+    }
+    CoroOut o;
+    coro__out_init(&o, job->fd);
+    coro__out_str(&o, job->leak_title);
+    coro__out_u64(&o, n);
+    coro__out_str(&o, n == 1 ? " coroutine still alive:\n" : " coroutines still alive:\n");
+    if (col->unreadable || col->truncated) {
+        /* The partial-record rule: a leak check must not under-report silently. */
+        coro__out_str(&o, "coroscope: leak check: partial: ");
+        coro__out_u64(&o, col->unreadable);
+        coro__out_str(&o, col->truncated ? " records could not be read and the registry walk "
+                      "was cut short: there may be more\n" :
+                      " records could not be read: there may be more\n");
+    }
+    int rc = coro__out_flush(&o);
+    for (size_t i = 0; i < n && rc == 0; i++) {
+        rc = coro__format_text_one(job->fd, &col->bts[i]);
+        if (rc == 0 && i + 1 < n) {
+            rc = write(job->fd, "\n", 1) == 1 ? 0 : -errno;
+        }
+    }
+    return rc;
 }
 
 static int run(DumpJob *job, const CoroMachineRegs *live)
 {
-    uint64_t self = (uint64_t)(uintptr_t)coro_self();
+    RunCtx ctx = { .job = job, .self = (uint64_t)(uintptr_t)coro_self(), .live = live };
     CoroDumpMeta meta = { .pid = getpid() };
     clock_gettime(CLOCK_REALTIME, &meta.time);
 
@@ -269,81 +338,30 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
         pthread_mutex_unlock(&engine_lock);
         return rc;
     }
-    CoroRegistry reg;
-    rc = coro__registry_read(self_target, coro__self_abi_addr(), &reg);
-    if (rc < 0) {
-        pthread_mutex_unlock(&engine_lock);
-        if (rc == -ENOMEM) {
-            return rc;
-        }
-        coro__die("%s: this process's coroutine registry is corrupt", self_target->error);
-    }
-    CoroBacktrace *bts = calloc(reg.ncoros ? reg.ncoros : 1, sizeof(*bts));
-    if (!bts) {
-        coro__registry_free(&reg);
-        pthread_mutex_unlock(&engine_lock);
-        return -ENOMEM;
-    }
-    /* Registry order is newest slab first; people read ids in order. */
-    qsort(reg.coros, reg.ncoros, sizeof(*reg.coros), by_id);
-    /* Other threads may resume, suspend or end coroutines while we unwind them. */
-    size_t threads = 0;
-    for (size_t i = 0; i < reg.nthreads; i++) {
-        threads += reg.threads[i].tid != 0;
-    }
-    if (threads <= 1) {
-        prefetch_stacks(&reg, self);
-    }
-    uint64_t chain[CHAIN_MAX];
-    size_t nchain = job->leak_only ? own_chain(&reg, self, chain) : 0;
-    size_t n = 0;
-    for (size_t i = 0; i < reg.ncoros && rc == 0; i++) {
-        const CoroInfo *ci = &reg.coros[i];
-        if (job->leak_only) {
-            if (ci->generation < job->since || in_chain(chain, nchain, ci->record)) {
-                continue;
-            }
-        }
-        const CoroMachineRegs *regs = ci->record == self ? live : NULL;
-        rc = coro__backtrace_build(unwinder, symbolizer, &reg.abi, ci, regs, NULL, &bts[n]);
-        if (rc == 0 && threads > 1 && ci->record != self) {
-            rc = recheck(&reg, ci, &bts[n]);
-        }
-        if (rc == 0) {
-            n++;
-        }
-    }
+    CoroCollectOptions opts = {
+        .unwinder = unwinder, .symbolizer = symbolizer,
+        .prepare = run_prepare, .want = run_want, .live = run_live, .after = run_after,
+        .arg = &ctx,
+    };
+    CoroCollection col;
+    rc = coro__collect(self_target, coro__self_abi_addr(), &opts, &col);
     if (rc == 0) {
+        coro__collection_meta(&col, &meta);
         NoSigpipe guard;
         sigpipe_block(&guard);
         if (job->leak_only) {
-            job->leaks = n;
-            if (job->fd >= 0 && n > 0) {
-                CoroOut o;
-                coro__out_init(&o, job->fd);
-                coro__out_str(&o, job->leak_title);
-                coro__out_u64(&o, n);
-                coro__out_str(&o, n == 1 ? " coroutine still alive:\n" :
-                              " coroutines still alive:\n");
-                rc = coro__out_flush(&o);
-                for (size_t i = 0; i < n && rc == 0; i++) {
-                    rc = coro__format_text_one(job->fd, &bts[i]);
-                    if (rc == 0 && i + 1 < n) {
-                        rc = write(job->fd, "\n", 1) == 1 ? 0 : -errno;
-                    }
-                }
-            }
+            rc = write_leaks(job, &col);
         } else {
-            rc = coro__format_dump(job->fd, job->format, &meta, bts, n, 0, NULL);
+            rc = coro__format_dump(job->fd, job->format, &meta, col.bts, col.n, 0, NULL);
         }
         sigpipe_restore(&guard, rc == -EPIPE);
+        coro__collection_free(&col);
+    } else if (rc != -ENOMEM) {
+        coro__self_target_prefetch_drop(self_target);
+        pthread_mutex_unlock(&engine_lock);
+        coro__die("%s: this process's coroutine registry is corrupt", self_target->error);
     }
     coro__self_target_prefetch_drop(self_target);
-    for (size_t i = 0; i < n; i++) {
-        coro__backtrace_fini(&bts[i]);
-    }
-    free(bts);
-    coro__registry_free(&reg);
     pthread_mutex_unlock(&engine_lock);
     return rc;
 }

@@ -448,7 +448,10 @@ static void json_one(CoroOut *o, const CoroBacktrace *bt)
         }
         json_frame(o, &bt->frames[i]);
     }
-    coro__out_str(o, "]}");
+    /* The partial-record rule: why frames are missing or incomplete, or null. */
+    coro__out_str(o, "],\"error\":");
+    coro__out_json_str(o, bt->error[0] ? bt->error : NULL);
+    out_ch(o, '}');
 }
 
 /* ---- folded ---- */
@@ -552,6 +555,35 @@ static void folded_line(CoroOut *o, const CoroBacktrace *bt, uint64_t count)
     out_ch(o, '\n');
 }
 
+/* The header's second line when the answer is partial (the collect driver's counts). */
+static void text_partial(CoroOut *o, const CoroDumpMeta *meta)
+{
+    if (!meta || (!meta->unreadable && !meta->truncated && !meta->incomplete)) {
+        return;
+    }
+    const char *sep = "coroscope: partial: ";
+    if (meta->unreadable) {
+        coro__out_str(o, sep);
+        coro__out_u64(o, meta->unreadable);
+        coro__out_str(o, meta->unreadable == 1 ? " record could not be read" :
+                      " records could not be read");
+        sep = "; ";
+    }
+    if (meta->truncated) {
+        coro__out_str(o, sep);
+        coro__out_str(o, "the registry walk was cut short (a list is cyclic or longer than its "
+                      "count)");
+        sep = "; ";
+    }
+    if (meta->incomplete) {
+        coro__out_str(o, sep);
+        coro__out_u64(o, meta->incomplete);
+        coro__out_str(o, meta->incomplete == 1 ? " coroutine listed without all its frames" :
+                      " coroutines listed without all their frames");
+    }
+    out_ch(o, '\n');
+}
+
 int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBacktrace *bts,
                       size_t n, unsigned flags, uint32_t *order)
 {
@@ -569,6 +601,7 @@ int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBa
                 out_time(&o, &meta->time);
             }
             out_ch(&o, '\n');
+            text_partial(&o, meta);
         }
         for (size_t i = 0; i < n; i++) {
             out_ch(&o, '\n');
@@ -585,7 +618,13 @@ int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBa
             struct timespec zero = { 0, 0 };
             out_time(&o, &zero);
         }
-        coro__out_str(&o, "\",\"coroutines\":[");
+        coro__out_str(&o, "\",\"partial\":{\"unreadable\":");
+        coro__out_u64(&o, meta ? meta->unreadable : 0);
+        coro__out_str(&o, meta && meta->truncated ? ",\"truncated\":true" :
+                      ",\"truncated\":false");
+        coro__out_str(&o, ",\"incomplete\":");
+        coro__out_u64(&o, meta ? meta->incomplete : 0);
+        coro__out_str(&o, "},\"coroutines\":[");
         for (size_t i = 0; i < n; i++) {
             if (i) {
                 out_ch(&o, ',');

@@ -281,6 +281,11 @@ void coro__backtrace_fini(CoroBacktrace *bt);
 typedef struct CoroDumpMeta {
     int pid;
     struct timespec time;     /* CLOCK_REALTIME when the snapshot was taken */
+    /* How partial the answer is (coro__collection_meta fills these): records that could not
+     * be read at all, a registry walk cut short, coroutines listed without (all) frames. */
+    size_t unreadable;
+    bool truncated;
+    size_t incomplete;
 } CoroDumpMeta;
 
 enum {
@@ -328,6 +333,60 @@ int coro__out_flush(CoroOut *o);                  /* 0 or the first -errno */
 
 /* "created", "running" or "suspended" (NESTED is running), as in the JSON schema. */
 const char *coro__state_name(uint32_t state);
+
+/* ------------------------------------------------------------------ the collect driver */
+
+/*
+ * How a reader wants its coroutines collected. Zero-initialised means: every live coroutine,
+ * default frame options, running coroutines unwound from their thread's registers when the
+ * target gives them (t->ops->thread_regs), an unwinder and symbolizer of the collection's own.
+ */
+typedef struct CoroCollectOptions {
+    CoroBacktraceOptions bt;
+    CoroUnwinder *unwinder;       /* borrowed, or NULL: the collection makes one */
+    CoroSymbolizer *symbolizer;   /* borrowed, or NULL: likewise */
+    /* Called once the registry is read and sorted, before any backtrace is built (e.g. to
+     * prefetch stacks); may be NULL. */
+    void (*prepare)(const CoroRegistry *reg, void *arg);
+    /* Leaves a coroutine out when it returns false (not counted anywhere). */
+    bool (*want)(const CoroInfo *co, void *arg);
+    /* Registers to unwind a coroutine from instead of its record (e.g. the caller's captured
+     * context for the coroutine running the dump): buf is storage for the answer. NULL: the
+     * default rule above. */
+    const CoroMachineRegs *(*live)(const CoroInfo *co, CoroMachineRegs *buf, void *arg);
+    /* Called after each backtrace is built (live: the registers used, or NULL), to recheck or
+     * annotate it; 0, or -errno to stop the collection. */
+    int (*after)(const CoroRegistry *reg, const CoroInfo *co, const CoroMachineRegs *live,
+                 CoroBacktrace *bt, void *arg);
+    void *arg;
+} CoroCollectOptions;
+
+/* The result: every coroutine read, in id order, with the partial-record counts. */
+typedef struct CoroCollection {
+    CoroRegistry reg;             /* coros sorted by id */
+    CoroBacktrace *bts;           /* n backtraces, in id order */
+    size_t n;
+    size_t incomplete;            /* kept, but bts[i].error says frames are missing */
+    size_t unreadable;            /* records that could not be read at all (not in bts) */
+    bool truncated;               /* a registry walk stopped at a bound or a cycle */
+    CoroUnwinder *u;              /* what was used (borrowed or own_u) */
+    CoroSymbolizer *s;
+    CoroUnwinder *own_u;
+    CoroSymbolizer *own_s;
+} CoroCollection;
+
+/*
+ * The one way every reader (CLI, coro_dump, the leak checks, the signal dump) collects: reads
+ * the registry described at abi_addr, sorts it by id and builds each wanted coroutine's
+ * backtrace. The partial-record rule (collect.c): a record read is always kept, marked by its
+ * backtrace's error and counted in incomplete; an unreadable record is counted in unreadable.
+ * 0 or -errno (t->error says why); release with coro__collection_free().
+ */
+int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
+                  CoroCollection *out);
+void coro__collection_free(CoroCollection *c);
+/* Copies the partial-record counts into a dump's header. */
+void coro__collection_meta(const CoroCollection *c, CoroDumpMeta *meta);
 
 /* ------------------------------------------------------------------ in-process glue */
 

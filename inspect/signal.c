@@ -223,40 +223,17 @@ static int dump_once(const DumpConfig *c)
         say(fd, "cannot take a snapshot", err);
         goto out;
     }
-    CoroRegistry reg;
-    err = coro__registry_read(st.target, st.snap.abi_addr, &reg);
+    CoroCollectOptions opts = { .unwinder = st.unwinder, .symbolizer = st.symbolizer };
+    CoroCollection col;
+    err = coro__collect(st.target, st.snap.abi_addr, &opts, &col);
     if (err < 0) {
         say(fd, st.target->error[0] ? st.target->error : "cannot read the registry", err);
         goto out;
     }
-    CoroBacktrace *bts = calloc(reg.ncoros ? reg.ncoros : 1, sizeof(*bts));
-    if (!bts) {
-        coro__registry_free(&reg);
-        err = -ENOMEM;
-        say(fd, "out of memory", err);
-        goto out;
-    }
-    CoroBacktraceOptions opts = { 0 };
-    size_t n = 0;
-    for (size_t i = 0; i < reg.ncoros; i++) {
-        const CoroInfo *co = &reg.coros[i];
-        CoroMachineRegs live;
-        const CoroMachineRegs *livep = NULL;
-        if (co->state == CORO_STATE_RUNNING &&
-            st.target->ops->thread_regs(st.target, co->tid, &live) == 0) {
-            livep = &live;
-        }
-        if (coro__backtrace_build(st.unwinder, st.symbolizer, &reg.abi, co, livep, &opts,
-                                  &bts[n]) == 0) {
-            n++;
-        }
-    }
-    err = coro__format_dump(fd, c->format, &meta, bts, n, 0, NULL);
-    for (size_t i = 0; i < n; i++) {
-        coro__backtrace_fini(&bts[i]);
-    }
-    free(bts);
-    coro__registry_free(&reg);
+    coro__collection_meta(&col, &meta);
+    size_t n = col.n;
+    err = coro__format_dump(fd, c->format, &meta, col.bts, n, 0, NULL);
+    coro__collection_free(&col);
     st.dump_ns = coro__sig_now_ns() - t0;
     if (err == 0 && c->format == CORO_DUMP_TEXT) {
         char line[256];

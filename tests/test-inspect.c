@@ -239,12 +239,26 @@ static Json *parse_dump_json(const char *text)
         fail();
     }
     /* The top level and every coroutine object, exactly as schema version 1 says. */
-    static const char *const top[] = { "format", "version", "pid", "time", "coroutines" };
+    static const char *const top[] = { "format", "version", "pid", "time", "partial",
+                                       "coroutines" };
     assert_int_equal(doc->type, J_OBJ);
-    assert_int_equal(doc->n, 5);
-    for (size_t i = 0; i < 5; i++) {
+    assert_int_equal(doc->n, 6);
+    for (size_t i = 0; i < 6; i++) {
         assert_string_equal(doc->keys[i], top[i]);
     }
+    /* This process's own registry reads whole: nothing partial to report. */
+    const Json *partial = jget(doc, "partial");
+    assert_int_equal(partial->type, J_OBJ);
+    assert_int_equal(jget(partial, "unreadable")->i, 0);
+    assert_int_equal(jget(partial, "truncated")->type, J_BOOL);
+    assert_false(jget(partial, "truncated")->b);
+    /* Coroutines listed without all their frames say why (other threads may move them). */
+    long long with_error = 0;
+    const Json *all = jget(doc, "coroutines");
+    for (size_t i = 0; i < all->n; i++) {
+        with_error += jget(all->items[i], "error")->type == J_STR;
+    }
+    assert_true(jget(partial, "incomplete")->i <= with_error);
     assert_string_equal(jget(doc, "format")->s, "coroscope");
     assert_int_equal(jget(doc, "version")->i, 1);
     assert_int_equal(jget(doc, "pid")->i, getpid());
@@ -256,12 +270,12 @@ static Json *parse_dump_json(const char *text)
     const Json *list = jget(doc, "coroutines");
     assert_int_equal(list->type, J_ARR);
     static const char *const ckeys[] = { "id", "name", "state", "thread", "entry", "created_at",
-                                         "stack", "frames" };
+                                         "stack", "frames", "error" };
     for (size_t i = 0; i < list->n; i++) {
         const Json *c = list->items[i];
         assert_int_equal(c->type, J_OBJ);
-        assert_int_equal(c->n, 8);
-        for (size_t k = 0; k < 8; k++) {
+        assert_int_equal(c->n, 9);
+        for (size_t k = 0; k < 9; k++) {
             assert_string_equal(c->keys[k], ckeys[k]);
         }
         assert_true(jget(c, "id")->is_int && jget(c, "id")->i > 0);

@@ -1,0 +1,128 @@
+/*
+ * The collect driver: the one way every reader turns a target's registry into backtraces.
+ * The CLI (a live pid or a core), coro_dump() and the leak checks (this process) and the
+ * signal dump (a snapshot of this process) all call coro__collect(), so they share one walk,
+ * one order and one rule for records that cannot be read whole:
+ *
+ *   - a record that was read is always kept in the result, in id order; when its frames are
+ *     missing or incomplete its backtrace says why (CoroBacktrace.error) and it is counted
+ *     in CoroCollection.incomplete;
+ *   - a record that could not be read at all has no id to show: it is counted in
+ *     CoroCollection.unreadable, and a walk cut short by a bound or a cycle sets truncated.
+ *
+ * Formatters print those counts in the dump's header (text preamble, JSON "partial"), so a
+ * leak check or a script can tell a complete answer from a partial one.
+ */
+#define _GNU_SOURCE
+#include <errno.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "inspect-int.h"
+
+static int by_id(const void *a, const void *b)
+{
+    uint64_t x = ((const CoroInfo *)a)->id, y = ((const CoroInfo *)b)->id;
+    return x < y ? -1 : x > y;
+}
+
+/* The tid a running coroutine runs on now: the shard whose current record it is. */
+static int32_t running_tid(const CoroRegistry *reg, const CoroInfo *co)
+{
+    for (size_t i = 0; i < reg->nthreads; i++) {
+        if (reg->threads[i].current == co->record && reg->threads[i].tid > 0) {
+            return reg->threads[i].tid;
+        }
+    }
+    return co->tid;
+}
+
+int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
+                  CoroCollection *out)
+{
+    static const CoroCollectOptions defaults;
+    if (!o) {
+        o = &defaults;
+    }
+    memset(out, 0, sizeof(*out));
+    int rc = coro__registry_read(t, abi_addr, &out->reg);
+    if (rc < 0) {
+        return rc;
+    }
+    CoroRegistry *reg = &out->reg;
+    out->unreadable = reg->unreadable;
+    out->truncated = reg->truncated;
+    /* Registry order is newest slab first; people read ids in order (as `info threads`). */
+    qsort(reg->coros, reg->ncoros, sizeof(*reg->coros), by_id);
+
+    out->u = o->unwinder;
+    out->s = o->symbolizer;
+    if (!out->u) {
+        out->u = out->own_u = coro__unwinder_create(t, t->dwfl, &reg->abi);
+    }
+    if (!out->s) {
+        out->s = out->own_s = coro__symbolizer_create(t->dwfl);
+    }
+    out->bts = calloc(reg->ncoros ? reg->ncoros : 1, sizeof(*out->bts));
+    if (!out->u || !out->s || !out->bts) {
+        snprintf(t->error, sizeof(t->error), "cannot set up unwinding: out of memory");
+        coro__collection_free(out);
+        return -ENOMEM;
+    }
+    if (o->prepare) {
+        o->prepare(reg, o->arg);
+    }
+    for (size_t i = 0; i < reg->ncoros; i++) {
+        CoroInfo *co = &reg->coros[i];
+        if (o->want && !o->want(co, o->arg)) {
+            continue;
+        }
+        CoroMachineRegs buf;
+        const CoroMachineRegs *live = o->live ? o->live(co, &buf, o->arg) : NULL;
+        if (!live && co->state == CORO_STATE_RUNNING) {
+            co->tid = running_tid(reg, co);
+            if (co->tid > 0 && t->ops->thread_regs(t, co->tid, &buf) == 0) {
+                live = &buf;
+            }
+        }
+        CoroBacktrace *bt = &out->bts[out->n];
+        rc = coro__backtrace_build(out->u, out->s, &reg->abi, co, live, &o->bt, bt);
+        if (rc == 0 && o->after) {
+            rc = o->after(reg, co, live, bt, o->arg);
+        }
+        if (rc < 0) {
+            coro__backtrace_fini(bt);
+            snprintf(t->error, sizeof(t->error), "out of memory building backtraces");
+            coro__collection_free(out);
+            return rc;
+        }
+        out->n++;
+        if (bt->error[0] && !(bt->truncated && bt->nframes > 0)) {
+            out->incomplete++;
+        }
+    }
+    return 0;
+}
+
+void coro__collection_meta(const CoroCollection *c, CoroDumpMeta *meta)
+{
+    meta->unreadable = c->unreadable;
+    meta->truncated = c->truncated;
+    meta->incomplete = c->incomplete;
+}
+
+void coro__collection_free(CoroCollection *c)
+{
+    for (size_t i = 0; c->bts && i < c->n; i++) {
+        coro__backtrace_fini(&c->bts[i]);
+    }
+    free(c->bts);
+    if (c->own_s) {
+        coro__symbolizer_destroy(c->own_s);
+    }
+    if (c->own_u) {
+        coro__unwinder_destroy(c->own_u);
+    }
+    coro__registry_free(&c->reg);
+    memset(c, 0, sizeof(*c));
+}
