@@ -265,7 +265,7 @@ check-asan:
 	    check
 
 check-valgrind: all $(TEST_BIN) $(TEST_HELPERS)
-	$(Q)B=$(B) TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
+	$(Q)B=$(B) TEST_TIMEOUT=1800 TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
 	    --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect" \
 	    ./tests/run-tests.sh $(TEST_BIN)
 
