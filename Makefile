@@ -79,7 +79,7 @@ $(B)/tests/%: LAYER_INC := -Iruntime -Iinspect
 ALL_LDFLAGS  := $(SAN) $(LDFLAGS)
 
 # ---------------------------------------------------------------- library
-RUNTIME_SRC  := runtime/coro.c runtime/die.c runtime/registry.c runtime/stack.c
+RUNTIME_SRC  := runtime/coro.c runtime/die.c runtime/loop.c runtime/registry.c runtime/stack.c runtime/sync.c
 RUNTIME_ASM  := runtime/switch-x86_64.S
 INSPECT_SRC  := $(wildcard inspect/*.c)
 LIB_OBJ      := $(patsubst %.c,$(B)/%.o,$(RUNTIME_SRC) $(INSPECT_SRC)) \

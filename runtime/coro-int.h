@@ -38,14 +38,27 @@ struct Coroutine {
     void *stack_base;           /* lowest usable byte; guard page below */
     size_t stack_size;
     char name[CORO_NAME_SIZE];
-    /* Reserved for wait reasons (sync issue): zero until then. */
-    const char *wait_reason;
+    /* The wait reason (loop.c, sync.c; published by the debug ABI): written by the
+     * coroutine itself before it parks, cleared when it resumes. */
+    const char *wait_reason;    /* unused (the ABI's older string field) */
     void *wait_object;
     uint64_t wait_since;
     Coroutine *_Atomic next;    /* registry list: push-only, never unlinked */
     Coroutine *pool_next;       /* free lists and pools */
     void *asan_fake_stack;      /* sanitizer bookkeeping (ASan builds only) */
     unsigned valgrind_stack_id;
+    /* Waiting (wait-int.h). */
+    uint32_t wait_kind;         /* CORO_WAIT_* */
+    int32_t wait_fd;
+    uint32_t wait_events;
+    int32_t wait_result;        /* what woke it: revents, -ETIMEDOUT, 0 (coro_wake) */
+    int64_t wait_deadline;      /* CLOCK_MONOTONIC ns, 0 none */
+    struct CoroLoop *wait_loop; /* the loop it waits on / is scheduled on */
+    Coroutine *wait_next;       /* link in a CoQueue / CoMutex / CoRwlock wait list */
+    Coroutine *ready_next;      /* link in a loop's ready list (scheduled to run) */
+    _Atomic uint32_t wake_state; /* 1 while scheduled on a loop (a second wake is ignored) */
+    uint32_t wait_granted;      /* sync.c: the object was handed to it */
+    uint32_t timer_slot;        /* 1 + index in its loop's timer heap, 0 none */
 };
 
 /* Per-thread state. Shards are linked for the life of the process and reused by later threads. */

@@ -14,6 +14,8 @@
 #include <string.h>
 #include <unistd.h>
 
+#include <coroscope/sync.h>
+
 #include "coro-int.h"
 
 #define OFF(field) ((uint32_t)offsetof(Coroutine, field))
@@ -54,8 +56,8 @@ struct coro_debug_abi coroscope_debug_abi = {
     .off_switch_count = OFF(switch_count),
     .off_generation = OFF(generation),
     .off_wait_reason = CORO_DEBUG_ABSENT,
-    .off_wait_object = CORO_DEBUG_ABSENT,
-    .off_wait_since = CORO_DEBUG_ABSENT,
+    .off_wait_object = OFF(wait_object),
+    .off_wait_since = OFF(wait_since),
     .off_stack_used_max = CORO_DEBUG_ABSENT,
     .shard_size = sizeof(CoroShard),
     .shard_off_next = SOFF(next),
@@ -63,6 +65,12 @@ struct coro_debug_abi coroscope_debug_abi = {
     .shard_off_current = SOFF(current),
     .shard_off_created = SOFF(created),
     .shard_off_terminated = SOFF(terminated),
+    .off_wait_kind = OFF(wait_kind),
+    .off_wait_fd = OFF(wait_fd),
+    .off_wait_events = OFF(wait_events),
+    .off_wait_deadline = OFF(wait_deadline),
+    .mutex_off_holder_id = (uint32_t)offsetof(CoMutex, holder_id),
+    .rwlock_off_writer_id = (uint32_t)offsetof(CoRwlock, writer_id),
 };
 
 /* Slow paths only: new records and shards, the free-record list. */

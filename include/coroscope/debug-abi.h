@@ -42,6 +42,18 @@ enum {
     CORO_STATE_TERMINATED = 5, /* entry returned, being returned to the pool: skip it */
 };
 
+/* Values of the record's wait_kind field (uint32): what a suspended coroutine waits for
+ * (<coroscope/loop.h>, <coroscope/sync.h>). NONE: not in a coroscope wait (a plain yield). */
+enum {
+    CORO_WAIT_NONE = 0,
+    CORO_WAIT_FD = 1,          /* wait_fd, wait_events (poll bits); wait_deadline or 0 */
+    CORO_WAIT_SLEEP = 2,       /* wait_deadline */
+    CORO_WAIT_QUEUE = 3,       /* wait_object: the CoQueue */
+    CORO_WAIT_MUTEX = 4,       /* wait_object: the CoMutex; holder at mutex_off_holder_id */
+    CORO_WAIT_RWLOCK_READ = 5, /* wait_object: the CoRwlock; writer at rwlock_off_writer_id */
+    CORO_WAIT_RWLOCK_WRITE = 6,
+};
+
 /* Saved registers: offsets within the record, relative to off_regs. All are uint64 except
  * mxcsr (uint32) and fpucw (uint16). */
 struct coro_debug_regs_layout {
@@ -103,6 +115,22 @@ struct coro_debug_abi {
     uint32_t shard_off_created;    /* uint64: coroutines created on that thread */
     uint32_t shard_off_terminated; /* uint64: coroutines that terminated on that thread */
     uint32_t reserved0;
+
+    /* Wait reasons (added after the first release: a reader finds them CORO_DEBUG_ABSENT, or
+     * all-ones, in a smaller descriptor). Valid when the record's state is SUSPENDED: the
+     * coroutine writes them before it yields, inside the same seqlock window as its
+     * registers; off_wait_object and off_wait_since above hold the object and the
+     * CLOCK_MONOTONIC ns when the wait began. docs/debug-abi.md has the protocol. */
+    uint32_t off_wait_kind;        /* uint32: CORO_WAIT_* */
+    uint32_t off_wait_fd;          /* int32 */
+    uint32_t off_wait_events;      /* uint32: poll(2) events */
+    uint32_t off_wait_deadline;    /* int64: CLOCK_MONOTONIC ns, 0 none */
+    uint32_t mutex_off_holder_id;  /* uint64 inside a CoMutex: holder's id, 0 unlocked */
+    uint32_t rwlock_off_writer_id; /* uint64 inside a CoRwlock: writer's id, 0 none */
+    /* Live: a recent CLOCK_MONOTONIC reading (ns), refreshed when a wait begins and on every
+     * loop iteration. A core has no clock: readers of a core compute "waiting for" against
+     * this value and say so. 0: no wait happened yet. */
+    uint64_t clock_ns;
 };
 
 #ifdef __cplusplus
