@@ -29,7 +29,7 @@
 #define CORO_VERSION "unknown"
 #endif
 
-enum { EXIT_ALL = 0, EXIT_SOME = 1, EXIT_NONE = 2, EXIT_USAGE = 64 };
+enum { EXIT_ALL = 0, EXIT_SOME = 1, EXIT_NONE = 2, EXIT_DEADLOCK = 3, EXIT_USAGE = 64 };
 
 /* ps looks this deep for the innermost user frame. */
 #define PS_MAX_FRAMES 32
@@ -44,9 +44,10 @@ static const char help_text[] =
     "List and backtrace the coroutines of a live process or a core file.\n"
     "\n"
     "Commands:\n"
-    "  ps                 one line per coroutine: id, state, name, thread, where\n"
-    "                     (where: innermost frame outside coroscope and the system's\n"
-    "                     libraries, preferring one with file:line)\n"
+    "  ps                 one line per coroutine: id, state, name, thread, wait, where\n"
+    "                     (wait: what it waits for, for how long, who holds it; where:\n"
+    "                     innermost frame outside coroscope and the system's libraries,\n"
+    "                     preferring one with file:line); then one line per deadlock\n"
     "  bt [ID...]         backtraces of the given coroutines (default: all)\n"
     "\n"
     "Input:\n"
@@ -63,7 +64,8 @@ static const char help_text[] =
     "  -h, --help         this text;   -V, --version   the version\n"
     "\n"
     "Exit status: 0 every coroutine shown, 1 some could not be shown (a message each on\n"
-    "stderr), 2 nothing could be shown, 64 usage error.\n";
+    "stderr), 2 nothing could be shown, 3 (ps) all shown and a deadlock found, 64 usage\n"
+    "error.\n";
 
 static int usage_error(const char *fmt, const char *arg)
 {
@@ -148,9 +150,40 @@ static const CoroFrame *where_frame(Dwfl *dwfl, const CoroBacktrace *bt)
     return bt->nframes ? &bt->frames[0] : NULL;
 }
 
-static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n)
+/* The WAIT column: "fd 9 readable, 3.2 s", "mutex 0x... held by coroutine 5, 12 ms", "-". */
+static void wait_cell(const CoroInfo *ci, int64_t now_ns, char *buf, size_t size)
 {
-    printf("%-8s %-9s %-20s %-8s %s\n", "ID", "STATE", "NAME", "THREAD", "WHERE");
+    if (!coro__waiting(ci)) {
+        snprintf(buf, size, "-");
+        return;
+    }
+    /* The shared formatter, into its own buffer (never flushed to an fd). */
+    static CoroOut o;
+    coro__out_init(&o, -1);
+    coro__out_wait_text(&o, ci, now_ns);
+    size_t len = o.len < size - 1 ? o.len : size - 1;
+    memcpy(buf, o.buf, len);
+    buf[len] = '\0';
+    /* Drop "waiting ": the column says it. */
+    if (strncmp(buf, "waiting ", 8) == 0) {
+        memmove(buf, buf + 8, strlen(buf + 8) + 1);
+    }
+}
+
+/* Names in the deadlock lines, quoted and cleaned like the NAME column. */
+static void ps_quoted(CoroOut *o, const char *s)
+{
+    char name[CORO_INFO_NAME_SIZE];
+    snprintf(name, sizeof(name), "%s", s);
+    clean(name);
+    coro__out_str(o, "\"");
+    coro__out_str(o, name);
+    coro__out_str(o, "\"");
+}
+
+static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta)
+{
+    printf("%-8s %-9s %-20s %-8s %-40s %s\n", "ID", "STATE", "NAME", "THREAD", "WAIT", "WHERE");
     for (size_t i = 0; i < n; i++) {
         const CoroBacktrace *bt = &bts[i];
         char name[CORO_INFO_NAME_SIZE];
@@ -176,9 +209,18 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n)
             snprintf(where, sizeof(where), "0x%" PRIx64, f->pc);
         }
         clean(where);
-        printf("%-8" PRIu64 " %-9s %-20s %-8s %s\n", bt->info.id,
-               coro__state_name(bt->info.state), name, tid, where);
+        char wait[160];
+        wait_cell(&bt->info, meta->now_ns, wait, sizeof(wait));
+        clean(wait);
+        printf("%-8" PRIu64 " %-9s %-20s %-8s %-40s %s\n", bt->info.id,
+               coro__waiting(&bt->info) ? "waiting" : coro__state_name(bt->info.state), name,
+               tid, wait, where);
     }
+    fflush(stdout);
+    CoroOut o;
+    coro__out_init(&o, STDOUT_FILENO);
+    coro__out_deadlocks_text(&o, bts, meta, "", ps_quoted);
+    coro__out_flush(&o);
 }
 
 /*
@@ -503,13 +545,13 @@ int main(int argc, char **argv)
 
     int status = EXIT_ALL;
     fflush(stdout);
+    CoroDumpMeta meta = { .pid = (int)t->pid, .time = when };
+    coro__collection_meta(&col, &meta);
     if (ps) {
-        print_ps(t->dwfl, col.bts, col.n);
+        print_ps(t->dwfl, col.bts, col.n, &meta);
     } else if (a.format == CORO_DUMP_TEXT && col.n == 0) {
         /* Nothing to print; the messages above say why. */
     } else {
-        CoroDumpMeta meta = { .pid = (int)t->pid, .time = when };
-        coro__collection_meta(&col, &meta);
         rc = coro__format_dump(STDOUT_FILENO, a.format, &meta, col.bts, col.n, 0, NULL);
         if (rc < 0 && rc != -EPIPE) {
             fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(-rc));
@@ -521,6 +563,8 @@ int main(int argc, char **argv)
     }
     if (nfailed) {
         status = col.n > col.incomplete ? EXIT_SOME : EXIT_NONE;
+    } else if (ps && col.ndeadlocks) {
+        status = EXIT_DEADLOCK;
     }
     coro__collection_free(&col);
     t->ops->close(t);

@@ -17,6 +17,7 @@
 #include <errno.h>
 #include <stdlib.h>
 #include <string.h>
+#include <time.h>
 
 #include "inspect-int.h"
 
@@ -35,6 +36,43 @@ static int32_t running_tid(const CoroRegistry *reg, const CoroInfo *co)
         }
     }
     return co->tid;
+}
+
+/* The holder of the mutex (writer of the rwlock) each waiter waits for, read from the
+ * object itself through the descriptor's offsets: current, not as of when the wait began. */
+static void resolve_holders(CoroTarget *t, CoroRegistry *reg)
+{
+    for (size_t i = 0; i < reg->ncoros; i++) {
+        CoroInfo *ci = &reg->coros[i];
+        uint32_t off = CORO_DEBUG_ABSENT;
+        if (ci->wait_kind == CORO_WAIT_MUTEX) {
+            off = reg->abi.mutex_off_holder_id;
+        } else if (ci->wait_kind == CORO_WAIT_RWLOCK_READ ||
+                   ci->wait_kind == CORO_WAIT_RWLOCK_WRITE) {
+            off = reg->abi.rwlock_off_writer_id;
+        }
+        uint64_t id = 0;
+        if (off != CORO_DEBUG_ABSENT && off < 4096 && ci->wait_object &&
+            t->ops->read(t, ci->wait_object + off, &id, sizeof(id)) < 0) {
+            id = 0;
+        }
+        ci->wait_holder = id;
+    }
+}
+
+/* "Now" for wait durations: the reader's clock for a live target (same machine, same
+ * CLOCK_MONOTONIC), the registry's last clock reading for a core. */
+static void set_now(const CoroTarget *t, CoroCollection *out)
+{
+    if (t->frozen_clock) {
+        uint64_t c = out->reg.abi.clock_ns;
+        out->now_ns = c == UINT64_MAX || c > INT64_MAX ? 0 : (int64_t)c;
+        out->now_from_registry = true;
+    } else {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        out->now_ns = (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+    }
 }
 
 int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
@@ -69,6 +107,7 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
         coro__collection_free(out);
         return -ENOMEM;
     }
+    resolve_holders(t, reg);
     if (o->prepare) {
         o->prepare(reg, o->arg);
     }
@@ -101,6 +140,13 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
             out->incomplete++;
         }
     }
+    set_now(t, out);
+    rc = coro__deadlocks_find(out->bts, out->n, &out->deadlocks, &out->ndeadlocks);
+    if (rc < 0) {
+        snprintf(t->error, sizeof(t->error), "out of memory finding deadlocks");
+        coro__collection_free(out);
+        return rc;
+    }
     return 0;
 }
 
@@ -109,6 +155,10 @@ void coro__collection_meta(const CoroCollection *c, CoroDumpMeta *meta)
     meta->unreadable = c->unreadable;
     meta->truncated = c->truncated;
     meta->incomplete = c->incomplete;
+    meta->now_ns = c->now_ns;
+    meta->now_from_registry = c->now_from_registry;
+    meta->deadlocks = c->deadlocks;
+    meta->ndeadlocks = c->ndeadlocks;
 }
 
 void coro__collection_free(CoroCollection *c)
@@ -117,6 +167,7 @@ void coro__collection_free(CoroCollection *c)
         coro__backtrace_fini(&c->bts[i]);
     }
     free(c->bts);
+    free(c->deadlocks);
     if (c->own_s) {
         coro__symbolizer_destroy(c->own_s);
     }

@@ -329,18 +329,28 @@ static void text_frame(CoroOut *o, size_t i, const CoroFrame *f)
     out_ch(o, '\n');
 }
 
-static void text_one(CoroOut *o, const CoroBacktrace *bt)
+static void text_quoted(CoroOut *o, const char *s)
+{
+    out_ch(o, '"');
+    out_text_str(o, s);
+    out_ch(o, '"');
+}
+
+static void text_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
 {
     const CoroInfo *ci = &bt->info;
     put(o, "coroutine ", 10);
     coro__out_u64(o, ci->id);
     if (ci->name[0]) {
-        put(o, " \"", 2);
-        out_text_str(o, ci->name);
-        out_ch(o, '"');
+        out_ch(o, ' ');
+        text_quoted(o, ci->name);
     }
     put(o, " [", 2);
-    coro__out_str(o, coro__state_name(ci->state));
+    if (coro__waiting(ci)) {
+        coro__out_wait_text(o, ci, now_ns);
+    } else {
+        coro__out_str(o, coro__state_name(ci->state));
+    }
     if (ci->tid > 0) {
         put(o, ", thread ", 9);
         coro__out_u64(o, (uint64_t)ci->tid);
@@ -377,7 +387,7 @@ int coro__format_text_one(int fd, const CoroBacktrace *bt)
 {
     CoroOut o;
     coro__out_init(&o, fd);
-    text_one(&o, bt);
+    text_one(&o, bt, coro__meta_now(NULL));
     return coro__out_flush(&o);
 }
 
@@ -408,7 +418,7 @@ static void json_frame(CoroOut *o, const CoroFrame *f)
     coro__out_str(o, f->inlined ? ",\"inlined\":true}" : ",\"inlined\":false}");
 }
 
-static void json_one(CoroOut *o, const CoroBacktrace *bt)
+static void json_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
 {
     const CoroInfo *ci = &bt->info;
     coro__out_str(o, "{\"id\":");
@@ -441,7 +451,9 @@ static void json_one(CoroOut *o, const CoroBacktrace *bt)
     } else {
         put(o, "null", 4);
     }
-    coro__out_str(o, "},\"frames\":[");
+    coro__out_str(o, "},\"wait\":");
+    coro__out_wait_json(o, ci, now_ns);
+    coro__out_str(o, ",\"frames\":[");
     for (size_t i = 0; i < bt->nframes; i++) {
         if (i) {
             out_ch(o, ',');
@@ -602,10 +614,11 @@ int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBa
             }
             out_ch(&o, '\n');
             text_partial(&o, meta);
+            coro__out_deadlocks_text(&o, bts, meta, "coroscope: ", text_quoted);
         }
         for (size_t i = 0; i < n; i++) {
             out_ch(&o, '\n');
-            text_one(&o, &bts[i]);
+            text_one(&o, &bts[i], coro__meta_now(meta));
         }
         break;
     case CORO_DUMP_JSON:
@@ -624,12 +637,14 @@ int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBa
                       ",\"truncated\":false");
         coro__out_str(&o, ",\"incomplete\":");
         coro__out_u64(&o, meta ? meta->incomplete : 0);
-        coro__out_str(&o, "},\"coroutines\":[");
+        coro__out_str(&o, "},\"deadlocks\":");
+        coro__out_deadlocks_json(&o, bts, meta);
+        coro__out_str(&o, ",\"coroutines\":[");
         for (size_t i = 0; i < n; i++) {
             if (i) {
                 out_ch(&o, ',');
             }
-            json_one(&o, &bts[i]);
+            json_one(&o, &bts[i], coro__meta_now(meta));
         }
         coro__out_str(&o, "]}\n");
         break;

@@ -60,6 +60,12 @@ typedef struct CoroInfo {
     uint64_t wait_object;
     uint64_t wait_since;
     uint64_t stack_used_max;      /* bytes; UINT64_MAX when the runtime does not keep it */
+    uint32_t wait_kind;           /* CORO_WAIT_*; meaningful when state is SUSPENDED */
+    int32_t wait_fd;
+    uint32_t wait_events;
+    int64_t wait_deadline;        /* CLOCK_MONOTONIC ns, 0 none */
+    uint64_t wait_holder;         /* id of the mutex holder / rwlock writer, 0 none or unknown
+                                     (filled by the collect driver from the object) */
     bool torn;                    /* regs never read consistently (retries exhausted) */
     uint32_t seq;                 /* the record's seqlock when read: a reader that unwinds
                                      while the target runs re-reads it to see whether the
@@ -277,6 +283,14 @@ void coro__backtrace_fini(CoroBacktrace *bt);
 
 /* ------------------------------------------------------------------ formatting */
 
+/* A wait-for cycle: coroutines (indices into CoroCollection.bts), each waiting for a mutex
+ * or write lock held by the next; the last waits for the first. */
+#define CORO_DEADLOCK_MAX 16
+typedef struct CoroDeadlock {
+    size_t n;
+    size_t members[CORO_DEADLOCK_MAX];
+} CoroDeadlock;
+
 /* What a dump says about itself (JSON top level, text preamble). */
 typedef struct CoroDumpMeta {
     int pid;
@@ -286,6 +300,12 @@ typedef struct CoroDumpMeta {
     size_t unreadable;
     bool truncated;
     size_t incomplete;
+    /* Waits: "now" for durations (0: unknown), whether it is a core's last clock reading,
+     * and the wait-for cycles (indices into the bts given to the formatter). */
+    int64_t now_ns;
+    bool now_from_registry;
+    const CoroDeadlock *deadlocks;
+    size_t ndeadlocks;
 } CoroDumpMeta;
 
 enum {
@@ -331,6 +351,20 @@ void coro__out_json_str(CoroOut *o, const char *s); /* quoted, escaped, invalid 
                                                        NULL -> null */
 int coro__out_flush(CoroOut *o);                  /* 0 or the first -errno */
 
+/* Waits (format-wait.c): the JSON kind name (NULL for none), whether a coroutine is parked
+ * in a coroscope wait, "now" for durations (meta's, or this process's clock without meta),
+ * and the text and JSON forms of a wait and of the deadlock cycles. CORO_SIGNAL_SAFE. */
+const char *coro__wait_kind_name(uint32_t kind);
+bool coro__waiting(const CoroInfo *ci);
+int64_t coro__meta_now(const CoroDumpMeta *meta);
+void coro__out_duration(CoroOut *o, int64_t ns);
+void coro__out_wait_text(CoroOut *o, const CoroInfo *ci, int64_t now_ns);
+void coro__out_wait_json(CoroOut *o, const CoroInfo *ci, int64_t now_ns);
+/* quoted prints a name in quotes, escaped as the caller's format does. */
+void coro__out_deadlocks_text(CoroOut *o, const CoroBacktrace *bts, const CoroDumpMeta *meta,
+                              const char *prefix, void (*quoted)(CoroOut *, const char *));
+void coro__out_deadlocks_json(CoroOut *o, const CoroBacktrace *bts, const CoroDumpMeta *meta);
+
 /* "created", "running" or "suspended" (NESTED is running), as in the JSON schema. */
 const char *coro__state_name(uint32_t state);
 
@@ -369,6 +403,10 @@ typedef struct CoroCollection {
     size_t incomplete;            /* kept, but bts[i].error says frames are missing */
     size_t unreadable;            /* records that could not be read at all (not in bts) */
     bool truncated;               /* a registry walk stopped at a bound or a cycle */
+    int64_t now_ns;               /* CLOCK_MONOTONIC "now" for wait durations; 0 unknown */
+    bool now_from_registry;       /* a core: now_ns is the registry's last clock reading */
+    CoroDeadlock *deadlocks;      /* each wait-for cycle once (deadlock.c) */
+    size_t ndeadlocks;
     CoroUnwinder *u;              /* what was used (borrowed or own_u) */
     CoroSymbolizer *s;
     CoroUnwinder *own_u;
@@ -385,6 +423,11 @@ typedef struct CoroCollection {
 int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
                   CoroCollection *out);
 void coro__collection_free(CoroCollection *c);
+/* Finds the wait-for cycles among bts (mutex and write-lock holders): each cycle once, no
+ * cycle through a coroutine that is not waiting. Allocates *out (free()); 0 or -ENOMEM. */
+int coro__deadlocks_find(const CoroBacktrace *bts, size_t n, CoroDeadlock **out,
+                         size_t *nout);
+
 /* Copies the partial-record counts into a dump's header. */
 void coro__collection_meta(const CoroCollection *c, CoroDumpMeta *meta);
 

@@ -527,6 +527,7 @@ int coro__target_core_open(const char *core, const char *exe, CoroTarget **out, 
         return -ENOMEM;
     }
     c->e.base.ops = &core_ops;
+    c->e.base.frozen_clock = true;
     c->fd = -1;
     snprintf(c->e.what, sizeof(c->e.what), "core file %s", core);
     if (exe && !(c->exe = strdup(exe))) {

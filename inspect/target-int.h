@@ -52,6 +52,8 @@ struct CoroTarget {
     pid_t pid;                 /* the process (or the core's process) */
     Dwfl *dwfl;                /* modules of the target, once reported; owned by the target */
     char error[256];           /* last error, one line: what, which, why (per handle) */
+    bool frozen_clock;         /* a core file: no clock of its own; "waiting for" durations
+                                  use the registry's last clock reading (debug-abi.h) */
 };
 
 /* A Dwfl_Callbacks.find_elf for readers of this very process: opens module files without

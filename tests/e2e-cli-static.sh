@@ -37,9 +37,9 @@ if nm "$T/prog-stripped" 2>&1 | grep -q 'no symbols'; then ok "stripped: no symb
 if start "$PROG"; then
     run "static live: ps" 0 "$CLI" ps -p "$pid" &&
         has "static live: parker-1 in park_c" "$T/out" \
-            "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$" &&
+            "^1 +suspended +parker-1 +[0-9]+ +- +park_c \(prog-cli\.c:$L_PARK_C\)$" &&
         has "static live: sleeper running" "$T/out" \
-            "^[0-9]+ +running +sleeper +[0-9]+ +sleep_deep \(prog-cli\.c:$L_SLEEP\)$"
+            "^[0-9]+ +running +sleeper +[0-9]+ +- +sleep_deep \(prog-cli\.c:$L_SLEEP\)$"
     run "static live: bt --folded" 0 "$CLI" bt --folded -p "$pid" &&
         has "static live: folded parker" "$T/out" \
             "^parker-1;park_entry;park_a;park_b;park_c;coro_yield 1$"
@@ -49,7 +49,7 @@ mkdir -p "$T/c"
 if make_core "$T/c" "$PROG" abort; then
     run "static core: ps" 0 "$CLI" ps --core "$T/c/core" &&
         has "static core: parker-1 in park_c" "$T/out" \
-            "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
+            "^1 +suspended +parker-1 +[0-9]+ +- +park_c \(prog-cli\.c:$L_PARK_C\)$"
 else
     bad "static core: no core"
 fi
@@ -75,7 +75,7 @@ if make_core "$T/sc" "$T/prog-stripped" abort; then
     # strip keeps the build-id: the unstripped file gives the names back.
     run "stripped core with -e unstripped: ps" 0 "$CLI" ps --core "$T/sc/core" -e "$PROG" &&
         has "stripped core -e: parker-1 in park_c" "$T/out" \
-            "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
+            "^1 +suspended +parker-1 +[0-9]+ +- +park_c \(prog-cli\.c:$L_PARK_C\)$"
 else
     bad "stripped core: no core"
 fi
@@ -91,13 +91,13 @@ if [ -z "$SAN" ] && ${CC:-cc} -static -std=gnu11 -O2 -g -Iinclude -o "$FULL" "$S
     if start "$FULL"; then
         run "full static live: ps" 0 "$CLI" ps -p "$pid" &&
             has "full static live: parker-1 in park_c" "$T/out" \
-                "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
+                "^1 +suspended +parker-1 +[0-9]+ +- +park_c \(prog-cli\.c:$L_PARK_C\)$"
         kill "$pid"
     fi
     mkdir -p "$T/fs"
     if make_core "$T/fs" "$T/full-stripped" abort; then
         run "full static stripped core: ps" 0 "$CLI" ps --core "$T/fs/core" &&
-            has "full static stripped core: listed" "$T/out" "^1 +suspended +parker-1 +[0-9]+ +0x"
+            has "full static stripped core: listed" "$T/out" "^1 +suspended +parker-1 +[0-9]+ +- +0x"
         # The stripped file is still where the core says: -e supplies symbols and lines.
         run "full static stripped core, -e unstripped: bt" 0 "$CLI" bt --folded \
             --core "$T/fs/core" -e "$FULL" &&
@@ -140,7 +140,7 @@ if make_core "$T/gone" "$T/gone/tests/prog-cli" abort; then
             "warning: core file .*: module .*/gone/tests/prog-cli is missing .*pass the program with -e"
     run "core whose program moved: with -e" 0 "$CLI" ps --core "$T/gone/core" -e "$T/gone/moved" &&
         has "program moved, -e: parker-1 in park_c" "$T/out" \
-            "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
+            "^1 +suspended +parker-1 +[0-9]+ +- +park_c \(prog-cli\.c:$L_PARK_C\)$"
     rm "$T/gone/libcoroscope.so.0"
     run "core whose library is gone" 2 "$CLI" ps --core "$T/gone/core" -e "$T/gone/moved" &&
         has "library gone: says files are missing" "$T/err" \

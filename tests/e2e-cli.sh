@@ -25,15 +25,15 @@ L_WAITER=$(line_of waiter); L_OUTER=$(line_of outer-yield); L_INNER=$(line_of in
 # check_ps WHAT: the fixed set of prog-cli, as ps prints it.
 check_ps() {
     has "$1: ps parker-1 suspended in park_c" "$T/out" \
-        "^1 +suspended +parker-1 +[0-9]+ +park_c \(prog-cli\.c:$L_PARK_C\)$"
-    has "$1: ps fresh created at its entry" "$T/out" "^3 +created +fresh +[0-9]+ +fresh_entry"
-    has "$1: ps inner" "$T/out" "^4 +suspended +inner +[0-9]+ +inner_entry \(prog-cli\.c:$L_INNER\)$"
-    has "$1: ps outer" "$T/out" "^5 +suspended +outer +[0-9]+ +outer_entry \(prog-cli\.c:$L_OUTER\)$"
-    has "$1: ps unnamed" "$T/out" "^6 +suspended +- +[0-9]+ +park_c"
+        "^1 +suspended +parker-1 +[0-9]+ +- +park_c \(prog-cli\.c:$L_PARK_C\)$"
+    has "$1: ps fresh created at its entry" "$T/out" "^3 +created +fresh +[0-9]+ +- +fresh_entry"
+    has "$1: ps inner" "$T/out" "^4 +suspended +inner +[0-9]+ +- +inner_entry \(prog-cli\.c:$L_INNER\)$"
+    has "$1: ps outer" "$T/out" "^5 +suspended +outer +[0-9]+ +- +outer_entry \(prog-cli\.c:$L_OUTER\)$"
+    has "$1: ps unnamed" "$T/out" "^6 +suspended +- +[0-9]+ +- +park_c"
     has "$1: ps sleeper running in sleep_deep" "$T/out" \
-        "^[0-9]+ +running +sleeper +[0-9]+ +sleep_deep \(prog-cli\.c:$L_SLEEP\)$"
+        "^[0-9]+ +running +sleeper +[0-9]+ +- +sleep_deep \(prog-cli\.c:$L_SLEEP\)$"
     has "$1: ps waiter running (entered sleeper)" "$T/out" \
-        "^[0-9]+ +running +waiter +[0-9]+ +waiter_entry \(prog-cli\.c:$L_WAITER\)$"
+        "^[0-9]+ +running +waiter +[0-9]+ +- +waiter_entry \(prog-cli\.c:$L_WAITER\)$"
 }
 
 # check_bt WHAT: bt text of coroutine 1 and of the sleeper, frames and lines in order.
@@ -153,7 +153,7 @@ if start "$PROG"; then
             run "gcore: bt" 0 "$CLI" bt --core "$T/gcore.$pid" && check_bt gcore
         elif [ $rc -eq 1 ] && grep -q "^coroscope: coroutine 1 \"parker-1\" of core file .*reads as all zeros .*gcore" "$T/err"; then
             ok "gcore: zero-filled coroutine stacks are reported, not shown as frames"
-            has "gcore: the never-entered coroutine is still shown" "$T/out" "^3 +created +fresh +[0-9]+ +fresh_entry"
+            has "gcore: the never-entered coroutine is still shown" "$T/out" "^3 +created +fresh +[0-9]+ +- +fresh_entry"
             n=$(grep -c "reads as all zeros" "$T/err")
             [ "$n" -eq 7 ] && ok "gcore: one message per zeroed stack" || bad "gcore: $n zero-stack messages, expected 7"
         else

@@ -240,10 +240,10 @@ static Json *parse_dump_json(const char *text)
     }
     /* The top level and every coroutine object, exactly as schema version 1 says. */
     static const char *const top[] = { "format", "version", "pid", "time", "partial",
-                                       "coroutines" };
+                                       "deadlocks", "coroutines" };
     assert_int_equal(doc->type, J_OBJ);
-    assert_int_equal(doc->n, 6);
-    for (size_t i = 0; i < 6; i++) {
+    assert_int_equal(doc->n, 7);
+    for (size_t i = 0; i < 7; i++) {
         assert_string_equal(doc->keys[i], top[i]);
     }
     /* This process's own registry reads whole: nothing partial to report. */
@@ -270,12 +270,12 @@ static Json *parse_dump_json(const char *text)
     const Json *list = jget(doc, "coroutines");
     assert_int_equal(list->type, J_ARR);
     static const char *const ckeys[] = { "id", "name", "state", "thread", "entry", "created_at",
-                                         "stack", "frames", "error" };
+                                         "stack", "wait", "frames", "error" };
     for (size_t i = 0; i < list->n; i++) {
         const Json *c = list->items[i];
         assert_int_equal(c->type, J_OBJ);
-        assert_int_equal(c->n, 9);
-        for (size_t k = 0; k < 9; k++) {
+        assert_int_equal(c->n, 10);
+        for (size_t k = 0; k < 10; k++) {
             assert_string_equal(c->keys[k], ckeys[k]);
         }
         assert_true(jget(c, "id")->is_int && jget(c, "id")->i > 0);
