@@ -14,6 +14,8 @@ ok() { echo "ok   - $1"; }
 bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
 
 real_pc=$(command -v pkg-config) || { echo "skip: no pkg-config"; exit 77; }
+# A new user's shell: nothing from the make that runs this test (B=, MAKEFLAGS, ...).
+unset B MAKEFLAGS MFLAGS MAKELEVEL MAKEOVERRIDES SAN
 
 # The source tree as a clean clone has it (tracked and new files, no build directories).
 mkdir -p "$T/src"

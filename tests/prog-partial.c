@@ -48,8 +48,9 @@ int main(int argc, char **argv)
         coro_enter(cos[i]);
     }
     const struct coro_debug_abi *abi = &coroscope_debug_abi;
-    /* A saved stack pointer far below the stack: its frames cannot be read. */
+    /* A saved context in no stack and no code: its frames cannot be read. */
     *field((uint64_t)(uintptr_t)cos[1], abi->off_regs + abi->regs.rsp) = 0x10;
+    *field((uint64_t)(uintptr_t)cos[1], abi->off_regs + abi->regs.rip) = 0x10;
     /* The last record of the list now leads to an unmapped page. */
     void *hole = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
     munmap(hole, 4096);
