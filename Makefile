@@ -206,6 +206,15 @@ $(B)/tests/prog-%: tests/prog-%.c $(B)/libcoroscope.so
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \
 	    $(ALL_LDFLAGS) -L$(B) -Wl,-rpath,'$$ORIGIN/..' -lcoroscope -lpthread
 
+# Example programs the tests run for real (examples/hello-server.c).
+EXAMPLES     := $(B)/examples/hello-server
+TEST_HELPERS += $(EXAMPLES)
+$(B)/examples/%: examples/%.c $(B)/libcoroscope.so
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CCLD    $@")
+	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \
+	    $(ALL_LDFLAGS) -L$(B) -Wl,-rpath,'$$ORIGIN/..' -lcoroscope -lpthread
+
 # The gdb end-to-end test also needs its helper linked against the static library.
 ifneq ($(wildcard tests/prog-gdb.c),)
 TEST_HELPERS += $(B)/tests/prog-gdb-static

@@ -101,10 +101,46 @@ static const char *describe_co(const CoroInfo *co, char *buf, size_t len)
 
 /* Frames that are not the user's: coroscope's own functions, and code in the system's
  * libraries (libc's nanosleep is not where a person looks for a hung coroutine). */
+/*
+ * coroscope's own frames: every frame in the module that holds the registry when that is
+ * libcoroscope.so (its address range), and in a program linked statically the runtime's
+ * functions by name — a fixed list, so that a user's own coro_read stays visible.
+ */
+static const char *own_module; /* basename of the registry's module when it is the shared
+                                  library, else NULL */
+
+static bool own_frame(Dwfl *dwfl, const CoroFrame *f)
+{
+    static const char *const own[] = {
+        "coro_yield", "coro_enter", "coro__park", "wait_fd", "coro_wait_fd",
+        "coro_wait_fd_until", "coro_sleep_ns", "coro_queue_wait", "coro_mutex_lock",
+        "wait_granted_unlock", "coro_rwlock_rdlock", "coro_rwlock_wrlock", "rw_wait",
+        "coro_rwlock_upgrade", "coro__switch", "coro__trampoline", "coro_dump",
+        "coro_leak_check", "coro_leak_check_since",
+    };
+    Dwfl_Module *m = own_module && dwfl ? dwfl_addrmodule(dwfl, f->pc) : NULL;
+    if (m) {
+        const char *mainfile = NULL;
+        const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, &mainfile, NULL);
+        const char *path = mainfile ? mainfile : name;
+        const char *base = path ? strrchr(path, '/') : NULL;
+        base = base ? base + 1 : path;
+        if (base && strcmp(base, own_module) == 0) {
+            return true;
+        }
+    }
+    for (size_t i = 0; f->function && i < sizeof(own) / sizeof(own[0]); i++) {
+        if (strcmp(f->function, own[i]) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static bool system_frame(Dwfl *dwfl, const CoroFrame *f)
 {
     static const char *const dirs[] = { "/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/" };
-    if (f->function && strncmp(f->function, "coro_", 5) == 0) {
+    if (own_frame(dwfl, f)) {
         return true;
     }
     /* The file the module was loaded from (in a core, module names are only sonames). */
@@ -137,7 +173,7 @@ static const CoroFrame *where_frame(Dwfl *dwfl, const CoroBacktrace *bt)
             if (!user) {
                 user = f;
             }
-        } else if (!other && !(f->function && strncmp(f->function, "coro_", 5) == 0)) {
+        } else if (!other && !own_frame(dwfl, f)) {
             other = f;
         }
     }
@@ -183,7 +219,7 @@ static void ps_quoted(CoroOut *o, const char *s)
 
 static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta)
 {
-    printf("%-8s %-9s %-20s %-8s %-40s %s\n", "ID", "STATE", "NAME", "THREAD", "WAIT", "WHERE");
+    printf("%-8s %-9s %-20s %-8s %-48s %s\n", "ID", "STATE", "NAME", "THREAD", "WAIT", "WHERE");
     for (size_t i = 0; i < n; i++) {
         const CoroBacktrace *bt = &bts[i];
         char name[CORO_INFO_NAME_SIZE];
@@ -212,7 +248,7 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
         char wait[160];
         wait_cell(&bt->info, meta->now_ns, wait, sizeof(wait));
         clean(wait);
-        printf("%-8" PRIu64 " %-9s %-20s %-8s %-40s %s\n", bt->info.id,
+        printf("%-8" PRIu64 " %-9s %-20s %-8s %-48s %s\n", bt->info.id,
                coro__waiting(&bt->info) ? "waiting" : coro__state_name(bt->info.state), name,
                tid, wait, where);
     }
@@ -491,6 +527,9 @@ int main(int argc, char **argv)
         free(a.ids);
         return EXIT_NONE;
     }
+    const char *mbase = strrchr(module, '/');
+    mbase = mbase ? mbase + 1 : module;
+    own_module = strncmp(mbase, "libcoroscope.so", 15) == 0 ? mbase : NULL;
     /* Frames in a module whose file is gone cannot be unwound: say so once, up front. */
     const char *missing[4];
     size_t nmissing = coro__target_missing_modules(t, missing, 4);
