@@ -70,6 +70,15 @@ PY
 if grep -q '^json: ok' "$T/py"; then ok "bt --json: waits, holders, the cycle ($(grep schema "$T/py"))"
 else bad "bt --json"; sed 's/^/    | /' "$T/py"; fi
 
+if command -v gdb >/dev/null 2>&1; then
+    gdb -nx -batch -iex "add-auto-load-safe-path $(cd "$B" && pwd)" -p "$pid" -ex coro-info \
+        >"$T/gdb" 2>&1
+    has "gdb coro-info: db-a's wait and holder" "$T/gdb" \
+        '^ +[0-9]+ +waiting +"db-a" +thread [0-9]+ \[mutex 0x[0-9a-f]+ held by coroutine [0-9]+, [0-9.]+ (s|ms|us)\] at db_a '
+    has "gdb coro-info: the deadlock" "$T/gdb" '^deadlock: coroutine [0-9]+ "db-a" waits for mutex 0x[0-9a-f]+ held by [0-9]+ "db-b", which waits for mutex 0x[0-9a-f]+ held by [0-9]+$'
+    lacks "gdb coro-info: no Python error" "$T/gdb" 'Python Exception|Traceback'
+fi
+
 kill -USR1 "$pid"
 i=0
 while ! grep -q 'deadlock:' "$T/sig.txt" 2>/dev/null && [ $i -lt 100 ]; do sleep 0.05; i=$((i + 1)); done
@@ -84,6 +93,13 @@ if [ -s "$T/c/core" ]; then
     run "ps --core exits 3" 3 "$CLI" ps --core "$T/c/core" -e "$SERVER"
     has "core: the deadlock is found in the core" "$T/out" '^deadlock: coroutine [0-9]+ "db-a"'
     has "core: durations from the registry's clock" "$T/out" 'db-b +[0-9]+ +mutex 0x[0-9a-f]+ held by coroutine [0-9]+, [0-9.]+ (s|ms|us) '
+    if command -v gdb >/dev/null 2>&1; then
+        gdb -nx -batch -iex "add-auto-load-safe-path $(cd "$B" && pwd)" "$SERVER" "$T/c/core" \
+            -ex coro-info >"$T/gdb" 2>&1
+        has "gdb on the core: the deadlock" "$T/gdb" '^deadlock: coroutine [0-9]+ "db-a"'
+        has "gdb on the core: a duration from the registry's clock" "$T/gdb" \
+            '"db-b" +thread [0-9]+ \[mutex 0x[0-9a-f]+ held by coroutine [0-9]+, [0-9.]+ (s|ms|us)\]'
+    fi
 else
     bad "no kernel core of hello-server (core_pattern: $(cat /proc/sys/kernel/core_pattern))"
 fi

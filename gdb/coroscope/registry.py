@@ -10,6 +10,7 @@ detect cycles.
 
 import re
 import struct
+import time
 
 import gdb
 
@@ -43,6 +44,14 @@ _OFFS = ("record_size", "off_next", "off_id", "off_state", "off_seq", "off_name"
          "shard_off_created", "shard_off_terminated")
 _BODY = struct.Struct("<" + "Q" * len(_ADDRS) + "I" * len(_OFFS))
 MIN_SIZE = _HEAD.size + _BODY.size  # the fields this reader needs
+# Added at the end later (wait reasons): reserved0, then these, then clock_ns (8-aligned).
+# A smaller descriptor lacks them: they read as ABSENT / 0.
+_TAIL_NAMES = ("off_wait_kind", "off_wait_fd", "off_wait_events", "off_wait_deadline",
+               "mutex_off_holder_id", "rwlock_off_writer_id")
+_TAIL = struct.Struct("<I6I4xQ")
+
+WAIT_KINDS = {1: "fd", 2: "sleep", 3: "queue", 4: "mutex", 5: "rwlock-read",
+              6: "rwlock-write"}
 
 REGS = ("rsp", "rip", "rbp", "rbx", "r12", "r13", "r14", "r15")
 
@@ -94,7 +103,8 @@ class Coroutine(object):
     """One live coroutine record, decoded."""
 
     __slots__ = ("addr", "id", "state", "seq", "name", "regs", "stack_base", "stack_size",
-                 "entry", "opaque", "create_site", "tid", "caller", "switch_count", "error")
+                 "entry", "opaque", "create_site", "tid", "caller", "switch_count", "error",
+                 "wait")
 
     @property
     def state_name(self):
@@ -141,6 +151,14 @@ class Registry(object):
         vals = _BODY.unpack(body)
         for name, val in zip(_ADDRS + _OFFS, vals):
             setattr(self, name, val)
+        for name in _TAIL_NAMES:
+            setattr(self, name, ABSENT)
+        self.clock_ns = 0
+        if size >= MIN_SIZE + _TAIL.size:
+            tail = _TAIL.unpack(self._read(addr + MIN_SIZE, _TAIL.size, "the descriptor"))
+            for name, val in zip(_TAIL_NAMES, tail[1:7]):
+                setattr(self, name, val)
+            self.clock_ns = tail[7] if tail[7] != (1 << 64) - 1 else 0
         self._check_layout()
 
     def _read(self, addr, size, what):
@@ -229,6 +247,39 @@ class Registry(object):
             yield addr, buf
             addr = _u64(buf, off_next)
 
+    def _opt(self, buf, off, width, signed=False):
+        if off == ABSENT or off + width > self.record_size:
+            return None
+        if width == 8:
+            return _u64(buf, off)
+        return _i32(buf, off) if signed else _u32(buf, off)
+
+    def _wait(self, buf):
+        """What a suspended coroutine waits for (a dict), or None: the C readers' rules."""
+        kind = WAIT_KINDS.get(self._opt(buf, self.off_wait_kind, 4))
+        if kind is None:
+            return None
+        w = {"kind": kind, "object": self._opt(buf, self.off_wait_object, 8) or 0,
+             "since": self._opt(buf, self.off_wait_since, 8) or 0,
+             "fd": self._opt(buf, self.off_wait_fd, 4, signed=True),
+             "events": self._opt(buf, self.off_wait_events, 4) or 0,
+             "deadline": self._opt(buf, self.off_wait_deadline, 8) or 0, "holder": 0}
+        off = {"mutex": self.mutex_off_holder_id, "rwlock-read": self.rwlock_off_writer_id,
+               "rwlock-write": self.rwlock_off_writer_id}.get(kind, ABSENT)
+        if off != ABSENT and off < 4096 and w["object"]:
+            try:
+                w["holder"] = _u64(bytes(self.inferior.read_memory(w["object"] + off, 8)), 0)
+            except gdb.MemoryError:
+                pass
+        return w
+
+    def now_ns(self):
+        """'Now' for wait durations: this machine's CLOCK_MONOTONIC for a live process, the
+        registry's last clock reading for a core (0: unknown)."""
+        if _has_core():
+            return self.clock_ns
+        return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
+
     def shards_by_tid(self):
         """{tid: address of the coroutine record current on that thread (0: none)}."""
         out = {}
@@ -265,6 +316,7 @@ class Registry(object):
             co.tid = _i32(buf, self.off_tid)
             co.caller = _u64(buf, self.off_caller)
             co.switch_count = _u64(buf, self.off_switch_count)
+            co.wait = self._wait(buf) if state == STATE_SUSPENDED else None
             if state not in STATE_NAMES:
                 co.error = "invalid state %d in record 0x%x" % (state, addr)
             elif not co.on_cpu and not (
