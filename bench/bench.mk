@@ -29,8 +29,9 @@ run: $(BD)/bench
 	$(Q)mv $(BD)/results.md.tmp $(BD)/results.md && cat $(BD)/results.md
 	$(Q)$(MAKE) --no-print-directory -f bench/bench.mk B=$(B) introspection
 
-# The readers' side: the in-process dump (issue 3) and the CLI against eu-stack (issue 4).
-introspection: $(BD)/dump-bench
+# The readers' side: the in-process dump (issue 3) and the CLI against eu-stack (issue 4);
+# then waiting: the primitives, dumps of waiting coroutines, and echo against libuv.
+introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench
 	@echo
 	@echo '### coro_dump of 10,000 suspended coroutines parked 8 calls deep (bench/dump-bench.c)'
 	$(Q)$(BD)/dump-bench
@@ -38,6 +39,21 @@ introspection: $(BD)/dump-bench
 	@echo '### coroscope bt --json on kernel cores, against eu-stack on threads (bench/cli-bench.sh)'
 	$(Q)$(MAKE) --no-print-directory -f Makefile B=$(B) $(B)/tests/prog-cli >/dev/null
 	$(Q)sh bench/cli-bench.sh $(B)
+	@echo
+	@echo '### Waiting: CoMutex, CoQueue hand-off, dumps of waiting coroutines (bench/wait-bench.c)'
+	$(Q)CORO_LEAK_CHECK=0 $(BD)/wait-bench
+	@echo
+	@echo '### Echo over loopback against libuv (bench/echo-bench.c, bench/echo-bench.sh)'
+	$(Q)sh bench/echo-bench.sh $(BD)/echo-bench
+
+$(BD)/wait-bench: bench/wait-bench.c install-scratch
+	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
+	    $$($(PC) --libs coroscope) -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
+
+$(BD)/echo-bench: bench/echo-bench.c install-scratch
+	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $$($(PKG_CONFIG) --cflags libuv) $(CFLAGS) \
+	    -o $@ $< $(LDFLAGS) $$($(PC) --libs coroscope) $$($(PKG_CONFIG) --libs libuv) \
+	    -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
 
 $(BD)/dump-bench: bench/dump-bench.c install-scratch
 	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
