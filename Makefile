@@ -208,7 +208,7 @@ $(B)/tests/prog-%: tests/prog-%.c $(B)/libcoroscope.so
 	    $(ALL_LDFLAGS) -L$(B) -Wl,-rpath,'$$ORIGIN/..' -lcoroscope -lpthread
 
 # Example programs the tests run for real (examples/hello-server.c).
-EXAMPLES     := $(B)/examples/hello-server
+EXAMPLES     := $(B)/examples/hello-server $(B)/examples/loop-embed
 TEST_HELPERS += $(EXAMPLES)
 $(B)/examples/%: examples/%.c $(B)/libcoroscope.so
 	@mkdir -p $(dir $@)

@@ -11,6 +11,14 @@ SRC=examples/hello-server.c
 SERVER=$(realpath "$B/examples/hello-server")
 CLI=$B/coroscope
 
+# examples/loop-embed: a program's own poll(2) loop drives coroscope's through coro_loop_fd.
+if timeout 10 "$B/examples/loop-embed" >"$T/embed" 2>&1; then
+    has "loop-embed: coroutines ran inside the program's own loop" "$T/embed" '^done: both'
+    has "loop-embed: the sleeping coroutine ticked three times" "$T/embed" '^ticker: tick 3$'
+else
+    bad "loop-embed failed or hung"; sed 's/^/    | /' "$T/embed"
+fi
+
 # Started in its own directory with cores allowed: the last part reads its kernel core.
 mkdir -p "$T/c"
 (cd "$T/c" && ulimit -c unlimited && CORO_DUMP_SIGNAL=USR1 CORO_DUMP_PATH=$T/sig.txt \
