@@ -131,6 +131,10 @@ def _wait_text(w, now):
                 "held" if w["kind"] == "mutex" else "write-held", w["holder"])
     if now and w["since"]:
         what += ", " + _duration(now - w["since"])
+    if now and w["deadline"]:
+        left = w["deadline"] - now
+        what += (", deadline in " + _duration(left) if left > 0 else
+                 ", deadline passed " + _duration(-left) + " ago")
     return what
 
 
