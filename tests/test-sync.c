@@ -158,6 +158,44 @@ static void child_lock_outside(void *arg)
     coro_mutex_lock(&mtx);
 }
 
+static void rw_unlock_unheld(void *opaque)
+{
+    coro_rwlock_unlock(opaque);
+}
+
+static void child_rwlock_unlock_unheld(void *arg)
+{
+    static CoRwlock l;
+    coro_rwlock_init(&l);
+    CoroutineOptions o = { .name = "stray-unlock" };
+    coro_enter(coro_create_opts(rw_unlock_unheld, &l, &o));
+}
+
+static void rw_hold_write(void *opaque)
+{
+    coro_rwlock_wrlock(opaque);
+    coro_yield();
+}
+
+static void child_rwlock_unlock_by_other(void *arg)
+{
+    static CoRwlock l;
+    coro_rwlock_init(&l);
+    coro_enter(coro_create(rw_hold_write, &l));
+    CoroutineOptions o = { .name = "not-the-writer" };
+    coro_enter(coro_create_opts(rw_unlock_unheld, &l, &o));
+}
+
+static void test_rwlock_misuse_aborts(void **state)
+{
+    const char *const unheld[] = { "coroscope: fatal: coro_rwlock_unlock(", "\"stray-unlock\"",
+                                    "nobody holds it", NULL };
+    expect_death(child_rwlock_unlock_unheld, NULL, SIGABRT, unheld);
+    const char *const other[] = { "coroscope: fatal: coro_rwlock_unlock(", "\"not-the-writer\"",
+                                  "the write lock is held by another coroutine", NULL };
+    expect_death(child_rwlock_unlock_by_other, NULL, SIGABRT, other);
+}
+
 static void test_mutex_misuse_aborts(void **state)
 {
     const char *const unheld[] = { "coroscope: fatal: coro_mutex_unlock(",
@@ -479,6 +517,7 @@ int main(void)
         cmocka_unit_test_teardown(test_mutex_uncontended, no_leftovers),
         cmocka_unit_test_teardown(test_mutex_stray_wake_is_not_a_lock, no_leftovers),
         cmocka_unit_test_teardown(test_mutex_misuse_aborts, no_leftovers),
+        cmocka_unit_test_teardown(test_rwlock_misuse_aborts, no_leftovers),
         cmocka_unit_test_teardown(test_queue_next_restart_all_empty, no_leftovers),
         cmocka_unit_test_teardown(test_queue_wait_releases_the_mutex, no_leftovers),
         cmocka_unit_test_teardown(test_rwlock_shared_exclusive_fifo, no_leftovers),
