@@ -23,13 +23,17 @@
 #include <unistd.h>
 
 #include "elf-target-int.h"
+#include "cli-int.h"
 #include "inspect-int.h"
 
 #ifndef CORO_VERSION
 #define CORO_VERSION "unknown"
 #endif
 
-enum { EXIT_ALL = 0, EXIT_SOME = 1, EXIT_NONE = 2, EXIT_DEADLOCK = 3, EXIT_USAGE = 64 };
+enum {
+    EXIT_ALL = CLI_EXIT_ALL, EXIT_SOME = CLI_EXIT_SOME, EXIT_NONE = CLI_EXIT_NONE,
+    EXIT_DEADLOCK = CLI_EXIT_DEADLOCK, EXIT_USAGE = CLI_EXIT_USAGE,
+};
 
 /* ps looks this deep for the innermost user frame. */
 #define PS_MAX_FRAMES 32
@@ -38,6 +42,8 @@ static const char usage_text[] =
     "Usage: coroscope ps (-p PID | --core FILE [-e EXECUTABLE])\n"
     "       coroscope bt (-p PID | --core FILE [-e EXECUTABLE]) [ID...]\n"
     "                    [--json | --folded] [-n MAXFRAMES] [--no-inlines]\n"
+    "       coroscope top -p PID [-b] [-n ITERATIONS] [-d SECONDS] [--stall-ms MS]\n"
+    "                     [--long-wait SECONDS]\n"
     "       coroscope --help | --version\n";
 
 static const char help_text[] =
@@ -49,6 +55,10 @@ static const char help_text[] =
     "                     innermost frame outside coroscope and the system's libraries,\n"
     "                     preferring one with file:line); then one line per deadlock\n"
     "  bt [ID...]         backtraces of the given coroutines (default: all)\n"
+    "  top                the coroutines over time, read without stopping the process:\n"
+    "                     state, wait, time in it, switches/s, creation site, and the\n"
+    "                     warnings stalled, long wait and deadlock (docs/live.md);\n"
+    "                     -b plain tables (batch), -n refreshes, -d seconds between them\n"
     "\n"
     "Input:\n"
     "  -p, --pid PID      a live process: its threads are stopped while it is read\n"
@@ -77,7 +87,7 @@ static int usage_error(const char *fmt, const char *arg)
 }
 
 /* Untrusted bytes from the target go to a terminal: only printable ASCII passes. */
-static void clean(char *s)
+void cli_clean(char *s)
 {
     for (; *s; s++) {
         if (!isprint((unsigned char)*s)) {
@@ -90,7 +100,7 @@ static const char *describe_co(const CoroInfo *co, char *buf, size_t len)
 {
     char name[CORO_INFO_NAME_SIZE];
     snprintf(name, sizeof(name), "%s", co->name);
-    clean(name);
+    cli_clean(name);
     if (name[0]) {
         snprintf(buf, len, "coroutine %" PRIu64 " \"%s\"", co->id, name);
     } else {
@@ -207,11 +217,11 @@ static void wait_cell(const CoroInfo *ci, int64_t now_ns, char *buf, size_t size
 }
 
 /* Names in the deadlock lines, quoted and cleaned like the NAME column. */
-static void ps_quoted(CoroOut *o, const char *s)
+void cli_quoted(CoroOut *o, const char *s)
 {
     char name[CORO_INFO_NAME_SIZE];
     snprintf(name, sizeof(name), "%s", s);
-    clean(name);
+    cli_clean(name);
     coro__out_str(o, "\"");
     coro__out_str(o, name);
     coro__out_str(o, "\"");
@@ -224,7 +234,7 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
         const CoroBacktrace *bt = &bts[i];
         char name[CORO_INFO_NAME_SIZE];
         snprintf(name, sizeof(name), "%s", bt->info.name[0] ? bt->info.name : "-");
-        clean(name);
+        cli_clean(name);
         char tid[16] = "-";
         if (bt->info.tid > 0) {
             snprintf(tid, sizeof(tid), "%d", (int)bt->info.tid);
@@ -244,10 +254,10 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
         } else if (f) {
             snprintf(where, sizeof(where), "0x%" PRIx64, f->pc);
         }
-        clean(where);
+        cli_clean(where);
         char wait[160];
         wait_cell(&bt->info, meta->now_ns, wait, sizeof(wait));
-        clean(wait);
+        cli_clean(wait);
         printf("%-8" PRIu64 " %-9s %-20s %-8s %-48s %s\n", bt->info.id,
                coro__waiting(&bt->info) ? "waiting" : coro__state_name(bt->info.state), name,
                tid, wait, where);
@@ -255,7 +265,7 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
     fflush(stdout);
     CoroOut o;
     coro__out_init(&o, STDOUT_FILENO);
-    coro__out_deadlocks_text(&o, bts, meta, "", ps_quoted);
+    coro__out_deadlocks_text(&o, bts, meta, "", cli_quoted);
     coro__out_flush(&o);
 }
 
@@ -465,7 +475,7 @@ static int cli_after(const CoroRegistry *reg, const CoroInfo *co, const CoroMach
     }
     if (bt->error[0]) {
         char desc[128];
-        clean(bt->error);
+        cli_clean(bt->error);
         fprintf(stderr, "coroscope: %s of %s: %s\n", describe_co(co, desc, sizeof(desc)),
                 coro__target_describe(c->t), bt->error);
     }
@@ -492,6 +502,9 @@ static size_t report_partial(const CoroCollection *col, const char *what)
 
 int main(int argc, char **argv)
 {
+    if (argc > 1 && strcmp(argv[1], "top") == 0) {
+        return cli_top(argc - 1, argv + 1);
+    }
     Args a = { 0 };
     int rc = parse_args(argc, argv, &a);
     if (rc >= 0) {

@@ -95,14 +95,14 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
 
     out->u = o->unwinder;
     out->s = o->symbolizer;
-    if (!out->u) {
+    if (!out->u && !o->records_only) {
         out->u = out->own_u = coro__unwinder_create(t, t->dwfl, &reg->abi);
     }
-    if (!out->s) {
+    if (!out->s && !o->records_only) {
         out->s = out->own_s = coro__symbolizer_create(t->dwfl);
     }
     out->bts = calloc(reg->ncoros ? reg->ncoros : 1, sizeof(*out->bts));
-    if (!out->u || !out->s || !out->bts) {
+    if ((!o->records_only && (!out->u || !out->s)) || !out->bts) {
         snprintf(t->error, sizeof(t->error), "cannot set up unwinding: out of memory");
         coro__collection_free(out);
         return -ENOMEM;
@@ -114,6 +114,10 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
     for (size_t i = 0; i < reg->ncoros; i++) {
         CoroInfo *co = &reg->coros[i];
         if (o->want && !o->want(co, o->arg)) {
+            continue;
+        }
+        if (o->records_only) {
+            out->bts[out->n++].info = *co;
             continue;
         }
         CoroMachineRegs buf;

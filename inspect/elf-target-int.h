@@ -24,6 +24,12 @@
  */
 int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen);
 
+/* As coro__target_pid_open when stop; otherwise the process is never stopped (no ptrace):
+ * memory is read while it runs (records under their seqlocks, docs/debug-abi.md) and
+ * thread_regs answers -ENOSYS. `coroscope top` reads this way. */
+int coro__target_pid_open_mode(pid_t pid, bool stop, CoroTarget **out, char *err,
+                               size_t errlen);
+
 /*
  * Opens an x86_64 ELF core file (kernel or gdb gcore). exe, when not NULL, is the main
  * executable, checked against the build-id the core records; otherwise the modules named by

@@ -379,6 +379,8 @@ typedef struct CoroCollectOptions {
     CoroBacktraceOptions bt;
     CoroUnwinder *unwinder;       /* borrowed, or NULL: the collection makes one */
     CoroSymbolizer *symbolizer;   /* borrowed, or NULL: likewise */
+    bool records_only;            /* no unwinding: bts[i].info only (coroscope top); no
+                                     unwinder is made, the symbolizer only if given */
     /* Called once the registry is read and sorted, before any backtrace is built (e.g. to
      * prefetch stacks); may be NULL. */
     void (*prepare)(const CoroRegistry *reg, void *arg);

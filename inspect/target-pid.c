@@ -442,6 +442,33 @@ static int attach_pass(PidTarget *p, char *err, size_t errlen)
 
 int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen)
 {
+    return coro__target_pid_open_mode(pid, true, out, err, errlen);
+}
+
+/* Whether the kernel lets us read pid's memory (the ptrace access check, without stopping
+ * anything); fills err with the reason when not. */
+static int check_readable(pid_t pid, char *err, size_t errlen)
+{
+    char byte;
+    struct iovec local = { &byte, 1 }, remote = { (void *)1, 1 };
+    if (process_vm_readv(pid, &local, 1, &remote, 1, 0) < 0 && (errno == EPERM ||
+                                                               errno == ESRCH)) {
+        int e = errno;
+        if (e == ESRCH) {
+            snprintf(err, errlen, "cannot read process %d: no such process", (int)pid);
+        } else {
+            char hint[256];
+            ptrace_hint(pid, hint, sizeof(hint));
+            snprintf(err, errlen, "cannot read process %d: not allowed (%s)", (int)pid, hint);
+        }
+        return -e;
+    }
+    return 0;
+}
+
+int coro__target_pid_open_mode(pid_t pid, bool stop, CoroTarget **out, char *err,
+                               size_t errlen)
+{
     *out = NULL;
     if (pid <= 0) {
         snprintf(err, errlen, "invalid process id %d", (int)pid);
@@ -466,9 +493,18 @@ int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen)
     p->vm_readv_ok = true;
     snprintf(p->e.what, sizeof(p->e.what), "process %d", (int)pid);
 
+    int rc = 0, pass;
+    if (!stop) {
+        /* Read while it runs: no ptrace stop, records read under their seqlocks. */
+        rc = check_readable(pid, err, errlen);
+        if (rc < 0) {
+            pid_close(&p->e.base);
+            return rc;
+        }
+        goto modules;
+    }
     /* Threads may be created while we attach (a new thread of a seized thread is not
      * auto-attached without PTRACE_O_TRACECLONE): repeat until a pass finds none. */
-    int rc = 0, pass;
     for (pass = 0; pass < ATTACH_PASSES; pass++) {
         rc = attach_pass(p, err, errlen);
         if (rc <= 0) {
@@ -498,6 +534,8 @@ int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen)
         pid_close(&p->e.base);
         return p->e.tids ? -ESRCH : -ENOMEM;
     }
+    p->e.ntids = nstopped;
+modules:;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
     p->mem_fd = open(path, O_RDONLY | O_CLOEXEC);
@@ -522,7 +560,6 @@ int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen)
         pid_close(&p->e.base);
         return rc;
     }
-    p->e.ntids = nstopped;
     *out = &p->e.base;
     return 0;
 }

@@ -1,0 +1,26 @@
+/*
+ * What the CLI's files share: exit statuses (coroscope --help and docs/cli.md list them), the
+ * helpers that make untrusted text printable, and the `top` command (top.c).
+ */
+#ifndef COROSCOPE_CLI_INT_H
+#define COROSCOPE_CLI_INT_H
+
+#include "inspect-int.h"
+
+enum {
+    CLI_EXIT_ALL = 0,      /* everything shown */
+    CLI_EXIT_SOME = 1,     /* some could not be shown (a line each on stderr) */
+    CLI_EXIT_NONE = 2,     /* nothing could be shown */
+    CLI_EXIT_DEADLOCK = 3, /* ps: all shown, and a deadlock found */
+    CLI_EXIT_USAGE = 64,
+};
+
+/* Replaces control characters (and other bytes a terminal would act on) in place. */
+void cli_clean(char *s);
+/* A name in quotes, cleaned: for the deadlock lines. */
+void cli_quoted(CoroOut *o, const char *s);
+
+/* coroscope top ARGS... (argv[0] is "top"): the exit status. */
+int cli_top(int argc, char **argv);
+
+#endif /* COROSCOPE_CLI_INT_H */
