@@ -41,7 +41,7 @@ enum {
 static const char usage_text[] =
     "Usage: coroscope ps (-p PID | --core FILE [-e EXECUTABLE])\n"
     "       coroscope bt (-p PID | --core FILE [-e EXECUTABLE]) [ID...]\n"
-    "                    [--json | --folded] [-n MAXFRAMES] [--no-inlines]\n"
+    "                    [--json | --folded] [--group] [-n MAXFRAMES] [--no-inlines]\n"
     "       coroscope top -p PID [-b] [-n ITERATIONS] [-d SECONDS] [--stall-ms MS]\n"
     "                     [--long-wait SECONDS]\n"
     "       coroscope --help | --version\n";
@@ -69,6 +69,8 @@ static const char help_text[] =
     "Output (bt):\n"
     "      --json         one JSON document (docs/json-schema.md)\n"
     "      --folded       folded stacks for flamegraph.pl and speedscope\n"
+    "      --group        identical stacks (state, wait kind, frames) once, with a count\n"
+    "                     and their ids, largest first; with --json: a \"groups\" array\n"
     "  -n, --max-frames N at most N frames per coroutine\n"
     "      --no-inlines   no separate frames for inlined calls\n"
     "  -h, --help         this text;   -V, --version   the version\n"
@@ -306,26 +308,28 @@ typedef struct Args {
     int format;
     size_t max_frames;
     bool no_inlines;
+    bool group;           /* --group: grouped text, or JSON with "groups" */
     uint64_t *ids;
     size_t nids;
 } Args;
 
 static int parse_args(int argc, char **argv, Args *a)
 {
-    enum { OPT_CORE = 256, OPT_JSON, OPT_FOLDED, OPT_NO_INLINES };
+    enum { OPT_CORE = 256, OPT_JSON, OPT_FOLDED, OPT_NO_INLINES, OPT_GROUP };
     static const struct option longopts[] = {
         { "pid", required_argument, NULL, 'p' },
         { "core", required_argument, NULL, OPT_CORE },
         { "executable", required_argument, NULL, 'e' },
         { "json", no_argument, NULL, OPT_JSON },
         { "folded", no_argument, NULL, OPT_FOLDED },
+        { "group", no_argument, NULL, OPT_GROUP },
         { "max-frames", required_argument, NULL, 'n' },
         { "no-inlines", no_argument, NULL, OPT_NO_INLINES },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
     };
-    bool json = false, folded = false;
+    bool json = false, folded = false, group = false;
     int c;
     opterr = 0;
     while ((c = getopt_long(argc, argv, "p:e:n:hV", longopts, NULL)) != -1) {
@@ -354,6 +358,9 @@ static int parse_args(int argc, char **argv, Args *a)
             break;
         case OPT_FOLDED:
             folded = true;
+            break;
+        case OPT_GROUP:
+            group = true;
             break;
         case 'n': {
             errno = 0;
@@ -401,11 +408,17 @@ static int parse_args(int argc, char **argv, Args *a)
     if (json && folded) {
         return usage_error("--json and --folded exclude each other%s", "");
     }
-    if (!bt && (json || folded || a->max_frames)) {
-        return usage_error("ps takes no output options (--json, --folded, -n belong to bt)%s",
-                           "");
+    if (!bt && (json || folded || group || a->max_frames)) {
+        return usage_error("ps takes no output options (--json, --folded, --group, -n belong "
+                           "to bt)%s", "");
     }
-    a->format = json ? CORO_DUMP_JSON : folded ? CORO_DUMP_FOLDED : CORO_DUMP_TEXT;
+    if (group && folded) {
+        return usage_error("--group and --folded exclude each other (folded output is "
+                           "grouped already)%s", "");
+    }
+    a->format = json ? CORO_DUMP_JSON : folded ? CORO_DUMP_FOLDED :
+                group ? CORO_DUMP_GROUPED : CORO_DUMP_TEXT;
+    a->group = group;
     if (!bt && optind < argc) {
         return usage_error("ps takes no coroutine ids ('%s')", argv[optind]);
     }
@@ -604,7 +617,8 @@ int main(int argc, char **argv)
     } else if (a.format == CORO_DUMP_TEXT && col.n == 0) {
         /* Nothing to print; the messages above say why. */
     } else {
-        rc = coro__format_dump(STDOUT_FILENO, a.format, &meta, col.bts, col.n, 0, NULL);
+        rc = coro__format_dump(STDOUT_FILENO, a.format, &meta, col.bts, col.n,
+                               a.group ? CORO_FORMAT_GROUPS : 0, NULL);
         if (rc < 0 && rc != -EPIPE) {
             fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(-rc));
             nfailed++;

@@ -310,7 +310,7 @@ static void text_location(CoroOut *o, const CoroFrame *f)
     }
 }
 
-static void text_frame(CoroOut *o, size_t i, const CoroFrame *f)
+void coro__format_text_frame(CoroOut *o, size_t i, const CoroFrame *f)
 {
     put(o, "  #", 3);
     coro__out_u64(o, i);
@@ -329,7 +329,7 @@ static void text_frame(CoroOut *o, size_t i, const CoroFrame *f)
     out_ch(o, '\n');
 }
 
-static void text_quoted(CoroOut *o, const char *s)
+void coro__format_text_quoted(CoroOut *o, const char *s)
 {
     out_ch(o, '"');
     out_text_str(o, s);
@@ -343,7 +343,7 @@ static void text_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
     coro__out_u64(o, ci->id);
     if (ci->name[0]) {
         out_ch(o, ' ');
-        text_quoted(o, ci->name);
+        coro__format_text_quoted(o, ci->name);
     }
     put(o, " [", 2);
     if (coro__waiting(ci)) {
@@ -357,7 +357,7 @@ static void text_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
     }
     put(o, "]:\n", 3);
     for (size_t i = 0; i < bt->nframes; i++) {
-        text_frame(o, i, &bt->frames[i]);
+        coro__format_text_frame(o, i, &bt->frames[i]);
     }
     if (bt->error[0]) {
         coro__out_str(o, bt->nframes ? "  (backtrace stops: " : "  (no frames: ");
@@ -393,7 +393,7 @@ int coro__format_text_one(int fd, const CoroBacktrace *bt)
 
 /* ---- JSON ---- */
 
-static void json_frame(CoroOut *o, const CoroFrame *f)
+void coro__format_json_frame(CoroOut *o, const CoroFrame *f)
 {
     coro__out_str(o, "{\"pc\":\"");
     coro__out_hex(o, f->pc);
@@ -434,10 +434,10 @@ static void json_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
         put(o, "null", 4);
     }
     coro__out_str(o, ",\"entry\":");
-    json_frame(o, &bt->entry);
+    coro__format_json_frame(o, &bt->entry);
     coro__out_str(o, ",\"created_at\":");
     if (bt->created_at.pc) {
-        json_frame(o, &bt->created_at);
+        coro__format_json_frame(o, &bt->created_at);
     } else {
         put(o, "null", 4);
     }
@@ -458,7 +458,7 @@ static void json_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
         if (i) {
             out_ch(o, ',');
         }
-        json_frame(o, &bt->frames[i]);
+        coro__format_json_frame(o, &bt->frames[i]);
     }
     /* The partial-record rule: why frames are missing or incomplete, or null. */
     coro__out_str(o, "],\"error\":");
@@ -568,7 +568,7 @@ static void folded_line(CoroOut *o, const CoroBacktrace *bt, uint64_t count)
 }
 
 /* The header's second line when the answer is partial (the collect driver's counts). */
-static void text_partial(CoroOut *o, const CoroDumpMeta *meta)
+void coro__format_text_partial(CoroOut *o, const CoroDumpMeta *meta)
 {
     if (!meta || (!meta->unreadable && !meta->truncated && !meta->incomplete)) {
         return;
@@ -613,14 +613,21 @@ int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBa
                 out_time(&o, &meta->time);
             }
             out_ch(&o, '\n');
-            text_partial(&o, meta);
-            coro__out_deadlocks_text(&o, bts, meta, "coroscope: ", text_quoted);
+            coro__format_text_partial(&o, meta);
+            coro__out_deadlocks_text(&o, bts, meta, "coroscope: ", coro__format_text_quoted);
         }
         for (size_t i = 0; i < n; i++) {
             out_ch(&o, '\n');
             text_one(&o, &bts[i], coro__meta_now(meta));
         }
         break;
+    case CORO_DUMP_GROUPED: {
+        int rc = coro__format_grouped_text(&o, meta, bts, n);
+        if (rc < 0) {
+            return rc;
+        }
+        break;
+    }
     case CORO_DUMP_JSON:
         coro__out_str(&o, "{\"format\":\"coroscope\",\"version\":1,\"pid\":");
         coro__out_u64(&o, (uint64_t)(meta ? meta->pid : 0));
@@ -646,7 +653,14 @@ int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBa
             }
             json_one(&o, &bts[i], coro__meta_now(meta));
         }
-        coro__out_str(&o, "]}\n");
+        coro__out_str(&o, "]");
+        if (flags & CORO_FORMAT_GROUPS) {
+            int rc = coro__format_groups_json(&o, bts, n);
+            if (rc < 0) {
+                return rc;
+            }
+        }
+        coro__out_str(&o, "}\n");
         break;
     case CORO_DUMP_FOLDED: {
         if (n > UINT32_MAX) {

@@ -310,6 +310,7 @@ typedef struct CoroDumpMeta {
 
 enum {
     CORO_FORMAT_NO_PREAMBLE = 1u << 0, /* text: no "coroscope dump of pid ..." first line */
+    CORO_FORMAT_GROUPS = 1u << 1,      /* JSON: add the "groups" array (format-group.c) */
 };
 
 /*
@@ -364,6 +365,19 @@ void coro__out_wait_json(CoroOut *o, const CoroInfo *ci, int64_t now_ns);
 void coro__out_deadlocks_text(CoroOut *o, const CoroBacktrace *bts, const CoroDumpMeta *meta,
                               const char *prefix, void (*quoted)(CoroOut *, const char *));
 void coro__out_deadlocks_json(CoroOut *o, const CoroBacktrace *bts, const CoroDumpMeta *meta);
+
+/* Pieces of the text and JSON formats that the grouped format (format-group.c) reuses. */
+void coro__format_text_frame(CoroOut *o, size_t i, const CoroFrame *f);
+void coro__format_json_frame(CoroOut *o, const CoroFrame *f);
+void coro__format_text_partial(CoroOut *o, const CoroDumpMeta *meta);
+void coro__format_text_quoted(CoroOut *o, const char *s);
+
+/* Grouped stacks (format-group.c): coroutines with the same state, wait kind and frames
+ * (function, file:line) once, with a count and their ids, largest group first. Allocates
+ * (not signal-safe). 0 or -ENOMEM. */
+int coro__format_grouped_text(CoroOut *o, const CoroDumpMeta *meta, const CoroBacktrace *bts,
+                              size_t n);
+int coro__format_groups_json(CoroOut *o, const CoroBacktrace *bts, size_t n);
 
 /* "created", "running" or "suspended" (NESTED is running), as in the JSON schema. */
 const char *coro__state_name(uint32_t state);

@@ -341,7 +341,8 @@ CORO_EXPORT int coro_dump_on_signal(int signo, const char *path, int format)
         signo == SIGSEGV || signo == SIGBUS || signo == SIGFPE || signo == SIGILL) {
         return -EINVAL;
     }
-    if (format != CORO_DUMP_TEXT && format != CORO_DUMP_JSON && format != CORO_DUMP_FOLDED) {
+    if (format != CORO_DUMP_TEXT && format != CORO_DUMP_JSON && format != CORO_DUMP_FOLDED &&
+        format != CORO_DUMP_GROUPED) {
         return -EINVAL;
     }
     if (path) {
@@ -459,6 +460,9 @@ static int parse_format(const char *s)
     if (strcmp(s, "folded") == 0) {
         return CORO_DUMP_FOLDED;
     }
+    if (strcmp(s, "grouped") == 0) {
+        return CORO_DUMP_GROUPED;
+    }
     return -1;
 }
 
@@ -488,7 +492,7 @@ static void env_init(void)
     const char *fmt = secure_getenv("CORO_DUMP_FORMAT");
     int format = parse_format(fmt);
     if (format < 0) {
-        env_complain("CORO_DUMP_FORMAT", fmt, "not one of text, json, folded");
+        env_complain("CORO_DUMP_FORMAT", fmt, "not one of text, json, folded, grouped");
         return;
     }
     const char *path = secure_getenv("CORO_DUMP_PATH");

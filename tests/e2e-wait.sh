@@ -78,6 +78,31 @@ PY
 if grep -q '^json: ok' "$T/py"; then ok "bt --json: waits, holders, the cycle ($(grep schema "$T/py"))"
 else bad "bt --json"; sed 's/^/    | /' "$T/py"; fi
 
+run "bt --group" 0 "$CLI" bt --group -p "$pid"
+cp "$T/out" "$T/group.txt"
+has "grouped: the header counts groups" "$T/group.txt" '^coroscope: 12 coroutines in 7 groups, process [0-9]+$'
+n=$(grep -cE '^3 coroutines \[waiting fd\]: [0-9,-]+$' "$T/group.txt")
+[ "$n" -eq 2 ] && ok "grouped: idle clients and their server connections, 3 each" \
+    || { bad "grouped: $n groups of 3 fd waiters"; sed 's/^/    | /' "$T/group.txt"; }
+has "grouped: the worker pool is one group" "$T/group.txt" '^2 coroutines \[waiting queue\]: [0-9]+(-[0-9]+|,[0-9]+)$'
+run "bt --group --json" 0 "$CLI" bt --group --json -p "$pid"
+python3 - "$T/out" >"$T/py" 2>&1 <<'PY'
+import json, sys
+doc = json.load(open(sys.argv[1]))
+g = doc["groups"]
+assert [x["count"] for x in g] == sorted([x["count"] for x in g], reverse=True), g
+assert sum(x["count"] for x in g) == len(doc["coroutines"])
+assert all(len(x["ids"]) == x["count"] for x in g)
+try:
+    import jsonschema
+    jsonschema.validate(doc, json.load(open("docs/coroscope-dump.schema.json")))
+except ImportError:
+    pass
+print("groups: ok")
+PY
+grep -q '^groups: ok' "$T/py" && ok "bt --group --json: groups largest first, every coroutine once, schema" \
+    || { bad "bt --group --json"; sed 's/^/    | /' "$T/py"; }
+
 if command -v gdb >/dev/null 2>&1; then
     gdb -nx -batch -iex "add-auto-load-safe-path $(cd "$B" && pwd)" -p "$pid" -ex coro-info \
         >"$T/gdb" 2>&1

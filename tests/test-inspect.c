@@ -439,8 +439,31 @@ static void test_json_running_chain_from_live_stack(void **state)
 
 static void test_dump_rejects_bad_format_fd_and_broken_pipe(void **state)
 {
-    assert_int_equal(coro_dump(STDOUT_FILENO, 3), -EINVAL);
+    assert_int_equal(coro_dump(STDOUT_FILENO, 4), -EINVAL);
     assert_int_equal(coro_dump(STDOUT_FILENO, -1), -EINVAL);
+    /* CORO_DUMP_GROUPED (3) is a format: identical stacks once, with a count. */
+    uint64_t gmark = coro_leak_mark();
+    Coroutine *same[3];
+    for (int i = 0; i < 3; i++) {
+        same[i] = coro_create(chain_a_o2, NULL);
+    }
+    int gfd = memfd_create("grouped", 0);
+    assert_int_equal(coro_dump(gfd, CORO_DUMP_GROUPED), 0);
+    char *grouped = read_all(gfd);
+    close(gfd);
+    char want[64];
+    snprintf(want, sizeof(want), "coroutines [created]: %llu-%llu\n",
+             (unsigned long long)coro_id(same[0]), (unsigned long long)coro_id(same[2]));
+    if (!strstr(grouped, want)) {
+        print_error("%s", grouped);
+        fail_msg("no group \"%s\" in the grouped dump", want);
+    }
+    free(grouped);
+    for (int i = 0; i < 3; i++) {
+        coro_enter(same[i]); /* runs to its yield */
+        coro_enter(same[i]); /* returns */
+    }
+    assert_int_equal(coro_leak_check_since(gmark, -1), 0);
     uint64_t mark = coro_leak_mark();
     Coroutine *co = coro_create(chain_a_o2, NULL);    /* something to write */
     assert_int_equal(coro_dump(-1, CORO_DUMP_JSON), -EBADF);

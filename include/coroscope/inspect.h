@@ -23,7 +23,14 @@ extern "C" {
 #endif
 
 /* Output formats of coro_dump() and of the signal dump. */
-enum { CORO_DUMP_TEXT = 0, CORO_DUMP_JSON = 1, CORO_DUMP_FOLDED = 2 };
+enum {
+    CORO_DUMP_TEXT = 0,
+    CORO_DUMP_JSON = 1,
+    CORO_DUMP_FOLDED = 2,
+    /* Text, with coroutines of the same state, wait kind and frames printed once, with a
+     * count and their ids, largest group first (as pprof's debug=1 and panicparse). */
+    CORO_DUMP_GROUPED = 3,
+};
 
 /*
  * Writes every live coroutine with its backtrace to fd: suspended and never-entered ones from
