@@ -22,7 +22,7 @@ SAN          ?=
 # Debian packages the build, the tests, the benchmarks and the demo need (make deps).
 DEB_PACKAGES := build-essential pkg-config libdw-dev libelf-dev libunwind-dev libcmocka-dev \
                 libboost-context-dev elfutils gdb valgrind python3 python3-jsonschema g++ \
-                libuv1-dev
+                libuv1-dev systemtap-sdt-dev
 
 ifeq ($(V),1)
 Q :=

@@ -17,6 +17,7 @@
 #include <coroscope/hooks.h>
 
 #include "coro-int.h" /* defines CORO_ASAN in ASan builds */
+#include "probes-int.h"
 
 #ifdef CORO_ASAN
 #include <sanitizer/common_interface_defs.h>
@@ -279,6 +280,7 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
     atomic_store_explicit(&co->state, CORO_STATE_CREATED, memory_order_release);
     __atomic_store_n(&co->regs.seq, seq + 1, __ATOMIC_RELEASE);
     count(&sh->created);
+    CORO_PROBE_CREATE(co);
 }
 
 /* Every case of create: options, first use on a thread, empty cache, new id block, errors. */
@@ -429,6 +431,7 @@ void coro__terminate(Coroutine *co)
     /* No seqlock: co's registers are never saved again nor read (readers skip TERMINATED and
      * FREE records), and its seq stays even for its next life. */
     atomic_store_explicit(&co->state, CORO_STATE_TERMINATED, memory_order_relaxed);
+    CORO_PROBE_TERMINATE(co);
     co->caller = NULL;
     count(&sh->terminated);
     sh->current = to;

@@ -22,6 +22,7 @@
 #include <time.h>
 #include <unistd.h>
 
+#include "probes-int.h"
 #include "wait-int.h"
 
 #define TAG_EVENTFD UINT64_MAX
@@ -267,6 +268,7 @@ static void schedule_on(CoroLoop *l, Coroutine *co)
     if (atomic_exchange(&co->wake_state, 1)) {
         return; /* already scheduled: it runs once */
     }
+    CORO_PROBE_WAKE(co);
     if (l == tls_loop) {
         ready_push(l, co);
         if (l->tfd >= 0) {
@@ -369,7 +371,9 @@ void coro__park(Coroutine *self, uint32_t kind, void *object, const char *who)
     self->wait_object = object;
     self->wait_since = (uint64_t)now;
     self->wait_kind = kind; /* readers see it with the registers of the yield below */
+    CORO_PROBE_WAIT_BEGIN(self, kind, object, kind == CORO_WAIT_FD ? self->wait_fd : -1);
     coro_yield();
+    CORO_PROBE_WAIT_END(self, kind, now); /* the tracer's clock gives the duration */
     /* wait_loop, wait_fd and wait_events stay: the waiting function owns them (a primitive
      * woken by a stray wake parks again with them) and clears wait_loop when done. */
     self->wait_kind = CORO_WAIT_NONE;
