@@ -22,7 +22,7 @@ SAN          ?=
 # Debian packages the build, the tests, the benchmarks and the demo need (make deps).
 DEB_PACKAGES := build-essential pkg-config libdw-dev libelf-dev libunwind-dev libcmocka-dev \
                 libboost-context-dev elfutils gdb valgrind python3 python3-jsonschema g++ \
-                libuv1-dev systemtap-sdt-dev
+                libuv1-dev systemtap-sdt-dev zlib1g-dev golang-go
 
 ifeq ($(V),1)
 Q :=
@@ -37,7 +37,7 @@ endif
 # any goal. (Probing with $(shell pkg-config ...) at parse time read empty flags on a fresh
 # machine and the first link failed.) Goals that build nothing skip it.
 .DEFAULT_GOAL := all
-DEP_PKGS     := libdw libelf
+DEP_PKGS     := libdw libelf zlib
 DEPS_SH      ?= ./scripts/deps.sh
 NO_CONFIG_GOALS := clean help deps uninstall uninstall-gdb
 ifneq ($(filter-out $(NO_CONFIG_GOALS),$(or $(MAKECMDGOALS),all)),)

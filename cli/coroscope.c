@@ -12,6 +12,7 @@
 #define _GNU_SOURCE
 #include <ctype.h>
 #include <errno.h>
+#include <fcntl.h>
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
@@ -41,7 +42,8 @@ enum {
 static const char usage_text[] =
     "Usage: coroscope ps (-p PID | --core FILE [-e EXECUTABLE])\n"
     "       coroscope bt (-p PID | --core FILE [-e EXECUTABLE]) [ID...]\n"
-    "                    [--json | --folded] [--group] [-n MAXFRAMES] [--no-inlines]\n"
+    "                    [--json | --folded | --pprof FILE] [--group] [-n MAXFRAMES]\n"
+    "                    [--no-inlines]\n"
     "       coroscope top -p PID [-b] [-n ITERATIONS] [-d SECONDS] [--stall-ms MS]\n"
     "                     [--long-wait SECONDS]\n"
     "       coroscope --help | --version\n";
@@ -69,6 +71,8 @@ static const char help_text[] =
     "Output (bt):\n"
     "      --json         one JSON document (docs/json-schema.md)\n"
     "      --folded       folded stacks for flamegraph.pl and speedscope\n"
+    "      --pprof FILE   a gzip'd pprof profile (go tool pprof, Pyroscope, Parca): one\n"
+    "                     sample per group of identical stacks, coroutines/count\n"
     "      --group        identical stacks (state, wait kind, frames) once, with a count\n"
     "                     and their ids, largest first; with --json: a \"groups\" array\n"
     "  -n, --max-frames N at most N frames per coroutine\n"
@@ -309,13 +313,14 @@ typedef struct Args {
     size_t max_frames;
     bool no_inlines;
     bool group;           /* --group: grouped text, or JSON with "groups" */
+    const char *pprof;    /* --pprof FILE: a gzip'd profile.proto there */
     uint64_t *ids;
     size_t nids;
 } Args;
 
 static int parse_args(int argc, char **argv, Args *a)
 {
-    enum { OPT_CORE = 256, OPT_JSON, OPT_FOLDED, OPT_NO_INLINES, OPT_GROUP };
+    enum { OPT_CORE = 256, OPT_JSON, OPT_FOLDED, OPT_NO_INLINES, OPT_GROUP, OPT_PPROF };
     static const struct option longopts[] = {
         { "pid", required_argument, NULL, 'p' },
         { "core", required_argument, NULL, OPT_CORE },
@@ -323,6 +328,7 @@ static int parse_args(int argc, char **argv, Args *a)
         { "json", no_argument, NULL, OPT_JSON },
         { "folded", no_argument, NULL, OPT_FOLDED },
         { "group", no_argument, NULL, OPT_GROUP },
+        { "pprof", required_argument, NULL, OPT_PPROF },
         { "max-frames", required_argument, NULL, 'n' },
         { "no-inlines", no_argument, NULL, OPT_NO_INLINES },
         { "help", no_argument, NULL, 'h' },
@@ -361,6 +367,9 @@ static int parse_args(int argc, char **argv, Args *a)
             break;
         case OPT_GROUP:
             group = true;
+            break;
+        case OPT_PPROF:
+            a->pprof = optarg;
             break;
         case 'n': {
             errno = 0;
@@ -412,12 +421,19 @@ static int parse_args(int argc, char **argv, Args *a)
         return usage_error("ps takes no output options (--json, --folded, --group, -n belong "
                            "to bt)%s", "");
     }
+    if (a->pprof && (json || folded || group)) {
+        return usage_error("--pprof FILE writes a profile: it takes no other output option%s",
+                           "");
+    }
+    if (!bt && a->pprof) {
+        return usage_error("--pprof belongs to bt%s", "");
+    }
     if (group && folded) {
         return usage_error("--group and --folded exclude each other (folded output is "
                            "grouped already)%s", "");
     }
-    a->format = json ? CORO_DUMP_JSON : folded ? CORO_DUMP_FOLDED :
-                group ? CORO_DUMP_GROUPED : CORO_DUMP_TEXT;
+    a->format = json ? CORO_DUMP_JSON : folded ? CORO_DUMP_FOLDED : group ? CORO_DUMP_GROUPED :
+                a->pprof ? CORO_DUMP_PPROF : CORO_DUMP_TEXT;
     a->group = group;
     if (!bt && optind < argc) {
         return usage_error("ps takes no coroutine ids ('%s')", argv[optind]);
@@ -617,8 +633,20 @@ int main(int argc, char **argv)
     } else if (a.format == CORO_DUMP_TEXT && col.n == 0) {
         /* Nothing to print; the messages above say why. */
     } else {
-        rc = coro__format_dump(STDOUT_FILENO, a.format, &meta, col.bts, col.n,
-                               a.group ? CORO_FORMAT_GROUPS : 0, NULL);
+        int out = STDOUT_FILENO;
+        if (a.pprof) {
+            out = open(a.pprof, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+            if (out < 0) {
+                fprintf(stderr, "coroscope: cannot write the profile %s: %s\n", a.pprof,
+                        strerror(errno));
+                nfailed++;
+            }
+        }
+        rc = out < 0 ? 0 : coro__format_dump(out, a.format, &meta, col.bts, col.n,
+                                             a.group ? CORO_FORMAT_GROUPS : 0, NULL);
+        if (out >= 0 && out != STDOUT_FILENO && close(out) < 0 && rc == 0) {
+            rc = -errno;
+        }
         if (rc < 0 && rc != -EPIPE) {
             fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(-rc));
             nfailed++;

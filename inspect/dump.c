@@ -371,7 +371,7 @@ CORO_EXPORT __attribute__((noinline)) int coro_dump(int fd, int format)
     CoroMachineRegs live;
     coro__capture_regs(&live);
     if (format != CORO_DUMP_TEXT && format != CORO_DUMP_JSON && format != CORO_DUMP_FOLDED &&
-        format != CORO_DUMP_GROUPED) {
+        format != CORO_DUMP_GROUPED && format != CORO_DUMP_PPROF) {
         return -EINVAL;
     }
     DumpJob job = { .fd = fd, .format = format };

@@ -18,14 +18,14 @@ static int str_cmp(const char *a, const char *b)
     return strcmp(a ? a : "", b ? b : "");
 }
 
-static const char *state_key(const CoroInfo *ci)
+const char *coro__group_state(const CoroInfo *ci)
 {
     return coro__waiting(ci) ? "waiting" : coro__state_name(ci->state);
 }
 
 static int key_cmp(const CoroBacktrace *a, const CoroBacktrace *b)
 {
-    int c = strcmp(state_key(&a->info), state_key(&b->info));
+    int c = strcmp(coro__group_state(&a->info), coro__group_state(&b->info));
     if (c) {
         return c;
     }
@@ -63,13 +63,10 @@ static int by_key_then_id(const void *x, const void *y, void *arg)
     return c ? c : (a->info.id < b->info.id ? -1 : a->info.id > b->info.id);
 }
 
-typedef struct Group {
-    size_t first, count;  /* into the sorted index */
-} Group;
 
 static int by_size(const void *x, const void *y, void *arg)
 {
-    const Group *a = x, *b = y;
+    const CoroGroup *a = x, *b = y;
     const size_t *ix = ((void **)arg)[0];
     const CoroBacktrace *bts = ((void **)arg)[1];
     if (a->count != b->count) {
@@ -80,10 +77,11 @@ static int by_size(const void *x, const void *y, void *arg)
 }
 
 /* Sorts an index of bts by key and id and cuts it into groups, largest first. */
-static int build(const CoroBacktrace *bts, size_t n, size_t **ixp, Group **gp, size_t *ng)
+int coro__groups_build(const CoroBacktrace *bts, size_t n, size_t **ixp, CoroGroup **gp,
+                       size_t *ng)
 {
     size_t *ix = malloc((n ? n : 1) * sizeof(*ix));
-    Group *g = malloc((n ? n : 1) * sizeof(*g));
+    CoroGroup *g = malloc((n ? n : 1) * sizeof(*g));
     if (!ix || !g) {
         free(ix);
         free(g);
@@ -99,7 +97,7 @@ static int build(const CoroBacktrace *bts, size_t n, size_t **ixp, Group **gp, s
         while (j < n && key_cmp(&bts[ix[i]], &bts[ix[j]]) == 0) {
             j++;
         }
-        g[k++] = (Group){ i, j - i };
+        g[k++] = (CoroGroup){ i, j - i };
         i = j;
     }
     void *arg[2] = { ix, (void *)bts };
@@ -111,7 +109,7 @@ static int build(const CoroBacktrace *bts, size_t n, size_t **ixp, Group **gp, s
 }
 
 /* "3-7,12": ids of a group are sorted (the index is sorted by id within a key). */
-static void out_ids(CoroOut *o, const CoroBacktrace *bts, const size_t *ix, const Group *g)
+static void out_ids(CoroOut *o, const CoroBacktrace *bts, const size_t *ix, const CoroGroup *g)
 {
     for (size_t i = 0; i < g->count;) {
         uint64_t lo = bts[ix[g->first + i]].info.id, hi = lo;
@@ -136,8 +134,8 @@ int coro__format_grouped_text(CoroOut *o, const CoroDumpMeta *meta, const CoroBa
                               size_t n)
 {
     size_t *ix, ng;
-    Group *g;
-    if (build(bts, n, &ix, &g, &ng) < 0) {
+    CoroGroup *g;
+    if (coro__groups_build(bts, n, &ix, &g, &ng) < 0) {
         return -ENOMEM;
     }
     coro__out_str(o, "coroscope: ");
@@ -154,7 +152,7 @@ int coro__format_grouped_text(CoroOut *o, const CoroDumpMeta *meta, const CoroBa
         coro__out_str(o, "\n");
         coro__out_u64(o, g[k].count);
         coro__out_str(o, g[k].count == 1 ? " coroutine [" : " coroutines [");
-        coro__out_str(o, state_key(&rep->info));
+        coro__out_str(o, coro__group_state(&rep->info));
         if (coro__waiting(&rep->info)) {
             coro__out_str(o, " ");
             coro__out_str(o, coro__wait_kind_name(rep->info.wait_kind));
@@ -181,8 +179,8 @@ int coro__format_grouped_text(CoroOut *o, const CoroDumpMeta *meta, const CoroBa
 int coro__format_groups_json(CoroOut *o, const CoroBacktrace *bts, size_t n)
 {
     size_t *ix, ng;
-    Group *g;
-    if (build(bts, n, &ix, &g, &ng) < 0) {
+    CoroGroup *g;
+    if (coro__groups_build(bts, n, &ix, &g, &ng) < 0) {
         return -ENOMEM;
     }
     coro__out_str(o, ",\"groups\":[");
@@ -198,7 +196,7 @@ int coro__format_groups_json(CoroOut *o, const CoroBacktrace *bts, size_t n)
             coro__out_u64(o, bts[ix[g[k].first + i]].info.id);
         }
         coro__out_str(o, "],\"state\":\"");
-        coro__out_str(o, state_key(&rep->info));
+        coro__out_str(o, coro__group_state(&rep->info));
         coro__out_str(o, "\",\"wait\":");
         if (coro__waiting(&rep->info)) {
             coro__out_str(o, "\"");

@@ -621,6 +621,8 @@ int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBa
             text_one(&o, &bts[i], coro__meta_now(meta));
         }
         break;
+    case CORO_DUMP_PPROF:
+        return coro__format_pprof(fd, meta, bts, n);
     case CORO_DUMP_GROUPED: {
         int rc = coro__format_grouped_text(&o, meta, bts, n);
         if (rc < 0) {

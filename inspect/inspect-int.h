@@ -379,6 +379,20 @@ int coro__format_grouped_text(CoroOut *o, const CoroDumpMeta *meta, const CoroBa
                               size_t n);
 int coro__format_groups_json(CoroOut *o, const CoroBacktrace *bts, size_t n);
 
+/* The groups themselves: ix (n entries, free()) sorts bts by key then id; group k is
+ * ix[g[k].first .. first + count), groups largest first (g: free()). 0 or -ENOMEM. */
+typedef struct CoroGroup {
+    size_t first, count;
+} CoroGroup;
+int coro__groups_build(const CoroBacktrace *bts, size_t n, size_t **ix, CoroGroup **g,
+                       size_t *ng);
+/* The true first key of a group for labels: "created", "running", "suspended" or "waiting". */
+const char *coro__group_state(const CoroInfo *ci);
+
+/* pprof (format-pprof.c): a gzip'd profile.proto to fd, one sample per group of identical
+ * stacks, sample type coroutines/count, labels state and wait. 0, -ENOMEM or -errno. */
+int coro__format_pprof(int fd, const CoroDumpMeta *meta, const CoroBacktrace *bts, size_t n);
+
 /* "created", "running" or "suspended" (NESTED is running), as in the JSON schema. */
 const char *coro__state_name(uint32_t state);
 

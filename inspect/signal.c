@@ -342,7 +342,7 @@ CORO_EXPORT int coro_dump_on_signal(int signo, const char *path, int format)
         return -EINVAL;
     }
     if (format != CORO_DUMP_TEXT && format != CORO_DUMP_JSON && format != CORO_DUMP_FOLDED &&
-        format != CORO_DUMP_GROUPED) {
+        format != CORO_DUMP_GROUPED && format != CORO_DUMP_PPROF) {
         return -EINVAL;
     }
     if (path) {
@@ -463,6 +463,9 @@ static int parse_format(const char *s)
     if (strcmp(s, "grouped") == 0) {
         return CORO_DUMP_GROUPED;
     }
+    if (strcmp(s, "pprof") == 0) {
+        return CORO_DUMP_PPROF;
+    }
     return -1;
 }
 
@@ -492,7 +495,7 @@ static void env_init(void)
     const char *fmt = secure_getenv("CORO_DUMP_FORMAT");
     int format = parse_format(fmt);
     if (format < 0) {
-        env_complain("CORO_DUMP_FORMAT", fmt, "not one of text, json, folded, grouped");
+        env_complain("CORO_DUMP_FORMAT", fmt, "not one of text, json, folded, grouped, pprof");
         return;
     }
     const char *path = secure_getenv("CORO_DUMP_PATH");

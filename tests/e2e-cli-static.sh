@@ -20,7 +20,7 @@ case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *) SAN="" ;; esac
 PROG=$T/prog-static
 # shellcheck disable=SC2046,SC2086
 if ! ${CC:-cc} -std=gnu11 -O2 -g $SAN -Iinclude -o "$PROG" "$SRC" "$B/libcoroscope.a" \
-        $(pkg-config --libs libdw libelf) -lpthread; then
+        $(pkg-config --libs libdw libelf zlib) -lpthread; then
     echo "FAIL - static link of prog-cli"
     exit 1
 fi
@@ -85,7 +85,7 @@ fi
 FULL=$T/prog-full-static
 # shellcheck disable=SC2046,SC2086
 if [ -z "$SAN" ] && ${CC:-cc} -static -std=gnu11 -O2 -g -Iinclude -o "$FULL" "$SRC" \
-        "$B/libcoroscope.a" $(pkg-config --static --libs libdw libelf) -lpthread \
+        "$B/libcoroscope.a" $(pkg-config --static --libs libdw libelf zlib) -lpthread \
         >"$T/static.log" 2>&1; then
     strip -o "$T/full-stripped" "$FULL"
     if start "$FULL"; then

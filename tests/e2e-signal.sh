@@ -27,7 +27,7 @@ trap 'rm -rf "$T"' EXIT INT TERM
 case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *) SAN="" ;; esac
 # shellcheck disable=SC2086,SC2046
 if ! ${CC:-cc} -std=gnu11 -O2 -g $SAN -Iinclude -o "$T/prog-signal-static" tests/prog-signal.c \
-        "$B/libcoroscope.a" $(pkg-config --libs libdw libelf) -lpthread; then
+        "$B/libcoroscope.a" $(pkg-config --libs libdw libelf zlib) -lpthread; then
     echo "e2e-signal: static link of prog-signal failed"
     exit 1
 fi

@@ -103,6 +103,21 @@ PY
 grep -q '^groups: ok' "$T/py" && ok "bt --group --json: groups largest first, every coroutine once, schema" \
     || { bad "bt --group --json"; sed 's/^/    | /' "$T/py"; }
 
+# pprof: decoded by an independent reader, Go's own pprof.
+run "bt --pprof" 0 "$CLI" bt --pprof "$T/coro.pb.gz" -p "$pid"
+if command -v go >/dev/null 2>&1; then
+    (cd "$T" && HOME=$T PPROF_TMPDIR=$T timeout 120 go tool pprof -raw coro.pb.gz) >"$T/raw" 2>&1
+    has "pprof: sample type coroutines/count" "$T/raw" '^coroutines/count$'
+    n=$(grep -cE '^ +3: ([0-9]+ )+$' "$T/raw")
+    [ "$n" -eq 2 ] && ok "pprof: two samples of 3 coroutines (idle clients, their connections)" \
+        || { bad "pprof: $n samples of 3"; sed 's/^/    | /' "$T/raw" | head -40; }
+    has "pprof: labels state and wait" "$T/raw" 'state:\[waiting\] wait:\[fd\]'
+    has "pprof: a location names say_hello with its line" "$T/raw" ' say_hello examples/hello-server\.c:[0-9]+ '
+    has "pprof: the program's mapping" "$T/raw" '/examples/hello-server '
+else
+    bad "go is not installed: cannot decode the pprof profile (make deps installs golang-go)"
+fi
+
 if command -v gdb >/dev/null 2>&1; then
     gdb -nx -batch -iex "add-auto-load-safe-path $(cd "$B" && pwd)" -p "$pid" -ex coro-info \
         >"$T/gdb" 2>&1

@@ -30,6 +30,9 @@ enum {
     /* Text, with coroutines of the same state, wait kind and frames printed once, with a
      * count and their ids, largest group first (as pprof's debug=1 and panicparse). */
     CORO_DUMP_GROUPED = 3,
+    /* A gzip'd pprof profile.proto: one sample per group of identical stacks, sample type
+     * coroutines/count (`go tool pprof`, Pyroscope, Parca read it). Binary: give a file. */
+    CORO_DUMP_PPROF = 4,
 };
 
 /*
