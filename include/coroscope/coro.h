@@ -23,14 +23,29 @@
 extern "C" {
 #endif
 
+/*
+ * QEMU defines the same three names (coroutine_fn in qemu/coroutine.h or qemu/osdep.h,
+ * Coroutine in qemu/typedefs.h, CoroutineEntry in qemu/coroutine.h). A program that includes
+ * QEMU's headers FIRST and then this one compiles: each name is only defined here when it is
+ * not defined yet (QEMU's include guards QEMU_TYPEDEFS_H and QEMU_COROUTINE_H tell). The
+ * Coroutine type is then QEMU's `struct Coroutine` tag, which is the same tag as ours.
+ * tests/test-qemu-names.c checks it.
+ */
+
 /* Marks a function that may only run inside a coroutine (it may yield). Documentation only. */
+#ifndef coroutine_fn
 #define coroutine_fn
+#endif
 
 /* Marks a function that may run in a signal handler: no malloc, no locks, no stdio. */
 #define CORO_SIGNAL_SAFE
 
+#ifndef QEMU_TYPEDEFS_H
 typedef struct Coroutine Coroutine;
+#endif
+#ifndef QEMU_COROUTINE_H
 typedef void CoroutineEntry(void *opaque);
+#endif
 
 /* Stack size used when CoroutineOptions.stack_size is 0 (usable bytes, guard page not counted). */
 #define CORO_DEFAULT_STACK_SIZE (256u * 1024u)
