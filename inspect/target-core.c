@@ -516,24 +516,9 @@ static int check_build_id(CoreTarget *c, const char *core, char *err, size_t err
     return rc;
 }
 
-int coro__target_core_open(const char *core, const char *exe, CoroTarget **out, char *err,
-                           size_t errlen)
+/* The ELF header: a 64-bit x86_64 core. 0, or -errno with c freed (fail). */
+static int core_check_header(CoreTarget *c, const char *core, char *err, size_t errlen)
 {
-    *out = NULL;
-    elf_version(EV_CURRENT);
-    CoreTarget *c = calloc(1, sizeof(*c));
-    if (!c) {
-        snprintf(err, errlen, "cannot read core file %s: out of memory", core);
-        return -ENOMEM;
-    }
-    c->e.base.ops = &core_ops;
-    c->e.base.frozen_clock = true;
-    c->fd = -1;
-    snprintf(c->e.what, sizeof(c->e.what), "core file %s", core);
-    if (exe && !(c->exe = strdup(exe))) {
-        return fail(c, -ENOMEM, err, errlen, "cannot read core file %s: out of memory", core);
-    }
-    c->fd = open(core, O_RDONLY | O_CLOEXEC);
     struct stat st;
     if (c->fd < 0 || fstat(c->fd, &st) < 0) {
         int e = errno;
@@ -562,6 +547,13 @@ int coro__target_core_open(const char *core, const char *exe, CoroTarget **out, 
                     "x86_64 cores", core, (int)eh.e_machine,
                     eh.e_ident[EI_CLASS] == ELFCLASS64 ? "64" : "32");
     }
+    return 0;
+}
+
+/* The program headers (PT_LOAD segments, the size they need) and the notes (threads, files,
+ * auxv). 0, or -errno with c freed. */
+static int core_read_segments(CoreTarget *c, const char *core, char *err, size_t errlen)
+{
     size_t nph;
     if (elf_getphdrnum(c->elf, &nph) != 0 || nph == 0) {
         return fail(c, -ENOEXEC, err, errlen, "cannot read core file %s: no program headers",
@@ -616,32 +608,35 @@ int coro__target_core_open(const char *core, const char *exe, CoroTarget **out, 
         return fail(c, -ENOEXEC, err, errlen, "cannot read core file %s: it has no thread "
                     "(no NT_PRSTATUS note)", core);
     }
-    c->e.tids = calloc(c->nthreads, sizeof(*c->e.tids));
-    if (!c->e.tids) {
-        return fail(c, -ENOMEM, err, errlen, "cannot read core file %s: out of memory", core);
+    return 0;
+}
+
+/* -e: the executable must have the core's build-id, and stands for its mapping in NT_FILE.
+ * 0, or -errno with c freed. */
+static int core_use_exe(CoreTarget *c, const char *core, char *err, size_t errlen)
+{
+    int rc = check_build_id(c, core, err, errlen);
+    if (rc < 0) {
+        return rc; /* c is freed */
     }
-    for (size_t i = 0; i < c->nthreads; i++) {
-        c->e.tids[i] = c->threads[i].tid;
-    }
-    c->e.ntids = c->nthreads;
-    if (c->exe) {
-        int rc = check_build_id(c, core, err, errlen);
-        if (rc < 0) {
-            return rc; /* c is freed */
-        }
-        /* The -e file stands for the executable's mapping in NT_FILE reads too. */
-        for (size_t i = 0; i < c->nfiles && c->at_entry; i++) {
-            if (c->at_entry >= c->files[i].start && c->at_entry < c->files[i].end) {
-                const char *mapped = c->files[i].name;
-                for (size_t j = 0; j < c->nfiles; j++) {
-                    if (strcmp(c->files[j].name, mapped) == 0) {
-                        c->files[j].name = c->exe;
-                    }
+    /* The -e file stands for the executable's mapping in NT_FILE reads too. */
+    for (size_t i = 0; i < c->nfiles && c->at_entry; i++) {
+        if (c->at_entry >= c->files[i].start && c->at_entry < c->files[i].end) {
+            const char *mapped = c->files[i].name;
+            for (size_t j = 0; j < c->nfiles; j++) {
+                if (strcmp(c->files[j].name, mapped) == 0) {
+                    c->files[j].name = c->exe;
                 }
-                break;
             }
+            break;
         }
     }
+    return 0;
+}
+
+/* The modules, from NT_FILE and the link map, into a new Dwfl. 0, or -errno with c freed. */
+static int core_report(CoreTarget *c, const char *core, char *err, size_t errlen)
+{
     c->e.base.dwfl = dwfl_begin(&core_callbacks);
     if (!c->e.base.dwfl) {
         return fail(c, -ENOMEM, err, errlen, "cannot read core file %s: %s", core,
@@ -662,6 +657,49 @@ int coro__target_core_open(const char *core, const char *exe, CoroTarget **out, 
     if (rc < 0) {
         return fail(c, rc, err, errlen, "cannot find the modules of core file %s: %s", core,
                     dwfl_errmsg(-1));
+    }
+    return 0;
+}
+
+int coro__target_core_open(const char *core, const char *exe, CoroTarget **out, char *err,
+                           size_t errlen)
+{
+    *out = NULL;
+    elf_version(EV_CURRENT);
+    CoreTarget *c = calloc(1, sizeof(*c));
+    if (!c) {
+        snprintf(err, errlen, "cannot read core file %s: out of memory", core);
+        return -ENOMEM;
+    }
+    c->e.base.ops = &core_ops;
+    c->e.base.frozen_clock = true;
+    c->fd = -1;
+    snprintf(c->e.what, sizeof(c->e.what), "core file %s", core);
+    if (exe && !(c->exe = strdup(exe))) {
+        return fail(c, -ENOMEM, err, errlen, "cannot read core file %s: out of memory", core);
+    }
+    c->fd = open(core, O_RDONLY | O_CLOEXEC);
+    int rc = core_check_header(c, core, err, errlen);
+    if (rc == 0) {
+        rc = core_read_segments(c, core, err, errlen);
+    }
+    if (rc < 0) {
+        return rc; /* c is freed */
+    }
+    c->e.tids = calloc(c->nthreads, sizeof(*c->e.tids));
+    if (!c->e.tids) {
+        return fail(c, -ENOMEM, err, errlen, "cannot read core file %s: out of memory", core);
+    }
+    for (size_t i = 0; i < c->nthreads; i++) {
+        c->e.tids[i] = c->threads[i].tid;
+    }
+    c->e.ntids = c->nthreads;
+    rc = c->exe ? core_use_exe(c, core, err, errlen) : 0;
+    if (rc == 0) {
+        rc = core_report(c, core, err, errlen);
+    }
+    if (rc < 0) {
+        return rc; /* c is freed */
     }
     *out = &c->e.base;
     return 0;
