@@ -247,35 +247,44 @@ static unsigned read_run(CoroTarget *t, uint32_t rs, uint64_t addr, unsigned wan
     return 0;
 }
 
-int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
-                             CoroInfo *coros, size_t cap, size_t *ncoros,
-                             CoroThreadInfo *threads, size_t tcap, size_t *nthreads,
-                             size_t *unreadable, bool *truncated)
+/* One consistent copy of the record at idx of the run in ra/rb: retried under its seqlock,
+ * re-reading just that record; false when it never settled (torn). */
+static bool settle_record(CoroTarget *t, const struct coro_debug_abi *abi, uint64_t addr,
+                          unsigned char *ra, unsigned char *rb)
 {
-    /* Two copies of a run of records, on the stack (32 KiB): no allocation, for signal-safe
-     * callers with room (helper threads; not a small alternate signal stack). */
-    unsigned char bufa[RUN_BYTES], bufb[RUN_BYTES];
     uint32_t rs = abi->record_size;
-    unsigned run_max = (unsigned)(sizeof(bufa) / rs);
+    for (int tries = 0;;) {
+        uint32_t seq = get_u32(rb, abi->off_seq);
+        if (memcmp(ra, rb, rs) == 0 && (seq & 1) == 0) {
+            return true;
+        }
+        if (++tries > SEQ_RETRIES) {
+            return false;
+        }
+        if (tries > 2) {
+            sched_yield();
+        }
+        /* Re-read just this record; the rest of the run stays as it was. */
+        if (t->ops->read(t, addr, ra, rs) < 0 || t->ops->read(t, addr, rb, rs) < 0) {
+            return false;
+        }
+    }
+}
+
+/* The all-records walk (see coro__registry_read_into). bufa, bufb: RUN_BYTES each. */
+static void walk_records(CoroTarget *t, const struct coro_debug_abi *abi, CoroInfo *coros,
+                         size_t cap, size_t *ncoros, size_t *unreadable, bool *truncated,
+                         unsigned char *bufa, unsigned char *bufb)
+{
+    uint32_t rs = abi->record_size;
+    unsigned run_max = (unsigned)(RUN_BYTES / rs);
     if (run_max > RUN_RECORDS) {
         run_max = RUN_RECORDS;
     }
-    *ncoros = 0;
-    if (nthreads) {
-        *nthreads = 0;
-    }
-    *unreadable = 0;
-    *truncated = false;
-
     uint64_t head = abi->records, bound = abi->nrecords;
-    uint64_t shead = abi->shards, sbound = abi->nshards;
     if (bound > CORO_SNAPSHOT_MAX_RECORDS) {
         bound = CORO_SNAPSHOT_MAX_RECORDS;
     }
-    if (sbound > CORO_SNAPSHOT_MAX_SHARDS) {
-        sbound = CORO_SNAPSHOT_MAX_SHARDS;
-    }
-
     Brent br = { head, 1, 1 };
     uint64_t addr = head, visited = 0;
     unsigned run_n = 0;
@@ -308,26 +317,7 @@ int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
             }
         }
         unsigned char *ra = bufa + (size_t)idx * rs, *rb = bufb + (size_t)idx * rs;
-        int tries = 0;
-        bool torn = false;
-        for (;;) {
-            uint32_t seq = get_u32(rb, abi->off_seq);
-            if (memcmp(ra, rb, rs) == 0 && (seq & 1) == 0) {
-                break;
-            }
-            if (++tries > SEQ_RETRIES) {
-                torn = true;
-                break;
-            }
-            if (tries > 2) {
-                sched_yield();
-            }
-            /* Re-read just this record; the rest of the run stays as it was. */
-            if (t->ops->read(t, addr, ra, rs) < 0 || t->ops->read(t, addr, rb, rs) < 0) {
-                torn = true;
-                break;
-            }
-        }
+        bool torn = !settle_record(t, abi, addr, ra, rb);
         uint64_t next = get_u64(rb, abi->off_next);
         uint32_t state = get_u32(rb, abi->off_state);
         if (live_state(state)) {
@@ -349,8 +339,16 @@ int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
         addr = next;
     }
 
-    if (!threads || !nthreads) {
-        return 0;
+}
+
+/* The thread-shards walk. buf: at least shard_size bytes. */
+static void walk_shards(CoroTarget *t, const struct coro_debug_abi *abi,
+                        CoroThreadInfo *threads, size_t tcap, size_t *nthreads,
+                        bool *truncated, unsigned char *bufa)
+{
+    uint64_t shead = abi->shards, sbound = abi->nshards;
+    if (sbound > CORO_SNAPSHOT_MAX_SHARDS) {
+        sbound = CORO_SNAPSHOT_MAX_SHARDS;
     }
     Brent bs = { shead, 1, 1 };
     uint64_t saddr = shead, svisited = 0;
@@ -377,6 +375,26 @@ int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
             break;
         }
         saddr = next;
+    }
+}
+
+int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
+                             CoroInfo *coros, size_t cap, size_t *ncoros,
+                             CoroThreadInfo *threads, size_t tcap, size_t *nthreads,
+                             size_t *unreadable, bool *truncated)
+{
+    /* Two copies of a run of records, on the stack (32 KiB): no allocation, for signal-safe
+     * callers with room (helper threads; not a small alternate signal stack). */
+    unsigned char bufa[RUN_BYTES], bufb[RUN_BYTES];
+    *ncoros = 0;
+    if (nthreads) {
+        *nthreads = 0;
+    }
+    *unreadable = 0;
+    *truncated = false;
+    walk_records(t, abi, coros, cap, ncoros, unreadable, truncated, bufa, bufb);
+    if (threads && nthreads) {
+        walk_shards(t, abi, threads, tcap, nthreads, truncated, bufa);
     }
     return 0;
 }
