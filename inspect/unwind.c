@@ -297,20 +297,9 @@ static int fail(char *why, size_t whylen, int err, const char *fmt, uint64_t v)
     return err;
 }
 
-int coro__unwind(CoroUnwinder *u, const CoroMachineRegs *regs, uint64_t stack_lo,
-                 uint64_t stack_hi, unsigned flags, uint64_t *pcs, size_t max, size_t *n,
-                 char *why, size_t whylen)
+/* The registers a walk starts from, by DWARF number; returns which are known. */
+static uint32_t load_regs(const CoroMachineRegs *regs, uint64_t r[NREGS])
 {
-    uint64_t r[NREGS];
-    uint32_t valid = 0;
-    *n = 0;
-    if (why && whylen) {
-        why[0] = '\0';
-    }
-    memset(r, 0, sizeof(r));
-    if (!(regs->valid & CORO_MREG_RIP) || !(regs->valid & CORO_MREG_RSP)) {
-        return fail(why, whylen, -EINVAL, "no registers to unwind from%.0llu", 0);
-    }
     r[DW_RA] = regs->rip;
     r[DW_RSP] = regs->rsp;
     r[DW_RBP] = regs->rbp;
@@ -319,7 +308,7 @@ int coro__unwind(CoroUnwinder *u, const CoroMachineRegs *regs, uint64_t stack_lo
     r[13] = regs->r13;
     r[14] = regs->r14;
     r[15] = regs->r15;
-    valid = 1u << DW_RA | 1u << DW_RSP;
+    uint32_t valid = 1u << DW_RA | 1u << DW_RSP;
     const unsigned cs[] = { CORO_MREG_RBP, DW_RBP, CORO_MREG_RBX, DW_RBX, CORO_MREG_R12, 12,
                             CORO_MREG_R13, 13, CORO_MREG_R14, 14, CORO_MREG_R15, 15 };
     for (size_t i = 0; i < sizeof(cs) / sizeof(cs[0]); i += 2) {
@@ -340,6 +329,72 @@ int coro__unwind(CoroUnwinder *u, const CoroMachineRegs *regs, uint64_t stack_lo
         valid |= 1u << DW_RAX | 1u << DW_RDX | 1u << DW_RCX | 1u << DW_RSI | 1u << DW_RDI |
                  1u << 8 | 1u << 9 | 1u << 10 | 1u << 11;
     }
+    return valid;
+}
+
+/* The caller's registers from rule at cfa: nr and *nvalid (nr zeroed by the caller). 0 or
+ * -EFAULT with why set. */
+static int apply_rule(CoroUnwinder *u, const Rule *rule, uint64_t cfa, const uint64_t r[NREGS],
+                      uint32_t valid, uint64_t nr[NREGS], uint32_t *nvalid_out, char *why,
+                      size_t whylen)
+{
+    uint32_t nvalid = 0;
+    for (size_t i = 0; i < sizeof(tracked); i++) {
+        int reg = tracked[i];
+        uint64_t v;
+        switch (rule->kind[reg]) {
+        case R_SAME:
+            if (valid & (1u << reg)) {
+                nr[reg] = r[reg];
+                nvalid |= 1u << reg;
+            }
+            break;
+        case R_AT_CFA:
+            if (read_u64(u, cfa + (uint64_t)(int64_t)rule->off[reg], &v) < 0) {
+                return fail(why, whylen, -EFAULT, "cannot read the stack at 0x%llx",
+                            cfa + (uint64_t)(int64_t)rule->off[reg]);
+            }
+            nr[reg] = v;
+            nvalid |= 1u << reg;
+            break;
+        case R_VAL_CFA:
+            nr[reg] = cfa + (uint64_t)(int64_t)rule->off[reg];
+            nvalid |= 1u << reg;
+            break;
+        case R_AT_REG:
+            if (valid & (1u << rule->base[reg])) {
+                uint64_t a = r[rule->base[reg]] + (uint64_t)(int64_t)rule->off[reg];
+                if (read_u64(u, a, &v) < 0) {
+                    return fail(why, whylen, -EFAULT, "cannot read saved registers at "
+                                "0x%llx", a);
+                }
+                nr[reg] = v;
+                nvalid |= 1u << reg;
+            }
+            break;
+        default:
+            break;      /* undefined or not compilable: unknown in the caller */
+        }
+    }
+    *nvalid_out = nvalid;
+    return 0;
+}
+
+int coro__unwind(CoroUnwinder *u, const CoroMachineRegs *regs, uint64_t stack_lo,
+                 uint64_t stack_hi, unsigned flags, uint64_t *pcs, size_t max, size_t *n,
+                 char *why, size_t whylen)
+{
+    uint64_t r[NREGS];
+    uint32_t valid = 0;
+    *n = 0;
+    if (why && whylen) {
+        why[0] = '\0';
+    }
+    memset(r, 0, sizeof(r));
+    if (!(regs->valid & CORO_MREG_RIP) || !(regs->valid & CORO_MREG_RSP)) {
+        return fail(why, whylen, -EINVAL, "no registers to unwind from%.0llu", 0);
+    }
+    valid = load_regs(regs, r);
     u->stack_lo = stack_lo;
     u->stack_hi = stack_hi;
     u->win_lo = u->win_hi = 0;
@@ -401,42 +456,9 @@ int coro__unwind(CoroUnwinder *u, const CoroMachineRegs *regs, uint64_t stack_lo
         }
         uint64_t nr[NREGS] = { 0 };
         uint32_t nvalid = 0;
-        for (size_t i = 0; i < sizeof(tracked); i++) {
-            int reg = tracked[i];
-            uint64_t v;
-            switch (rule->kind[reg]) {
-            case R_SAME:
-                if (valid & (1u << reg)) {
-                    nr[reg] = r[reg];
-                    nvalid |= 1u << reg;
-                }
-                break;
-            case R_AT_CFA:
-                if (read_u64(u, cfa + (uint64_t)(int64_t)rule->off[reg], &v) < 0) {
-                    return fail(why, whylen, -EFAULT, "cannot read the stack at 0x%llx",
-                                cfa + (uint64_t)(int64_t)rule->off[reg]);
-                }
-                nr[reg] = v;
-                nvalid |= 1u << reg;
-                break;
-            case R_VAL_CFA:
-                nr[reg] = cfa + (uint64_t)(int64_t)rule->off[reg];
-                nvalid |= 1u << reg;
-                break;
-            case R_AT_REG:
-                if (valid & (1u << rule->base[reg])) {
-                    uint64_t a = r[rule->base[reg]] + (uint64_t)(int64_t)rule->off[reg];
-                    if (read_u64(u, a, &v) < 0) {
-                        return fail(why, whylen, -EFAULT, "cannot read saved registers at "
-                                    "0x%llx", a);
-                    }
-                    nr[reg] = v;
-                    nvalid |= 1u << reg;
-                }
-                break;
-            default:
-                break;      /* undefined or not compilable: unknown in the caller */
-            }
+        int rc = apply_rule(u, rule, cfa, r, valid, nr, &nvalid, why, whylen);
+        if (rc < 0) {
+            return rc;
         }
         if (!(nvalid & (1u << DW_RA))) {
             return fail(why, whylen, -ENOTSUP, "cannot find the return address of 0x%llx", pc);
