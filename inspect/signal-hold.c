@@ -249,6 +249,38 @@ static CoroShard *first_shard(void)
 }
 
 /*
+ * Records are never unmapped (the list is push-only), but a corrupt next pointer can point
+ * anywhere: a record is dereferenced only inside pages once read without faulting
+ * (process_vm_readv). One probe per page run keeps 10,000-record snapshots cheap.
+ */
+static bool record_readable(SigSnapshot *s, const void *rec)
+{
+    uint64_t a = (uint64_t)(uintptr_t)rec, len = sizeof(Coroutine);
+    if (a + len < a || (a & 7)) {
+        return false;
+    }
+    if (a >= s->mapped_lo && a + len <= s->mapped_hi) {
+        return true;
+    }
+    char scratch[sizeof(Coroutine)];
+    struct iovec local = { scratch, len };
+    struct iovec remote = { (void *)(uintptr_t)a, len };
+    if (process_vm_readv(getpid(), &local, 1, &remote, 1, 0) != (ssize_t)len) {
+        /* Refused by policy (ENOSYS, EPERM): trust the list, as before. */
+        return errno == ENOSYS || errno == EPERM;
+    }
+    uint64_t lo = a & ~4095ull, hi = (a + len + 4095) & ~4095ull;
+    if (lo <= s->mapped_hi && hi >= s->mapped_lo && s->mapped_hi) {
+        s->mapped_lo = lo < s->mapped_lo ? lo : s->mapped_lo;
+        s->mapped_hi = hi > s->mapped_hi ? hi : s->mapped_hi;
+    } else {
+        s->mapped_lo = lo;
+        s->mapped_hi = hi;
+    }
+    return true;
+}
+
+/*
  * Sizes every buffer from the registry as it is now (racy, hence the margins): the arena
  * from each live coroutine's used stack, the regions from the record count.
  */
@@ -259,7 +291,7 @@ static int prepare(SigSnapshot *s)
     size_t stack_bytes = 0;
     Coroutine *co = (Coroutine *)(uintptr_t)__atomic_load_n(&coroscope_debug_abi.records,
                                                             __ATOMIC_ACQUIRE);
-    for (uint64_t i = 0; co && i < nrec; i++) {
+    for (uint64_t i = 0; co && i < nrec && record_readable(s, co); i++) {
         uint32_t st = atomic_load_explicit(&co->state, memory_order_relaxed);
         if (live_state(st)) {
             uint64_t top = (uint64_t)(uintptr_t)co->stack_base + co->stack_size;
@@ -449,7 +481,8 @@ static void copy_all(SigSnapshot *s, bool all_held)
     size_t first_rec_off = s->arena_used;
     uint64_t n = 0;
     for (; co && n < copy->nrecords; n++) {
-        if (!copy_region(s, (uint64_t)(uintptr_t)co, sizeof(*co), true)) {
+        if (!record_readable(s, co) ||
+            !copy_region(s, (uint64_t)(uintptr_t)co, sizeof(*co), true)) {
             break;
         }
         co = atomic_load_explicit(&co->next, memory_order_acquire);

@@ -57,6 +57,7 @@ typedef struct SigSnapshot {
     unsigned attempts;          /* holds taken (> 1 when threads appeared meanwhile) */
     unsigned unheld;            /* coroutine threads that could not be stopped */
     unsigned truncated;         /* stacks cut to the arena or to CORO_SIG_STACK_CAP */
+    uint64_t mapped_lo, mapped_hi; /* record pages known readable (signal-hold.c) */
     size_t ncoroutines;         /* live records copied */
 } SigSnapshot;
 

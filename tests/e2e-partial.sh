@@ -70,5 +70,12 @@ if [ -s "$T/c/core" ]; then
 else
     bad "no kernel core (core_pattern: $(cat /proc/sys/kernel/core_pattern))"
 fi
+# The crash report over a list broken at its head: it reports and the process dies by the
+# original SIGABRT, never by a SIGSEGV inside coroscope's handler.
+CORO_DUMP_ON_CRASH=1 "$PROG" crash-head "$T/d3.json" "$T/sig3.json" >/dev/null 2>"$T/crash.err"
+rc=$?
+[ $rc -eq 134 ] && ok "crash report over a broken list: died by SIGABRT (status $rc)" \
+    || { bad "crash report over a broken list: status $rc"; sed 's/^/    | /' "$T/crash.err" | head; }
+has "crash report written" "$T/crash.err" '^coroscope: crash report: SIGABRT'
 [ $fails -eq 0 ] && echo "e2e-partial: all passed" || echo "e2e-partial: $fails failed"
 [ $fails -eq 0 ]

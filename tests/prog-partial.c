@@ -37,7 +37,7 @@ static uint64_t *field(uint64_t record, uint32_t off)
 int main(int argc, char **argv)
 {
     if (argc < 4) {
-        fprintf(stderr, "usage: prog-partial wait|abort DUMP-FILE SIGNAL-DUMP-FILE\n");
+        fprintf(stderr, "usage: prog-partial wait|abort|crash-head DUMP-FILE SIGNAL-DUMP-FILE\n");
         return 64;
     }
     static const char *const names[] = { "first", "bad-sp", "third" };
@@ -60,6 +60,12 @@ int main(int argc, char **argv)
         rec = *field(rec, abi->off_next);
     }
     *field(last, abi->off_next) = (uint64_t)(uintptr_t)hole;
+    if (strcmp(argv[1], "crash-head") == 0) {
+        /* The list's very first record leads to the unmapped page: the crash report's
+         * signal-safe walk must stop there, not fault inside its own handler. */
+        *field(abi->records, abi->off_next) = (uint64_t)(uintptr_t)hole;
+        abort();
+    }
 
     int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0600);
     if (fd < 0 || coro_dump(fd, CORO_DUMP_JSON) < 0) {
