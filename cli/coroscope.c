@@ -338,7 +338,8 @@ static int parse_args(int argc, char **argv, Args *a)
     bool json = false, folded = false, group = false;
     int c;
     opterr = 0;
-    while ((c = getopt_long(argc, argv, "p:e:n:hV", longopts, NULL)) != -1) {
+    /* The leading ':' makes a missing value ':' (not '?'), so it can be said as such. */
+    while ((c = getopt_long(argc, argv, ":p:e:n:hV", longopts, NULL)) != -1) {
         char *end;
         switch (c) {
         case 'p': {
@@ -395,7 +396,7 @@ static int parse_args(int argc, char **argv, Args *a)
             printf("coroscope %s\n", CORO_VERSION);
             exit(EXIT_ALL);
         case ':':
-            return usage_error("option %s needs an argument", argv[optind - 1]);
+            return usage_error("option %s needs a value", argv[optind - 1]);
         default:
             return usage_error("unknown option '%s'", argv[optind - 1]);
         }

@@ -110,8 +110,9 @@ static size_t bare_len(const char *name)
     static const char *const clones[] = { "isra", "constprop", "part", "cold", "lto_priv",
                                           "localalias", "clone", "specialized" };
     const char *dot = strchr(name, '.');
-    if (!dot || dot == name) {
-        return 0;
+    const char *at = strchr(name, '@');
+    if (!dot || dot == name || (at && at < dot)) {
+        return 0; /* nothing to strip, or the dots of a symbol version (clock_nanosleep@GLIBC_2.2.5) */
     }
     for (const char *p = dot; *p;) {
         /* Each component: a known clone word or a number. */

@@ -85,6 +85,8 @@ run "usage: -e without --core" 64 "$CLI" ps -p 1 -e x
 run "usage: bad -n" 64 "$CLI" bt -p 1 -n 0
 run "usage: bad id" 64 "$CLI" bt -p 1 x7
 run "usage: --json with --folded" 64 "$CLI" bt -p 1 --json --folded
+run "usage: -p without its value" 64 "$CLI" bt -p && has "usage: says -p needs a value" "$T/err" \
+    "^coroscope: option -p needs a value$"
 run "--help" 0 "$CLI" --help && has "--help lists bt" "$T/out" "coroscope bt"
 run "--version" 0 "$CLI" --version && has "--version" "$T/out" "^coroscope [0-9]"
 
@@ -93,6 +95,8 @@ if start "$PROG"; then
     run "live: ps" 0 "$CLI" ps -p "$pid" && check_ps live
     run "live: bt" 0 "$CLI" bt -p "$pid" && check_bt live
     has "live: bt sleeper from its thread's registers" "$T/out" "sleep_deep .*prog-cli\.c:$L_SLEEP"
+    # libc's versioned symbol, whole (it was cut to clock_nanosleep@GLIBC_2 by the clone-suffix rule).
+    has "live: symbol versions printed whole" "$T/out" " clock_nanosleep@@?GLIBC_[0-9]+\.[0-9]+[.0-9]* "
     run "live: bt --json" 0 "$CLI" bt --json -p "$pid" && check_json live
     run "live: bt --folded" 0 "$CLI" bt --folded -p "$pid" && check_folded live
     run "live: bt 2 (one id)" 0 "$CLI" bt -p "$pid" 2
