@@ -272,12 +272,20 @@ static void leak_check_arm(void)
     if (!v || !v[0] || strcmp(v, "0") == 0) {
         return;
     }
+    if (strcmp(v, "1") != 0) {
+        coro__env_complain("CORO_LEAK_CHECK", v, "not 0 or 1", "leak check off (the default)");
+        return;
+    }
     const char *code = secure_getenv("CORO_LEAK_EXITCODE");
     if (code && code[0]) {
         char *end;
+        errno = 0;
         long c = strtol(code, &end, 10);
-        if (*end == '\0' && c >= 0 && c <= 255) {
+        if (!errno && end != code && *end == '\0' && c >= 0 && c <= 255) {
             leak_exitcode = (int)c;
+        } else {
+            coro__env_complain("CORO_LEAK_EXITCODE", code, "not a number from 0 to 255",
+                               "using 23 (the default)");
         }
     }
     atexit(leak_at_exit);

@@ -108,4 +108,9 @@ uint64_t coro__sig_now_ns(void);
  * reference that pulls signal.o into programs linked with the static library. */
 void coro__signal_init(void);
 
+/* One line on stderr for a CORO_* variable with a bad value: the variable, the value, what
+ * it accepts (why), and what happens instead (fallback). signal.c. */
+void coro__env_complain(const char *var, const char *value, const char *why,
+                        const char *fallback);
+
 #endif /* COROSCOPE_SIGNAL_INT_H */

@@ -419,6 +419,18 @@ out:
 
 /* ---- configuration from the environment, at load ---- */
 
+/* One line naming the variable, the value, what it accepts and what happens instead. */
+void coro__env_complain(const char *var, const char *value, const char *why,
+                        const char *fallback)
+{
+    char line[512];
+    int n = snprintf(line, sizeof(line), "coroscope: %s=%.200s: %s; %s\n", var, value, why,
+                     fallback);
+    if (n > 0 && write(STDERR_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n
+                                                                        : sizeof(line))) {
+    }
+}
+
 static void env_complain(const char *var, const char *value, const char *why)
 {
     char line[512];
@@ -472,6 +484,10 @@ static int parse_format(const char *s)
 static void env_init(void)
 {
     const char *crash = secure_getenv("CORO_DUMP_ON_CRASH");
+    if (crash && crash[0] && strcmp(crash, "0") != 0 && strcmp(crash, "1") != 0) {
+        coro__env_complain("CORO_DUMP_ON_CRASH", crash, "not 0 or 1",
+                           "crash report off (the default)");
+    }
     if (crash && strcmp(crash, "1") == 0) {
         int err = coro__sig_crash_init();
         if (err < 0) {

@@ -18,6 +18,7 @@
 #include <pthread.h>
 #include <stdbool.h>
 #include <stdlib.h>
+#include <stdio.h>
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
@@ -41,6 +42,14 @@ static void guard_choose(void)
     const char *v = secure_getenv("CORO_STACK_GUARD");
     if (v && strcmp(v, "mprotect") == 0) {
         atomic_store_explicit(&guard_madvise, 0, memory_order_relaxed);
+    } else if (v && v[0] && strcmp(v, "madvise") != 0) {
+        /* One line naming the variable and what it accepts; the default stays. */
+        char line[320];
+        int n = snprintf(line, sizeof(line), "coroscope: CORO_STACK_GUARD=%.200s: not one of "
+                         "madvise, mprotect; using madvise (the default)\n", v);
+        if (n > 0 && write(STDERR_FILENO, line, (size_t)n < sizeof(line) ? (size_t)n
+                                                                          : sizeof(line))) {
+        }
     }
 }
 
