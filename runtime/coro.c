@@ -487,10 +487,20 @@ __attribute__((noinline, noreturn)) void coro__yield_misuse(void)
 }
 
 /* Everything coro_enter(co) does before the switch. */
+static __attribute__((noinline, noreturn)) void enter_null(Coroutine *self)
+{
+    char who[96];
+    coro__describe(self, who, sizeof(who));
+    coro__die("coro_enter(NULL) from %s: not a coroutine (did coro_create fail?)", who);
+}
+
 static inline __attribute__((always_inline)) CoroSwitch enter_prepare(CoroShard *sh,
                                                                       Coroutine *co)
 {
     Coroutine *self = sh->current;
+    if (unlikely(!co)) {
+        enter_null(self);
+    }
     uint32_t state = atomic_load_explicit(&co->state, memory_order_relaxed);
     if (unlikely(state != CORO_STATE_SUSPENDED && state != CORO_STATE_CREATED)) {
         enter_misuse(co, self, state);

@@ -174,6 +174,14 @@ static void test_coro_death_enter_terminated(void **state)
     expect_death((ChildFn *)coro_enter, co, SIGABRT, needles);
 }
 
+/* coro_enter(NULL) (a failed coro_create not checked) says so instead of segfaulting. */
+static void test_coro_death_enter_null(void **state)
+{
+    const char *needles[] = { "coroscope: fatal: coro_enter(NULL) from the thread's own stack",
+                              "did coro_create fail?", NULL };
+    expect_death((ChildFn *)coro_enter, NULL, SIGABRT, needles);
+}
+
 /* ---- guard pages ---- */
 
 static void write_below_stack(void *arg)
@@ -680,6 +688,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_coro_death_enter_running_on_other_thread, no_leftovers),
         cmocka_unit_test_teardown(test_coro_death_yield_outside, no_leftovers),
         cmocka_unit_test_teardown(test_coro_death_enter_terminated, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_death_enter_null, no_leftovers),
         cmocka_unit_test_teardown(test_coro_guard_page_faults, no_leftovers),
         cmocka_unit_test_teardown(test_coro_guard_page_mprotect_fallback, no_leftovers),
         cmocka_unit_test_teardown(test_coro_asan_knows_coroutine_stacks, no_leftovers),
