@@ -542,7 +542,7 @@ int main(int argc, char **argv)
     }
     bool ps = strcmp(a.command, "ps") == 0;
 
-    char err[512];
+    char err[3 * 4096]; /* room for two whole paths: messages never cut one */
     CoroTarget *t = NULL;
     struct timespec when;
     clock_gettime(CLOCK_REALTIME, &when);

@@ -364,7 +364,7 @@ int cli_top(int argc, char **argv)
     if (rc >= 0) {
         return rc;
     }
-    char err[512];
+    char err[3 * 4096]; /* room for two whole paths: messages never cut one */
     CoroTarget *t;
     if (coro__target_pid_open_mode(a.pid, false, &t, err, sizeof(err)) < 0) {
         fprintf(stderr, "coroscope: %s\n", err);

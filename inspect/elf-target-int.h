@@ -50,7 +50,8 @@ typedef struct ElfTarget {
     CoroTarget base;
     int32_t *tids;         /* threads as stopped (pid) or dumped (core) */
     size_t ntids;
-    char what[320];        /* for messages: "process 1234", "core file /tmp/core" */
+    char what[4200];       /* for messages: "process 1234", "core file /tmp/core" (a whole
+                              path: messages never cut one) */
 } ElfTarget;
 
 /* Threads of a target opened by the functions above; the array lives until t is closed. */

@@ -95,9 +95,23 @@ static void out_header(CoroOut *o, const Coroutine *rec)
     coro__out_str(o, "coroutine ");
     coro__out_u64(o, rec->id);
     if (rec->name[0]) {
-        char name[CORO_NAME_SIZE];
-        memcpy(name, rec->name, sizeof(name));
-        name[CORO_NAME_SIZE - 1] = '\0';
+        /* Untrusted bytes to a terminal: control characters, quotes and backslashes are
+         * escaped as \xNN, as the text dump does, so a name cannot move the cursor. */
+        static const char hex[] = "0123456789abcdef";
+        char name[CORO_NAME_SIZE * 4];
+        size_t k = 0;
+        for (size_t i = 0; i < CORO_NAME_SIZE - 1 && rec->name[i]; i++) {
+            unsigned char c = (unsigned char)rec->name[i];
+            if (c < 0x20 || c == 0x7f || c == '"' || c == '\\') {
+                name[k++] = '\\';
+                name[k++] = 'x';
+                name[k++] = hex[c >> 4];
+                name[k++] = hex[c & 15];
+            } else {
+                name[k++] = (char)c;
+            }
+        }
+        name[k] = '\0';
         coro__out_str(o, " \"");
         coro__out_str(o, name);
         coro__out_str(o, "\"");

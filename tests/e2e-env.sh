@@ -35,5 +35,19 @@ check "CORO_DUMP_FORMAT=xml" 0 '^coroscope: CORO_DUMP_FORMAT=xml: not one of tex
 # Good values stay silent.
 env CORO_LEAK_CHECK=0 CORO_STACK_GUARD=mprotect CORO_DUMP_ON_CRASH=0 "$PROG" >/dev/null 2>"$T/err"
 [ ! -s "$T/err" ] && ok "good values print nothing" || { bad "good values printed"; cat "$T/err"; }
+# The crash report escapes a coroutine name's control characters (it printed them raw).
+CORO_DUMP_ON_CRASH=1 "$B/tests/prog-crash-name" >/dev/null 2>"$T/crash"
+has "crash report: the name escaped" "$T/crash" 'coroutine [0-9]+ "evil\\x1b\[2J\\x1b\[31m\\x22name\\x5c"'
+if tr -d '\n' <"$T/crash" | grep -q "$(printf '\033')"; then
+    bad "crash report: a raw escape character reached stderr"
+else
+    ok "crash report: no raw escape character"
+fi
+
+# A message naming a long path carries all of it (it was cut at ~520 bytes).
+long=$T/$(printf 'd%.0s' $(seq 1 200))/$(printf 'e%.0s' $(seq 1 200))/$(printf 'f%.0s' $(seq 1 200))/core
+run "a missing core with a long path" 2 "$B/coroscope" ps --core "$long"
+if grep -qF "$long: No such file or directory" "$T/err"; then ok "the whole path in the message"
+else bad "the path was cut: $(cat "$T/err")"; fi
 [ $fails -eq 0 ] && echo "e2e-env: all passed" || echo "e2e-env: $fails failed"
 [ $fails -eq 0 ]
