@@ -157,6 +157,11 @@ $(B)/$(SONAME)-gdb.py: gdb/libcoroscope-gdb.py.in
 	@mkdir -p $(B)
 	$(Q)sed 's|@COROSCOPE_PYDIR@|$(CURDIR)/gdb|' $< > $@
 
+# gdb's system init directory (Debian: /etc/gdb/gdbinit.d): a file there loads the extension
+# in every gdb session, so statically linked programs and cores get the commands too, with
+# nothing added by hand. Empty (skipped) when gdb is not installed or has none.
+GDB_SYSINIT_DIR ?= $(shell gdb --configuration 2>/dev/null | \
+                     sed -n 's/.*--with-system-gdbinit-dir=\([^ ]*\).*/\1/p')
 install: install-gdb
 install-gdb:
 	install -d $(DESTDIR)$(GDB_PYDIR)/coroscope $(DESTDIR)$(GDB_HOOKDIR)
@@ -164,11 +169,15 @@ install-gdb:
 	install -m 644 $(GDB_PY) $(DESTDIR)$(GDB_PYDIR)/coroscope/
 	sed 's|@COROSCOPE_PYDIR@|$(shell realpath -m --relative-to='$(GDB_HOOKDIR)' '$(GDB_PYDIR)')|' \
 	    gdb/libcoroscope-gdb.py.in > $(DESTDIR)$(GDB_HOOKDIR)/$(SONAME)-gdb.py
+	$(if $(GDB_SYSINIT_DIR),install -d $(DESTDIR)$(GDB_SYSINIT_DIR) && \
+	    sed 's|@COROSCOPE_PYDIR@|$(abspath $(GDB_PYDIR))|' gdb/gdbinit-coroscope.py.in \
+	    > $(DESTDIR)$(GDB_SYSINIT_DIR)/coroscope.py)
 
 uninstall: uninstall-gdb
 uninstall-gdb:
 	rm -rf $(DESTDIR)$(GDB_PYDIR)
 	rm -f $(DESTDIR)$(GDB_HOOKDIR)/$(SONAME)-gdb.py
+	$(if $(GDB_SYSINIT_DIR),rm -f $(DESTDIR)$(GDB_SYSINIT_DIR)/coroscope.py)
 
 # ---------------------------------------------------------------- install
 install: all
