@@ -159,9 +159,12 @@ $(B)/$(SONAME)-gdb.py: gdb/libcoroscope-gdb.py.in
 
 # gdb's system init directory (Debian: /etc/gdb/gdbinit.d): a file there loads the extension
 # in every gdb session, so statically linked programs and cores get the commands too, with
-# nothing added by hand. Empty (skipped) when gdb is not installed or has none.
-GDB_SYSINIT_DIR ?= $(shell gdb --configuration 2>/dev/null | \
-                     sed -n 's/.*--with-system-gdbinit-dir=\([^ ]*\).*/\1/p')
+# nothing added by hand. It lies outside PREFIX, so it is written only for the system
+# prefixes (/usr, /usr/local) or into a DESTDIR (packagers); a scratch `make install
+# PREFIX=/tmp/x` leaves /etc alone. Empty (skipped) when gdb is not installed or has none.
+GDB_SYSINIT_DIR ?= $(if $(DESTDIR)$(filter /usr /usr/local,$(PREFIX)),$(shell \
+                     gdb --configuration 2>/dev/null | \
+                     sed -n 's/.*--with-system-gdbinit-dir=\([^ ]*\).*/\1/p'))
 install: install-gdb
 install-gdb:
 	install -d $(DESTDIR)$(GDB_PYDIR)/coroscope $(DESTDIR)$(GDB_HOOKDIR)

@@ -13,6 +13,10 @@ ok() { echo "ok   - $1"; }
 bad() { echo "FAIL - $1"; fails=$((fails + 1)); }
 
 PREFIX=$T/prefix
+# A scratch prefix must not write gdb's system init directory (outside PREFIX, no DESTDIR).
+initdir=$(gdb --configuration 2>/dev/null | sed -n 's/.*--with-system-gdbinit-dir=\([^ ]*\).*/\1/p')
+had_init=no
+[ -n "$initdir" ] && [ -e "$initdir/coroscope.py" ] && had_init=yes
 if ! make --no-print-directory -s install B="$B" PREFIX="$PREFIX" >"$T/install.log" 2>&1; then
     bad "make install PREFIX=$PREFIX"; sed 's/^/    | /' "$T/install.log"; exit 1
 fi
@@ -22,6 +26,12 @@ for f in include/coroscope/coro.h include/coroscope/inspect.h include/coroscope/
     case $f in *sync.h) [ -f include/coroscope/sync.h ] || continue ;; esac
     [ -e "$PREFIX/$f" ] && ok "installed $f" || bad "not installed: $f"
 done
+if [ -n "$initdir" ] && [ $had_init = no ] && [ -e "$initdir/coroscope.py" ]; then
+    bad "make install PREFIX=<scratch> wrote $initdir/coroscope.py outside its prefix"
+    rm -f "$initdir/coroscope.py"
+else
+    ok "a scratch PREFIX leaves gdb's system init directory alone"
+fi
 soname=$(readelf -d "$PREFIX/lib/libcoroscope.so.0" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ "$soname" = libcoroscope.so.0 ] && ok "soname libcoroscope.so.0" || bad "soname is '$soname'"
 
