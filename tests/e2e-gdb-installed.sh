@@ -27,24 +27,7 @@ else
 fi
 [ -f "$initdir/coroscope.py" ] && ok "installed $initdir/coroscope.py" || bad "no $initdir/coroscope.py"
 
-cat >"$T/prog.c" <<'PROG'
-#include <coroscope/coro.h>
-#include <coroscope/inspect.h>
-#include <unistd.h>
-
-static void wait_for_data(void) { coro_yield(); }
-static void connection(void *opaque) { wait_for_data(); }
-
-int main(void)
-{
-    CoroutineOptions o = { .name = "conn-7" };
-    Coroutine *co = coro_create_opts(connection, NULL, &o);
-    coro_enter(co);
-    coro_dump(STDOUT_FILENO, CORO_DUMP_TEXT);
-    coro_enter(co);
-    return 0;
-}
-PROG
+cp tests/readme-example.c "$T/prog.c"
 export PKG_CONFIG_PATH=/usr/local/lib/pkgconfig
 CC=${CC:-cc}
 # Under check-asan the installed library is instrumented: so must its users be.
@@ -55,13 +38,19 @@ $CC -O0 -g -o "$T/static" "$T/prog.c" $(pkg-config --cflags coroscope) /usr/loca
     $(pkg-config --static --libs coroscope | sed 's/-lcoroscope//') 2>"$T/cc.err" ||
     { bad "build (static)"; cat "$T/cc.err"; }
 
+asan=no
+case "$B" in *asan*) asan=yes ;; esac
 for kind in shared static; do
     # -nh: no ~/.gdbinit; the system init directory is read as a new user's gdb reads it.
+    core_cmd="generate-core-file $T/$kind.core"
+    [ "$asan" = yes ] && core_cmd="echo"
     gdb -nh -batch -ex 'break coro_dump' -ex run -ex coro-info \
-        -ex "generate-core-file $T/$kind.core" "$T/$kind" >"$T/gdb-$kind" 2>&1
+        -ex "$core_cmd" "$T/$kind" >"$T/gdb-$kind" 2>&1
     has "$kind: coro-info in a plain gdb, live" "$T/gdb-$kind" '^ +1 +suspended +"conn-7" +thread [0-9]+ at wait_for_data '
     lacks "$kind: no Python error" "$T/gdb-$kind" 'Traceback|Python Exception|Undefined command'
-    if [ -s "$T/$kind.core" ]; then
+    if [ "$asan" = yes ]; then
+        : # gcore of an ASan program (terabytes of shadow mappings) is skipped, as e2e-gdb does
+    elif [ -s "$T/$kind.core" ]; then
         gdb -nh -batch -ex coro-info "$T/$kind" "$T/$kind.core" >"$T/gdbc-$kind" 2>&1
         has "$kind: coro-info on its core" "$T/gdbc-$kind" '"conn-7"'
     else

@@ -35,24 +35,7 @@ fi
 soname=$(readelf -d "$PREFIX/lib/libcoroscope.so.0" | sed -n 's/.*(SONAME).*\[\(.*\)\]/\1/p')
 [ "$soname" = libcoroscope.so.0 ] && ok "soname libcoroscope.so.0" || bad "soname is '$soname'"
 
-cat >"$T/prog.c" <<'PROG'
-#include <coroscope/coro.h>
-#include <coroscope/inspect.h>
-#include <unistd.h>
-
-static void wait_for_data(void) { coro_yield(); }
-static void connection(void *opaque) { wait_for_data(); }
-
-int main(void)
-{
-    CoroutineOptions o = { .name = "conn-7" };
-    Coroutine *co = coro_create_opts(connection, NULL, &o);
-    coro_enter(co);
-    coro_dump(STDOUT_FILENO, CORO_DUMP_TEXT);
-    coro_enter(co);
-    return coro_leak_check(STDERR_FILENO) ? 1 : 0;
-}
-PROG
+cp tests/readme-example.c "$T/prog.c"
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
 CC=${CC:-cc}
 # Under check-asan the installed library is instrumented: so must its users be.
