@@ -20,6 +20,11 @@ void cli_clean(char *s);
 /* A name in quotes, cleaned: for the deadlock lines. */
 void cli_quoted(CoroOut *o, const char *s);
 
+/* The WAIT cell ("fd 9 readable, 3.2 s", "-"; without the times when with_times is false)
+ * and a duration cell ("3.2 s"), through the shared formatter (format-wait.c). */
+void cli_wait_cell(const CoroInfo *ci, int64_t now_ns, bool with_times, char *buf, size_t size);
+void cli_duration_cell(int64_t ns, char *buf, size_t size);
+
 /* coroscope top ARGS... (argv[0] is "top"): the exit status. */
 int cli_top(int argc, char **argv);
 

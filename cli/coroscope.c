@@ -203,23 +203,39 @@ static const CoroFrame *where_frame(Dwfl *dwfl, const CoroBacktrace *bt)
 }
 
 /* The WAIT column: "fd 9 readable, 3.2 s", "mutex 0x... held by coroutine 5, 12 ms", "-". */
-static void wait_cell(const CoroInfo *ci, int64_t now_ns, char *buf, size_t size)
+/* Copies what the shared formatter wrote into o (never flushed) to buf, dropping `skip`. */
+static void out_to_buf(const CoroOut *o, const char *skip, char *buf, size_t size)
+{
+    size_t k = skip && o->len >= strlen(skip) && memcmp(o->buf, skip, strlen(skip)) == 0 ?
+               strlen(skip) : 0;
+    size_t len = o->len - k < size - 1 ? o->len - k : size - 1;
+    memcpy(buf, o->buf + k, len);
+    buf[len] = '\0';
+}
+
+void cli_wait_cell(const CoroInfo *ci, int64_t now_ns, bool with_times, char *buf, size_t size)
 {
     if (!coro__waiting(ci)) {
         snprintf(buf, size, "-");
         return;
     }
-    /* The shared formatter, into its own buffer (never flushed to an fd). */
     static CoroOut o;
     coro__out_init(&o, -1);
-    coro__out_wait_text(&o, ci, now_ns);
-    size_t len = o.len < size - 1 ? o.len : size - 1;
-    memcpy(buf, o.buf, len);
-    buf[len] = '\0';
-    /* Drop "waiting ": the column says it. */
-    if (strncmp(buf, "waiting ", 8) == 0) {
-        memmove(buf, buf + 8, strlen(buf + 8) + 1);
+    CoroInfo copy = *ci;
+    if (!with_times) {
+        copy.wait_since = 0;
+        copy.wait_deadline = 0;
     }
+    coro__out_wait_text(&o, &copy, now_ns);
+    out_to_buf(&o, "waiting ", buf, size); /* the column says "waiting" */
+}
+
+void cli_duration_cell(int64_t ns, char *buf, size_t size)
+{
+    static CoroOut o;
+    coro__out_init(&o, -1);
+    coro__out_duration(&o, ns);
+    out_to_buf(&o, NULL, buf, size);
 }
 
 /* Names in the deadlock lines, quoted and cleaned like the NAME column. */
@@ -262,7 +278,7 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
         }
         cli_clean(where);
         char wait[160];
-        wait_cell(&bt->info, meta->now_ns, wait, sizeof(wait));
+        cli_wait_cell(&bt->info, meta->now_ns, true, wait, sizeof(wait));
         cli_clean(wait);
         printf("%-8" PRIu64 " %-9s %-20s %-8s %-48s %s\n", bt->info.id,
                coro__waiting(&bt->info) ? "waiting" : coro__state_name(bt->info.state), name,

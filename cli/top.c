@@ -84,36 +84,6 @@ static const char *state_word(const CoroInfo *ci)
     return coro__waiting(ci) ? "waiting" : coro__state_name(ci->state);
 }
 
-/* A duration in a fixed-width cell, through the shared formatter. */
-static void cell_duration(int64_t ns, char *buf, size_t size)
-{
-    static CoroOut o;
-    coro__out_init(&o, -1);
-    coro__out_duration(&o, ns);
-    size_t len = o.len < size - 1 ? o.len : size - 1;
-    memcpy(buf, o.buf, len);
-    buf[len] = '\0';
-}
-
-static void cell_wait(const CoroInfo *ci, int64_t now, char *buf, size_t size)
-{
-    if (!coro__waiting(ci)) {
-        snprintf(buf, size, "-");
-        return;
-    }
-    static CoroOut o;
-    coro__out_init(&o, -1);
-    /* Without "since": the FOR column has it. */
-    CoroInfo copy = *ci;
-    copy.wait_since = 0;
-    copy.wait_deadline = 0;
-    coro__out_wait_text(&o, &copy, now);
-    size_t skip = o.len > 8 && memcmp(o.buf, "waiting ", 8) == 0 ? 8 : 0;
-    size_t len = o.len - skip < size - 1 ? o.len - skip : size - 1;
-    memcpy(buf, o.buf + skip, len);
-    buf[len] = '\0';
-}
-
 static void cell_site(CoroSymbolizer *s, uint64_t site, char *buf, size_t size)
 {
     CoroFrame f[8];
@@ -211,7 +181,7 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
             if (ci->record == th->current && ci->state == CORO_STATE_RUNNING && st->at &&
                 now - seen[k].state_since >= a->stall_ns) {
                 char d[32];
-                cell_duration(now - seen[k].state_since, d, sizeof(d));
+                cli_duration_cell(now - seen[k].state_since, d, sizeof(d));
                 printf("warning: stalled: coroutine %" PRIu64 " \"%s\" on thread %d has not "
                        "yielded for at least %s\n", ci->id, ci->name, (int)th->tid, d);
             }
@@ -223,7 +193,7 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
             (ci->wait_kind == CORO_WAIT_FD || ci->wait_kind == CORO_WAIT_QUEUE) &&
             now - (int64_t)ci->wait_since >= a->long_wait_ns) {
             char d[32];
-            cell_duration(now - (int64_t)ci->wait_since, d, sizeof(d));
+            cli_duration_cell(now - (int64_t)ci->wait_since, d, sizeof(d));
             printf("warning: long wait: coroutine %" PRIu64 " \"%s\" has waited %s on %s "
                    "with no deadline\n", ci->id, ci->name, d,
                    coro__wait_kind_name(ci->wait_kind));
@@ -238,12 +208,12 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
         char name[CORO_INFO_NAME_SIZE], wait[64], dur[32] = "-", rate[16] = "-", site[160];
         snprintf(name, sizeof(name), "%s", ci->name[0] ? ci->name : "-");
         cli_clean(name);
-        cell_wait(ci, now, wait, sizeof(wait));
+        cli_wait_cell(ci, now, false, wait, sizeof(wait));
         cli_clean(wait);
         if (coro__waiting(ci) && ci->wait_since) {
-            cell_duration(now - (int64_t)ci->wait_since, dur, sizeof(dur));
+            cli_duration_cell(now - (int64_t)ci->wait_since, dur, sizeof(dur));
         } else if (st->at) {
-            cell_duration(now - seen[k].state_since, dur, sizeof(dur));
+            cli_duration_cell(now - seen[k].state_since, dur, sizeof(dur));
         }
         if (was && dt > 0) {
             snprintf(rate, sizeof(rate), "%.0f", (double)(ci->switch_count - was->switches) / dt);
