@@ -566,6 +566,10 @@ static __attribute__((noinline, noreturn)) void enter_misuse(Coroutine *co, Coro
 {
     char who[96], whom[96];
     coro__describe(self, who, sizeof(who));
+    if (!co) {
+        coro__die("coro_enter(NULL) from %s: no coroutine to enter (coro_create() returns NULL "
+                  "when it fails)", who);
+    }
     if (state == CORO_STATE_RUNNING || state == CORO_STATE_NESTED) {
         coro__describe(co, whom, sizeof(whom));
         char inner[128] = "";
@@ -600,6 +604,9 @@ static inline __attribute__((always_inline)) CoroSwitch enter_prepare(CoroShard 
                                                                       Coroutine *co)
 {
     Coroutine *self = sh->current;
+    if (unlikely(!co)) {
+        enter_misuse(co, self, 0);
+    }
     uint32_t state = atomic_load_explicit(&co->state, memory_order_relaxed);
     if (unlikely(state != CORO_STATE_SUSPENDED && state != CORO_STATE_CREATED)) {
         enter_misuse(co, self, state);
@@ -665,6 +672,74 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
     do_switch(sh, s.from, to);
 }
 #endif
+
+/* ---- escape to the thread's own stack ---- */
+
+struct escape {
+    void (*fn)(void *);
+    void *arg;
+};
+
+/* The first function of the escape context, on the thread's own stack (its caller is the
+ * trampoline, where unwinders stop). e lives on the escaping coroutine's stack, which stays
+ * mapped: that coroutine is suspended. */
+static __attribute__((noreturn)) void escape_entry(void *opaque)
+{
+    struct escape *e = opaque;
+#ifdef CORO_C_SWITCH
+    san_finish_switch(NULL);
+#endif
+    e->fn(e->arg);
+    /* fn returned: the outermost coro_enter() of the thread returns, as after a yield. Same
+     * stack, same TSan fiber; ASan hears of the jump up the stack. */
+    CoroShard *sh = tls_shard();
+#ifdef CORO_ASAN
+    __sanitizer_start_switch_fiber(NULL, sh->leader_stack_bottom, sh->leader_stack_size);
+#endif
+    coro__switch_exit(&sh->leader);
+}
+
+CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
+{
+    CoroShard *sh = tls_shard();
+    Coroutine *self = sh ? sh->current : NULL;
+    if (!self) {
+        fn(arg);
+        return;
+    }
+    /* The coroutines that entered self have their registers saved (NESTED): they become
+     * SUSPENDED where they are, each in its coro_enter(). */
+    for (Coroutine *c = self->caller, *next; c; c = next) {
+        next = c->caller;
+        c->caller = NULL;
+        atomic_store_explicit(&c->state, CORO_STATE_SUSPENDED, memory_order_release);
+    }
+    begin_save(self, CORO_STATE_SUSPENDED);
+    self->caller = NULL;
+    sh->current = NULL;
+    /* A context that calls escape_entry on the thread's own stack, below the frame of the
+     * outermost coro_enter() (nothing below its saved rsp is in use), with the thread's
+     * floating-point control and C++ exception state. */
+    struct escape e = { fn, arg };
+    CoroRegs esc = sh->leader;
+    esc.rsp = (sh->leader.rsp - 256) & ~(uint64_t)15;
+    esc.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
+    esc.rbp = 0;
+    esc.rbx = 0;
+    esc.r12 = (uint64_t)(uintptr_t)escape_entry;
+    esc.r13 = (uint64_t)(uintptr_t)&e;
+    eh_swap(sh, &self->regs, &sh->leader);
+#ifdef CORO_C_SWITCH
+    void *fake = NULL;
+    san_start_switch(sh, NULL, &fake);
+#endif
+    coro__switch_call(&self->regs, &esc);
+    /* Entered again: carry on in the coroutine. */
+#ifdef CORO_C_SWITCH
+    san_finish_switch(fake);
+#endif
+    __asm__ volatile("" ::: "memory");
+}
 
 /* ---- queries ---- */
 

@@ -171,6 +171,8 @@ coro_enter:
     movq    %fs:(%rax), %rax            /* rax = this thread's shard */
     testq   %rax, %rax
     jz      .Lenter_slow
+    testq   %rdi, %rdi                  /* coro_enter(NULL): the C path says so */
+    jz      .Lenter_slow
     movl    CORO_REC_STATE(%rdi), %ecx  /* co must be created or suspended */
     andl    $~2, %ecx                   /* 1 (created) or 3 (suspended) -> 1 */
     cmpl    $CORO_ASM_STATE_CREATED, %ecx

@@ -174,6 +174,51 @@ static void test_coro_death_enter_terminated(void **state)
     expect_death((ChildFn *)coro_enter, co, SIGABRT, needles);
 }
 
+static void enter_null(void *arg)
+{
+    coro_enter(NULL);
+}
+
+static void *enter_null_on_fresh_thread(void *arg)
+{
+    coro_enter(NULL); /* the first coroscope call of this thread */
+    return NULL;
+}
+
+static void enter_null_fresh_thread(void *arg)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, enter_null_on_fresh_thread, NULL);
+    pthread_join(t, NULL);
+}
+
+static void enter_null_inside(void *arg)
+{
+    if (in_child()) {
+        coro_enter(NULL);
+    }
+}
+
+static void test_coro_death_enter_null(void **state)
+{
+    /* On a thread that has used coroutines (the fast path's check)... */
+    coro_enter(coro_create(nop, NULL));
+    const char *needles[] = { "coroscope: fatal: coro_enter(NULL) from the thread's own stack "
+                              "(thread ", "no coroutine to enter", NULL };
+    expect_death(enter_null, NULL, SIGABRT, needles);
+    /* ...on one that never has... */
+    expect_death(enter_null_fresh_thread, NULL, SIGABRT, needles);
+    /* ...and inside a coroutine. */
+    CoroutineOptions o = { .name = "caller" };
+    Coroutine *co = coro_create_opts(enter_null_inside, NULL, &o);
+    char who[96];
+    snprintf(who, sizeof(who), "coro_enter(NULL) from coroutine %llu \"caller\"",
+             (unsigned long long)coro_id(co));
+    const char *needles2[] = { who, NULL };
+    expect_death((ChildFn *)coro_enter, co, SIGABRT, needles2);
+    coro_enter(co); /* in the parent it just returns */
+}
+
 /* ---- guard pages ---- */
 
 static void write_below_stack(void *arg)
@@ -680,6 +725,7 @@ int main(int argc, char **argv)
         cmocka_unit_test_teardown(test_coro_death_enter_running_on_other_thread, no_leftovers),
         cmocka_unit_test_teardown(test_coro_death_yield_outside, no_leftovers),
         cmocka_unit_test_teardown(test_coro_death_enter_terminated, no_leftovers),
+        cmocka_unit_test_teardown(test_coro_death_enter_null, no_leftovers),
         cmocka_unit_test_teardown(test_coro_guard_page_faults, no_leftovers),
         cmocka_unit_test_teardown(test_coro_guard_page_mprotect_fallback, no_leftovers),
         cmocka_unit_test_teardown(test_coro_asan_knows_coroutine_stacks, no_leftovers),
