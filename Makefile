@@ -203,7 +203,9 @@ uninstall:
 # with an rpath into the build tree; end-to-end scripts are tests/e2e-*.sh. They depend on
 # the libcoroscope.so symlink: without it -lcoroscope would pick the static library (make -j).
 TEST_SRC     := $(wildcard tests/test-*.c)
-TEST_BIN     := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC))
+TEST_CXX_SRC := $(wildcard tests/test-*.cc)
+TEST_BIN     := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC)) \
+                $(patsubst tests/%.cc,$(B)/tests/%,$(TEST_CXX_SRC))
 TEST_SCRIPTS := $(wildcard tests/e2e-*.sh)
 TEST_HELPERS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/prog-*.c))
 
@@ -211,6 +213,13 @@ $(B)/tests/test-%: tests/test-%.c $(B)/libcoroscope.so
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) $(CMOCKA_CFLAGS) -o $@ $< \
+	    $(ALL_LDFLAGS) -L$(B) -Wl,-rpath,'$$ORIGIN/..' -lcoroscope $(CMOCKA_LIBS) -lpthread
+
+# C++ test programs (tests/test-*.cc): a C++ user's view of the runtime.
+$(B)/tests/test-%: tests/test-%.cc $(B)/libcoroscope.so
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CXXLD   $@")
+	$(Q)$(CXX) -O2 -g -Wall -Wextra -Iinclude -MMD -MP $(SAN) $(CMOCKA_CFLAGS) $(CXXFLAGS) -o $@ $< \
 	    $(ALL_LDFLAGS) -L$(B) -Wl,-rpath,'$$ORIGIN/..' -lcoroscope $(CMOCKA_LIBS) -lpthread
 
 $(B)/tests/prog-%: tests/prog-%.c $(B)/libcoroscope.so

@@ -7,7 +7,10 @@
  * them alike. Prints median, minimum and 10th percentile per library, in ns per operation.
  *
  *   cc -O2 bench/ab.c -o ab -ldl
- *   ./ab /path/a/libcoroscope.so.0 /path/b/libcoroscope.so.0 ...
+ *   ./ab [--cxx] /path/a/libcoroscope.so.0 /path/b/libcoroscope.so.0 ...
+ *
+ * --cxx first loads libstdc++ into the global scope, as a C++ program has it: the runtimes
+ * then keep each coroutine's C++ exception state, and the C++ switch path is what is timed.
  *
  * Copy each build to its own path first: dlopen returns the same handle for the same file.
  * Exit codes: 0 printed, 64 usage error, 1 a library failed to load.
@@ -16,6 +19,7 @@
 #include <dlfcn.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <time.h>
 
 #define MAX_LIBS 16
@@ -64,14 +68,23 @@ static int cmp_double(const void *a, const void *b)
 
 int main(int argc, char **argv)
 {
-    int n = argc - 1;
+    int first = 1;
+    if (argc > 1 && strcmp(argv[1], "--cxx") == 0) {
+        first = 2;
+        if (!dlopen("libstdc++.so.6", RTLD_NOW | RTLD_GLOBAL)) {
+            fprintf(stderr, "ab: --cxx: cannot load libstdc++.so.6: %s\n", dlerror());
+            return 1;
+        }
+    }
+    int n = argc - first;
     if (n < 1 || n > MAX_LIBS) {
-        fprintf(stderr, "usage: %s LIBCOROSCOPE.so... (1 to %d libraries)\n", argv[0], MAX_LIBS);
+        fprintf(stderr, "usage: %s [--cxx] LIBCOROSCOPE.so... (1 to %d libraries)\n", argv[0],
+                MAX_LIBS);
         return 64;
     }
     for (int i = 0; i < n; i++) {
         struct lib *l = &libs[i];
-        l->path = argv[i + 1];
+        l->path = argv[first + i];
         void *h = dlopen(l->path, RTLD_NOW | RTLD_LOCAL);
         if (!h) {
             fprintf(stderr, "ab: %s: cannot load: %s\n", l->path, dlerror());

@@ -5,6 +5,9 @@
 #ifndef COROSCOPE_BENCH_H
 #define COROSCOPE_BENCH_H
 
+#include <stddef.h>
+#include <stdio.h>
+
 #ifdef __cplusplus
 extern "C" {
 #endif
@@ -28,6 +31,10 @@ extern const struct bench_impl bench_coroscope;
 extern const struct bench_impl bench_boost;
 extern const struct bench_impl bench_bare;
 extern const struct bench_impl bench_sjlj;
+
+/* The CPU's model name; and the lines the table starts with about the CPU (bench/cpuinfo.c). */
+void bench_cpu_model(char *buf, size_t size);
+void bench_print_cpu(FILE *out);
 
 /* One mmap'd stack with a PROT_NONE guard page below it; returns its usable base (the lowest
  * usable address) or NULL. Used by the baselines, which have no stack allocator of their own. */

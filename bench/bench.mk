@@ -3,7 +3,10 @@
 # It installs coroscope into a scratch prefix under $(B)/bench/, builds the benchmark against
 # that installed copy exactly as a user would (`pkg-config --cflags --libs coroscope` through
 # PKG_CONFIG_PATH, the shared library, an rpath to it), links the baselines into the same
-# program and runs it once. The markdown table goes to stdout and to $(B)/bench/results.md.
+# program and runs it once. Two programs: `bench`, a C program (Boost.Context comes from
+# bench-boost.so, loaded with RTLD_LOCAL so that its libstdc++ stays out of the program's
+# global scope), then `bench-cxx`, a C++ program, for coroscope's C++ round trip against
+# Boost in the same process. The markdown tables go to stdout and to $(B)/bench/results.md.
 #
 # BENCH_ARGS is passed to the program, e.g. make bench BENCH_ARGS="--samples 51".
 
@@ -20,12 +23,15 @@ PC         := PKG_CONFIG_PATH=$(PREFIX_DIR)/lib/pkgconfig $(PKG_CONFIG)
 BFLAGS     := -O2 -g -Wall -Wextra -Ibench
 CMD        := make bench$(if $(strip $(BENCH_ARGS)), BENCH_ARGS='$(strip $(BENCH_ARGS))')
 
-OBJ := $(BD)/bench.o $(BD)/impl-coroscope.o $(BD)/impl-boost.o $(BD)/impl-bare.o \
-       $(BD)/bare-switch-x86_64.o $(BD)/impl-sjlj.o
+OBJ := $(BD)/bench.o $(BD)/cpuinfo.o $(BD)/stack-alloc.o $(BD)/impl-coroscope.o \
+       $(BD)/impl-bare.o $(BD)/bare-switch-x86_64.o $(BD)/impl-sjlj.o
+CXX_OBJ := $(BD)/bench-cxx.o $(BD)/cpuinfo.o $(BD)/stack-alloc.o $(BD)/impl-coroscope.o \
+           $(BD)/impl-boost.o
 
 .PHONY: run install-scratch introspection
-run: $(BD)/bench
+run: $(BD)/bench $(BD)/bench-cxx $(BD)/bench-boost.so
 	$(Q)$(BD)/bench --command "$(CMD)" $(BENCH_ARGS) > $(BD)/results.md.tmp
+	$(Q)$(BD)/bench-cxx --command "$(CMD)" $(BENCH_ARGS) >> $(BD)/results.md.tmp
 	$(Q)mv $(BD)/results.md.tmp $(BD)/results.md && cat $(BD)/results.md
 	$(Q)$(MAKE) --no-print-directory -f bench/bench.mk B=$(B) introspection
 
@@ -71,7 +77,14 @@ $(BD)/impl-coroscope.o: bench/impl-coroscope.c bench/bench.h install-scratch
 
 $(BD)/impl-boost.o: bench/impl-boost.cc bench/bench.h
 	@mkdir -p $(BD)
-	$(Q)$(CXX) $(BFLAGS) $(CXXFLAGS) -c $< -o $@
+	$(Q)$(CXX) $(BFLAGS) -fPIC $(CXXFLAGS) -c $< -o $@
+
+$(BD)/bench-boost.so: $(BD)/impl-boost.o $(BD)/stack-alloc.o
+	$(Q)$(CXX) -shared $(LDFLAGS) -o $@ $^ -lboost_context
+
+$(BD)/bench-cxx.o: bench/bench.c bench/bench.h
+	@mkdir -p $(BD)
+	$(Q)$(CC) $(BFLAGS) -DBENCH_CXX $(CFLAGS) -c $< -o $@
 
 # The QEMU-style baseline jumps between stacks: glibc's fortified longjmp would reject that.
 $(BD)/impl-sjlj.o: bench/impl-sjlj.c bench/bench.h
@@ -80,7 +93,7 @@ $(BD)/impl-sjlj.o: bench/impl-sjlj.c bench/bench.h
 
 $(BD)/%.o: bench/%.c bench/bench.h
 	@mkdir -p $(BD)
-	$(Q)$(CC) $(BFLAGS) $(CFLAGS) -c $< -o $@
+	$(Q)$(CC) $(BFLAGS) -fPIC $(CFLAGS) -c $< -o $@
 
 $(BD)/%.o: bench/%.S
 	@mkdir -p $(BD)
@@ -88,5 +101,10 @@ $(BD)/%.o: bench/%.S
 
 $(BD)/bench: $(OBJ) install-scratch
 	@$(if $(Q),echo "  LD      $@ (against $(PREFIX_DIR))")
-	$(Q)$(CXX) $(LDFLAGS) -o $@ $(OBJ) $$($(PC) --libs coroscope) \
+	$(Q)$(CC) $(LDFLAGS) -o $@ $(OBJ) $$($(PC) --libs coroscope) \
+	    -Wl,-rpath,$$($(PC) --variable=libdir coroscope) -ldl
+
+$(BD)/bench-cxx: $(CXX_OBJ) install-scratch
+	@$(if $(Q),echo "  LD      $@ (against $(PREFIX_DIR))")
+	$(Q)$(CXX) $(LDFLAGS) -o $@ $(CXX_OBJ) $$($(PC) --libs coroscope) \
 	    -Wl,-rpath,$$($(PC) --variable=libdir coroscope) -lboost_context

@@ -16,24 +16,27 @@
 #define CORO_REGS_R15 56
 #define CORO_REGS_FP 64   /* mxcsr (4 bytes) then x87 control word (2) then 2 zero bytes */
 #define CORO_REGS_SEQ 72
-#define CORO_REGS_SIZE 80
+#define CORO_REGS_EH 80   /* the C++ exception state: caught-exception stack (8) then uncaught count (4) */
+#define CORO_REGS_SIZE 96
 
 /* Fields of struct Coroutine and struct CoroShard (coro-int.h) that the assembly fast paths of
  * coro_enter and coro_yield update; coro.c checks them with static assertions. The values of
  * CORO_STATE_* (debug-abi.h) they store are repeated here for the assembler. */
-#define CORO_REC_STATE 80
-#define CORO_REC_TID 84
-#define CORO_REC_CALLER 88
-#define CORO_REC_SWITCH_COUNT 96
+#define CORO_REC_STATE 96
+#define CORO_REC_TID 100
+#define CORO_REC_CALLER 104
+#define CORO_REC_SWITCH_COUNT 112
 #define CORO_SHARD_CURRENT 0
-#define CORO_SHARD_TID 8
-#define CORO_SHARD_LEADER 48
+#define CORO_SHARD_EH 8
+#define CORO_SHARD_TID 16
+#define CORO_SHARD_LEADER 56
 #define CORO_ASM_STATE_CREATED 1
 #define CORO_ASM_STATE_RUNNING 2
 #define CORO_ASM_STATE_SUSPENDED 3
 #define CORO_ASM_STATE_NESTED 4
 
-/* ASan builds switch from C (coro.c), around __sanitizer_{start,finish}_switch_fiber; other
+/* Sanitizer builds switch from C (coro.c), telling the sanitizer about every stack switch:
+ * ASan around __sanitizer_{start,finish}_switch_fiber, TSan with __tsan_switch_to_fiber. Other
  * builds enter and yield through the assembly entry points in switch-x86_64.S. */
 #if defined(__SANITIZE_ADDRESS__)
 #define CORO_ASAN 1
@@ -41,6 +44,16 @@
 #if __has_feature(address_sanitizer)
 #define CORO_ASAN 1
 #endif
+#endif
+#if defined(__SANITIZE_THREAD__)
+#define CORO_TSAN 1
+#elif defined(__has_feature)
+#if __has_feature(thread_sanitizer)
+#define CORO_TSAN 1
+#endif
+#endif
+#if defined(CORO_ASAN) || defined(CORO_TSAN)
+#define CORO_C_SWITCH 1
 #endif
 
 #ifndef __ASSEMBLER__
@@ -57,6 +70,11 @@ typedef struct CoroRegs {
     uint16_t fp_pad;  /* stays zero */
     uint32_t seq;     /* seqlock: made odd by the core before a save, even by the switch after */
     uint32_t pad;
+    /* The context's C++ exception state (the two fields of __cxa_eh_globals, Itanium C++ ABI
+     * 2.2.2), saved and loaded only in programs that have a C++ runtime (CoroShard.eh). */
+    uint64_t eh_caught;
+    uint32_t eh_uncaught;
+    uint32_t eh_pad;
 } CoroRegs;
 
 /*

@@ -20,6 +20,14 @@
 
 typedef struct CoroShard CoroShard;
 
+/* The C++ runtime's per-thread exception state, as __cxa_get_globals() returns it: the
+ * caught-exception stack and the uncaught count (Itanium C++ ABI 2.2.2; libstdc++ and
+ * libc++abi both start their __cxa_eh_globals with these two fields). */
+typedef struct CoroEhGlobals {
+    void *caught;
+    uint32_t uncaught;
+} CoroEhGlobals;
+
 /*
  * A coroutine record. Allocated once, linked into the registry for the life of the process
  * and reused through the pools; the hot fields of a switch share the first two cache lines.
@@ -46,6 +54,7 @@ struct Coroutine {
     Coroutine *_Atomic next;    /* registry list: push-only, never unlinked */
     Coroutine *pool_next;       /* free lists and pools */
     void *asan_fake_stack;      /* sanitizer bookkeeping (ASan builds only) */
+    void *tsan_fiber;           /* TSan builds: this record's fiber, kept while it has a stack */
     unsigned valgrind_stack_id;
     /* Waiting (wait-int.h). */
     uint32_t wait_kind;         /* CORO_WAIT_* */
@@ -64,6 +73,7 @@ struct Coroutine {
 /* Per-thread state. Shards are linked for the life of the process and reused by later threads. */
 struct CoroShard {
     Coroutine *current;         /* running on this thread; NULL on the thread's own stack */
+    CoroEhGlobals *eh;          /* the thread's C++ exception state; NULL: no C++ runtime */
     _Atomic int32_t tid;        /* 0 when no thread owns the shard */
     _Atomic uint32_t in_use;
     _Atomic uint64_t created;
@@ -75,6 +85,7 @@ struct CoroShard {
     Coroutine *zombie;          /* terminated, stack not yet unmapped (coro.c) */
     const void *leader_stack_bottom; /* ASan: the thread stack's bounds */
     size_t leader_stack_size;
+    void *leader_tsan_fiber;    /* TSan: the thread's own fiber */
     CoroShard *_Atomic next;    /* shard list: push-only */
 };
 

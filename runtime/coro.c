@@ -16,11 +16,15 @@
 
 #include <coroscope/hooks.h>
 
-#include "coro-int.h" /* defines CORO_ASAN in ASan builds */
+#include "coro-int.h" /* defines CORO_ASAN / CORO_TSAN / CORO_C_SWITCH in sanitizer builds */
 #include "probes-int.h"
 
+#include <dlfcn.h>
 #ifdef CORO_ASAN
 #include <sanitizer/common_interface_defs.h>
+#endif
+#ifdef CORO_TSAN
+#include <sanitizer/tsan_interface.h>
 #endif
 
 _Static_assert(offsetof(CoroRegs, rsp) == CORO_REGS_RSP, "asm layout");
@@ -32,6 +36,9 @@ _Static_assert(offsetof(CoroRegs, r15) == CORO_REGS_R15, "asm layout");
 _Static_assert(offsetof(CoroRegs, mxcsr) == CORO_REGS_FP, "asm layout");
 _Static_assert(offsetof(CoroRegs, fpucw) == CORO_REGS_FP + 4, "asm layout");
 _Static_assert(offsetof(CoroRegs, seq) == CORO_REGS_SEQ, "asm layout");
+_Static_assert(offsetof(CoroRegs, eh_caught) == CORO_REGS_EH, "asm layout");
+_Static_assert(offsetof(CoroRegs, eh_uncaught) == CORO_REGS_EH + 8, "asm layout");
+_Static_assert(offsetof(CoroEhGlobals, uncaught) == 8, "asm layout");
 _Static_assert(sizeof(CoroRegs) == CORO_REGS_SIZE, "asm layout");
 _Static_assert(offsetof(Coroutine, regs) == 0, "asm layout");
 _Static_assert(offsetof(Coroutine, state) == CORO_REC_STATE, "asm layout");
@@ -39,6 +46,7 @@ _Static_assert(offsetof(Coroutine, tid) == CORO_REC_TID, "asm layout");
 _Static_assert(offsetof(Coroutine, caller) == CORO_REC_CALLER, "asm layout");
 _Static_assert(offsetof(Coroutine, switch_count) == CORO_REC_SWITCH_COUNT, "asm layout");
 _Static_assert(offsetof(CoroShard, current) == CORO_SHARD_CURRENT, "asm layout");
+_Static_assert(offsetof(CoroShard, eh) == CORO_SHARD_EH, "asm layout");
 _Static_assert(offsetof(CoroShard, tid) == CORO_SHARD_TID, "asm layout");
 _Static_assert(offsetof(CoroShard, leader) == CORO_SHARD_LEADER, "asm layout");
 _Static_assert(CORO_STATE_CREATED == CORO_ASM_STATE_CREATED, "asm constants");
@@ -68,6 +76,20 @@ CORO_EXPORT const CoroRuntimeHooks *coro_runtime_hooks_set(const CoroRuntimeHook
     return atomic_exchange(&runtime_hooks, hooks);
 }
 static pthread_key_t shard_key;
+
+/*
+ * C++ exception state per coroutine. The C++ runtime keeps the stack of caught exceptions and
+ * the count of uncaught ones per thread (__cxa_get_globals(), Itanium C++ ABI 2.2.2), and
+ * coroutines that share a thread would share them: a coroutine that yields inside a `catch`
+ * and resumes after another one caught its own exception would rethrow the other's with
+ * `throw;`, and std::uncaught_exceptions() would count other coroutines' exceptions. So every
+ * context (each coroutine, and each thread's own stack) owns a copy (CoroRegs.eh_*) that the
+ * switch swaps in and out. Only programs with a C++ runtime pay for it: __cxa_get_globals is
+ * looked up once per process (a weak reference bound at load, else by name), and in a C
+ * program every shard's eh is NULL, which the switch tests and skips.
+ */
+extern CoroEhGlobals *__cxa_get_globals(void) __attribute__((weak));
+static CoroEhGlobals *(*cxa_get_globals)(void);
 
 static inline CoroShard *tls_shard(void)
 {
@@ -100,6 +122,7 @@ static void shard_destructor(void *p)
 {
     CoroShard *sh = p;
     release_cache(sh);
+    sh->eh = NULL;
     coro__shard_detach(sh);
     coro__tls_shard = NULL;
 }
@@ -129,6 +152,10 @@ static void init_process(void)
     }
     pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
     coro__page_size();
+    cxa_get_globals = __cxa_get_globals;
+    if (!cxa_get_globals) {
+        cxa_get_globals = (CoroEhGlobals * (*)(void)) dlsym(RTLD_DEFAULT, "__cxa_get_globals");
+    }
 }
 
 static __attribute__((noinline)) CoroShard *shard_init(void)
@@ -146,6 +173,11 @@ static __attribute__((noinline)) CoroShard *shard_init(void)
         pthread_attr_destroy(&attr);
     }
 #endif
+#ifdef CORO_TSAN
+    sh->leader_tsan_fiber = __tsan_get_current_fiber();
+#endif
+    /* This thread's C++ exception state (its address is fixed for the thread's life). */
+    sh->eh = cxa_get_globals ? cxa_get_globals() : NULL;
     coro__tls_shard = sh;
     pthread_setspecific(shard_key, sh);
     /* The layers above: e.g. this thread's alternate signal stack, the overflow handler and
@@ -165,22 +197,61 @@ static inline CoroShard *shard(void)
 
 /* ---- switching ---- */
 
+#ifdef CORO_C_SWITCH
+/*
+ * Sanitizer builds switch from C and tell the sanitizer about every stack switch; other
+ * builds switch in switch-x86_64.S. Before leaving the current context for `to` (NULL: the
+ * thread's own stack): ASan learns the target stack's bounds (*fake gets the fake stack of
+ * the context left, or pass NULL for a context never resumed) and TSan switches to the
+ * target's fiber (synchronising: what ran before the switch happens before what runs after).
+ */
+static inline __attribute__((always_inline)) void san_start_switch(CoroShard *sh, Coroutine *to,
+                                                                   void **fake)
+{
 #ifdef CORO_ASAN
-/* The switch of the C coro_enter / coro_yield that ASan builds use, with ASan told about it;
- * other builds switch in switch-x86_64.S. */
+    __sanitizer_start_switch_fiber(fake, to ? to->stack_base : sh->leader_stack_bottom,
+                                   to ? to->stack_size : sh->leader_stack_size);
+#endif
+#ifdef CORO_TSAN
+    __tsan_switch_to_fiber(to ? to->tsan_fiber : sh->leader_tsan_fiber, 0);
+#endif
+}
+
+/* First thing on the stack switched to. */
+static inline __attribute__((always_inline)) void san_finish_switch(void *fake)
+{
+#ifdef CORO_ASAN
+    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+}
+
+/* The switch of the C coro_enter / coro_yield. */
 static inline __attribute__((always_inline)) void do_switch(CoroShard *sh, CoroRegs *from,
                                                             Coroutine *to)
 {
     void *fake = NULL;
-    __sanitizer_start_switch_fiber(&fake, to ? to->stack_base : sh->leader_stack_bottom,
-                                   to ? to->stack_size : sh->leader_stack_size);
+    san_start_switch(sh, to, &fake);
     coro__switch_call(from, to ? &to->regs : &sh->leader);
-    __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+    san_finish_switch(fake);
     /* Keeps the call out of tail position: the suspended function must stay a real frame,
      * because readers show it as frame 0 (coro_yield, coro_mutex_lock, ...). */
     __asm__ volatile("" ::: "memory");
 }
 #endif
+
+/* Saves the thread's C++ exception state into the context being left and loads the one of
+ * the context being entered (switch-x86_64.S does the same on its fast paths). */
+static inline __attribute__((always_inline)) void eh_swap(CoroShard *sh, CoroRegs *from,
+                                                          const CoroRegs *to)
+{
+    CoroEhGlobals *g = sh->eh;
+    if (g) {
+        from->eh_caught = (uint64_t)(uintptr_t)g->caught;
+        from->eh_uncaught = g->uncaught;
+        g->caught = (void *)(uintptr_t)to->eh_caught;
+        g->uncaught = to->eh_uncaught;
+    }
+}
 
 /* Opens the seqlock of co's record before its state and registers change; the switch closes
  * it once the registers are stored. */
@@ -199,11 +270,12 @@ static inline void count(_Atomic uint64_t *counter)
                           memory_order_relaxed);
 }
 
-#ifdef CORO_ASAN
-static void asan_entry(void *opaque)
+#ifdef CORO_C_SWITCH
+/* Sanitizer builds: the entry function of every coroutine, first on its new stack. */
+static void san_entry(void *opaque)
 {
     Coroutine *co = opaque;
-    __sanitizer_finish_switch_fiber(NULL, NULL, NULL);
+    san_finish_switch(NULL);
     co->entry(co->opaque);
 }
 #endif
@@ -253,8 +325,8 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
     co->regs.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
     co->regs.rbp = 0;
     co->regs.rbx = (uint64_t)(uintptr_t)co;
-#ifdef CORO_ASAN
-    co->regs.r12 = (uint64_t)(uintptr_t)asan_entry;
+#ifdef CORO_C_SWITCH
+    co->regs.r12 = (uint64_t)(uintptr_t)san_entry;
     co->regs.r13 = (uint64_t)(uintptr_t)co;
 #else
     co->regs.r12 = (uint64_t)(uintptr_t)entry;
@@ -263,6 +335,16 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
     /* A new coroutine starts with its creator's floating-point control state, as a new thread
      * does; usually equal to the enterer's, so the switch skips reloading the x87 word. */
     __asm__("stmxcsr %0\n\tfnstcw %1" : "=m"(co->regs.mxcsr), "=m"(co->regs.fpucw));
+    /* No exception caught or in flight, as on a new thread. */
+    co->regs.eh_caught = 0;
+    co->regs.eh_uncaught = 0;
+#ifdef CORO_TSAN
+    /* A fresh fiber for each life: the previous life's ended inside coro__terminate. */
+    if (co->tsan_fiber) {
+        __tsan_destroy_fiber(co->tsan_fiber);
+    }
+    co->tsan_fiber = __tsan_create_fiber(0);
+#endif
     co->entry = entry;
     co->opaque = opaque;
     co->create_site = site;
@@ -443,9 +525,13 @@ void coro__terminate(Coroutine *co)
      * else runs on this thread before coro__switch_exit() has left it. */
     release(sh, co);
     const CoroRegs *regs = to ? &to->regs : &sh->leader;
-#ifdef CORO_ASAN
-    __sanitizer_start_switch_fiber(NULL, to ? to->stack_base : sh->leader_stack_bottom,
-                                   to ? to->stack_size : sh->leader_stack_size);
+    if (sh->eh) {
+        /* co's own state is over: its entry returned, so nothing is caught or in flight. */
+        sh->eh->caught = (void *)(uintptr_t)regs->eh_caught;
+        sh->eh->uncaught = regs->eh_uncaught;
+    }
+#ifdef CORO_C_SWITCH
+    san_start_switch(sh, to, NULL);
 #endif
     coro__switch_exit(regs);
 }
@@ -457,6 +543,10 @@ static __attribute__((noinline, noreturn)) void enter_misuse(Coroutine *co, Coro
 {
     char who[96], whom[96];
     coro__describe(self, who, sizeof(who));
+    if (!co) {
+        coro__die("coro_enter(NULL) from %s: no coroutine to enter (coro_create() returns NULL "
+                  "when it fails)", who);
+    }
     if (state == CORO_STATE_RUNNING || state == CORO_STATE_NESTED) {
         coro__describe(co, whom, sizeof(whom));
         char inner[128] = "";
@@ -487,19 +577,12 @@ __attribute__((noinline, noreturn)) void coro__yield_misuse(void)
 }
 
 /* Everything coro_enter(co) does before the switch. */
-static __attribute__((noinline, noreturn)) void enter_null(Coroutine *self)
-{
-    char who[96];
-    coro__describe(self, who, sizeof(who));
-    coro__die("coro_enter(NULL) from %s: not a coroutine (did coro_create fail?)", who);
-}
-
 static inline __attribute__((always_inline)) CoroSwitch enter_prepare(CoroShard *sh,
                                                                       Coroutine *co)
 {
     Coroutine *self = sh->current;
     if (unlikely(!co)) {
-        enter_null(self);
+        enter_misuse(co, self, 0);
     }
     uint32_t state = atomic_load_explicit(&co->state, memory_order_relaxed);
     if (unlikely(state != CORO_STATE_SUSPENDED && state != CORO_STATE_CREATED)) {
@@ -517,6 +600,7 @@ static inline __attribute__((always_inline)) CoroSwitch enter_prepare(CoroShard 
     co->switch_count++;
     atomic_store_explicit(&co->state, CORO_STATE_RUNNING, memory_order_release);
     sh->current = co;
+    eh_swap(sh, from, &co->regs);
     return (CoroSwitch){ from, &co->regs };
 }
 
@@ -533,14 +617,16 @@ static inline __attribute__((always_inline)) CoroSwitch yield_prepare(CoroShard 
     self->caller = NULL;
     sh->current = to;
     *to_co = to;
+    CoroSwitch s = { &self->regs, &sh->leader };
     if (to) {
         atomic_store_explicit(&to->state, CORO_STATE_RUNNING, memory_order_relaxed);
-        return (CoroSwitch){ &self->regs, &to->regs };
+        s.to = &to->regs;
     }
-    return (CoroSwitch){ &self->regs, &sh->leader };
+    eh_swap(sh, s.from, s.to);
+    return s;
 }
 
-#ifndef CORO_ASAN
+#ifndef CORO_C_SWITCH
 /* coro_enter and coro_yield are in switch-x86_64.S; coro_enter calls this, then switches. */
 CoroSwitch coro__enter_prepare(Coroutine *co)
 {
@@ -563,6 +649,74 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
     do_switch(sh, s.from, to);
 }
 #endif
+
+/* ---- escape to the thread's own stack ---- */
+
+struct escape {
+    void (*fn)(void *);
+    void *arg;
+};
+
+/* The first function of the escape context, on the thread's own stack (its caller is the
+ * trampoline, where unwinders stop). e lives on the escaping coroutine's stack, which stays
+ * mapped: that coroutine is suspended. */
+static __attribute__((noreturn)) void escape_entry(void *opaque)
+{
+    struct escape *e = opaque;
+#ifdef CORO_C_SWITCH
+    san_finish_switch(NULL);
+#endif
+    e->fn(e->arg);
+    /* fn returned: the outermost coro_enter() of the thread returns, as after a yield. Same
+     * stack, same TSan fiber; ASan hears of the jump up the stack. */
+    CoroShard *sh = tls_shard();
+#ifdef CORO_ASAN
+    __sanitizer_start_switch_fiber(NULL, sh->leader_stack_bottom, sh->leader_stack_size);
+#endif
+    coro__switch_exit(&sh->leader);
+}
+
+CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
+{
+    CoroShard *sh = tls_shard();
+    Coroutine *self = sh ? sh->current : NULL;
+    if (!self) {
+        fn(arg);
+        return;
+    }
+    /* The coroutines that entered self have their registers saved (NESTED): they become
+     * SUSPENDED where they are, each in its coro_enter(). */
+    for (Coroutine *c = self->caller, *next; c; c = next) {
+        next = c->caller;
+        c->caller = NULL;
+        atomic_store_explicit(&c->state, CORO_STATE_SUSPENDED, memory_order_release);
+    }
+    begin_save(self, CORO_STATE_SUSPENDED);
+    self->caller = NULL;
+    sh->current = NULL;
+    /* A context that calls escape_entry on the thread's own stack, below the frame of the
+     * outermost coro_enter() (nothing below its saved rsp is in use), with the thread's
+     * floating-point control and C++ exception state. */
+    struct escape e = { fn, arg };
+    CoroRegs esc = sh->leader;
+    esc.rsp = (sh->leader.rsp - 256) & ~(uint64_t)15;
+    esc.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
+    esc.rbp = 0;
+    esc.rbx = 0;
+    esc.r12 = (uint64_t)(uintptr_t)escape_entry;
+    esc.r13 = (uint64_t)(uintptr_t)&e;
+    eh_swap(sh, &self->regs, &sh->leader);
+#ifdef CORO_C_SWITCH
+    void *fake = NULL;
+    san_start_switch(sh, NULL, &fake);
+#endif
+    coro__switch_call(&self->regs, &esc);
+    /* Entered again: carry on in the coroutine. */
+#ifdef CORO_C_SWITCH
+    san_finish_switch(fake);
+#endif
+    __asm__ volatile("" ::: "memory");
+}
 
 /* ---- queries ---- */
 

@@ -12,7 +12,7 @@
  * reloaded (status flags included, as Boost.Context and swapcontext do) and the x87 control
  * word only when it differs.
  *
- * coro_enter and coro_yield live here too (outside ASan builds): they call their C
+ * coro_enter and coro_yield live here too (outside sanitizer builds): they call their C
  * bookkeeping, then jump into the switch with a saved rip that points at their own `ret`.
  * Readers therefore see coro_enter / coro_yield as frame 0 of a suspended context, and the
  * switch resumes such a context by doing that `ret`'s work itself (pop, jmp), so that no
@@ -129,7 +129,24 @@ coro__switch_exit:
     .size   coro__switch_exit, .-coro__switch_exit
 coro__switch_end:
 
-#ifndef CORO_ASAN
+#ifndef CORO_C_SWITCH
+/*
+ * EH_SWAP g, from, to: saves the thread's C++ exception state (*g, the __cxa_eh_globals of
+ * this thread: caught-exception stack, uncaught count) into the context *from and loads the
+ * one of *to, as eh_swap() in coro.c. Only reached when the shard's eh is set (the program
+ * has a C++ runtime). Clobbers r9, r10.
+ */
+    .macro EH_SWAP g, from, to
+    movq    (\g), %r9
+    movl    8(\g), %r10d
+    movq    %r9, CORO_REGS_EH(\from)
+    movl    %r10d, CORO_REGS_EH+8(\from)
+    movq    CORO_REGS_EH(\to), %r9
+    movl    CORO_REGS_EH+8(\to), %r10d
+    movq    %r9, (\g)
+    movl    %r10d, 8(\g)
+    .endm
+
 /*
  * void coro_enter(Coroutine *co) and void coro_yield(void).
  *
@@ -173,6 +190,10 @@ coro_enter:
     addq    $1, CORO_REC_SWITCH_COUNT(%rdi)
     movl    $CORO_ASM_STATE_RUNNING, CORO_REC_STATE(%rdi)
     movq    %rdi, CORO_SHARD_CURRENT(%rax)
+    movq    CORO_SHARD_EH(%rax), %rcx   /* the thread's C++ exception state; 0: none */
+    testq   %rcx, %rcx
+    jnz     .Lenter_eh
+.Lenter_switch:
     movq    %rdi, %rsi                  /* to = &co->regs */
     movq    %r8, %rdi
     leaq    .Lenter_resume(%rip), %rax
@@ -180,6 +201,9 @@ coro_enter:
     jmp     coro__switch
 .Lenter_resume:
     ret
+.Lenter_eh:
+    EH_SWAP %rcx, %r8, %rdi
+    jmp     .Lenter_switch
 .Lenter_nested:
     addl    $1, CORO_REGS_SEQ(%rdx)     /* begin_save(self, NESTED): seqlock odd */
     movl    $CORO_ASM_STATE_NESTED, CORO_REC_STATE(%rdx)
@@ -226,6 +250,10 @@ coro_yield:
     jnz     .Lyield_nested
     leaq    CORO_SHARD_LEADER(%rax), %rsi   /* to = the thread's own registers */
 .Lyield_switch:
+    movq    CORO_SHARD_EH(%rax), %rcx   /* the thread's C++ exception state; 0: none */
+    testq   %rcx, %rcx
+    jnz     .Lyield_eh
+.Lyield_go:
     leaq    .Lyield_resume(%rip), %rax
     movq    %rsp, %rdx
     jmp     coro__switch
@@ -234,6 +262,9 @@ coro_yield:
 .Lyield_nested:
     movl    $CORO_ASM_STATE_RUNNING, CORO_REC_STATE(%rsi)
     jmp     .Lyield_switch
+.Lyield_eh:
+    EH_SWAP %rcx, %rdi, %rsi
+    jmp     .Lyield_go
 .Lyield_slow:
     /* No shard or no current coroutine: yield outside a coroutine, which only aborts. */
     subq    $8, %rsp

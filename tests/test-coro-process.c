@@ -174,12 +174,49 @@ static void test_coro_death_enter_terminated(void **state)
     expect_death((ChildFn *)coro_enter, co, SIGABRT, needles);
 }
 
-/* coro_enter(NULL) (a failed coro_create not checked) says so instead of segfaulting. */
+static void enter_null(void *arg)
+{
+    coro_enter(NULL);
+}
+
+static void *enter_null_on_fresh_thread(void *arg)
+{
+    coro_enter(NULL); /* the first coroscope call of this thread */
+    return NULL;
+}
+
+static void enter_null_fresh_thread(void *arg)
+{
+    pthread_t t;
+    pthread_create(&t, NULL, enter_null_on_fresh_thread, NULL);
+    pthread_join(t, NULL);
+}
+
+static void enter_null_inside(void *arg)
+{
+    if (in_child()) {
+        coro_enter(NULL);
+    }
+}
+
 static void test_coro_death_enter_null(void **state)
 {
-    const char *needles[] = { "coroscope: fatal: coro_enter(NULL) from the thread's own stack",
-                              "did coro_create fail?", NULL };
-    expect_death((ChildFn *)coro_enter, NULL, SIGABRT, needles);
+    /* On a thread that has used coroutines (the fast path's check)... */
+    coro_enter(coro_create(nop, NULL));
+    const char *needles[] = { "coroscope: fatal: coro_enter(NULL) from the thread's own stack "
+                              "(thread ", "no coroutine to enter", NULL };
+    expect_death(enter_null, NULL, SIGABRT, needles);
+    /* ...on one that never has... */
+    expect_death(enter_null_fresh_thread, NULL, SIGABRT, needles);
+    /* ...and inside a coroutine. */
+    CoroutineOptions o = { .name = "caller" };
+    Coroutine *co = coro_create_opts(enter_null_inside, NULL, &o);
+    char who[96];
+    snprintf(who, sizeof(who), "coro_enter(NULL) from coroutine %llu \"caller\"",
+             (unsigned long long)coro_id(co));
+    const char *needles2[] = { who, NULL };
+    expect_death((ChildFn *)coro_enter, co, SIGABRT, needles2);
+    coro_enter(co); /* in the parent it just returns */
 }
 
 /* ---- guard pages ---- */

@@ -121,7 +121,8 @@ static void clean_test(void **state)
     assert_no_coroutine_leaks_since(mark);
 }
 
-static int run_child_group(void (*fn)(void **), char **output)
+/* Runs the n tests as a cmocka group in a child; returns its exit status (failed tests). */
+static int run_child_tests(const struct CMUnitTest *t, size_t n, char **output)
 {
     int out = memfd_create("child", MFD_CLOEXEC);
     pid_t pid = fork();
@@ -129,8 +130,7 @@ static int run_child_group(void (*fn)(void **), char **output)
     if (pid == 0) {
         dup2(out, STDOUT_FILENO);
         dup2(out, STDERR_FILENO);
-        const struct CMUnitTest t[] = { cmocka_unit_test(fn) };
-        _exit(_cmocka_run_group_tests("child", t, 1, NULL, NULL));
+        _exit(_cmocka_run_group_tests("child", t, n, NULL, NULL));
     }
     int status;
     assert_int_equal(waitpid(pid, &status, 0), pid);
@@ -143,6 +143,12 @@ static int run_child_group(void (*fn)(void **), char **output)
     return WEXITSTATUS(status);
 }
 
+static int run_child_group(void (*fn)(void **), char **output)
+{
+    const struct CMUnitTest t[] = { cmocka_unit_test(fn) };
+    return run_child_tests(t, 1, output);
+}
+
 static void test_cmocka_assertion_fails_on_leak(void **state)
 {
     char *out;
@@ -153,6 +159,97 @@ static void test_cmocka_assertion_fails_on_leak(void **state)
     free(out);
     assert_int_equal(run_child_group(clean_test, &out), 0);
     assert_null(strstr(out, "still alive"));
+    free(out);
+}
+
+/* The assertion failing inside a coroutine that another coroutine entered: the test fails at
+ * the assertion, and the thread is back on its own stack, outside every coroutine, for the
+ * next test. The coroutines are left suspended where they were, and can still be finished. */
+static Coroutine *outer_co, *asserting_co, *inner_leak;
+static uint64_t inner_mark;
+static int resumed_after_assertion;
+
+static void asserting_entry(void *opaque)
+{
+    int line;
+    inner_leak = park("inner-leak", &line);
+    assert_no_coroutine_leaks_since(inner_mark); /* fails: "inner-leak" is alive */
+    resumed_after_assertion = 1;
+}
+
+static void outer_entry(void *opaque)
+{
+    CoroutineOptions o = { .name = "asserting" };
+    asserting_co = coro_create_opts(asserting_entry, NULL, &o);
+    coro_enter(asserting_co);
+}
+
+static void leak_assertion_inside_coroutine(void **state)
+{
+    inner_mark = coro_leak_mark();
+    CoroutineOptions o = { .name = "outer" };
+    outer_co = coro_create_opts(outer_entry, NULL, &o);
+    coro_enter(outer_co);
+    fail_msg("the failed assertion returned into the test");
+}
+
+static void yield_once_entry(void *opaque)
+{
+    coro_yield();
+    *(int *)opaque = 1;
+}
+
+static void next_test_runs_normally(void **state)
+{
+    assert_null(coro_self());
+    assert_false(coro_in_coroutine());
+    assert_false(coro_entered(outer_co));
+    assert_false(coro_entered(asserting_co));
+    /* The coroutines left behind are suspended where they were (the report shows them). */
+    int fd = memfd_create("leaks", MFD_CLOEXEC);
+    assert_int_equal(coro_leak_check_since(inner_mark, fd), 3);
+    char *report = read_all(fd);
+    close(fd);
+    assert_non_null(strstr(report, "\"outer\" [suspended"));
+    assert_non_null(strstr(report, "\"asserting\" [suspended"));
+    assert_non_null(strstr(report, "\"inner-leak\" [suspended"));
+    assert_null(strstr(report, "running"));
+    free(report);
+    /* Coroutines work as on any thread. */
+    int done = 0;
+    Coroutine *co = coro_create(yield_once_entry, &done);
+    coro_enter(co);
+    assert_true(coro_entered(co) == false && done == 0);
+    coro_enter(co);
+    assert_int_equal(done, 1);
+    /* And the ones left behind can be finished: each resumes where it was. */
+    coro_enter(asserting_co);
+    assert_int_equal(resumed_after_assertion, 1);
+    coro_enter(outer_co);
+    coro_enter(inner_leak);
+    assert_null(coro_self());
+    assert_no_coroutine_leaks_since(inner_mark);
+    print_message("next test ran normally\n");
+}
+
+static void test_cmocka_assertion_fails_cleanly_inside_coroutine(void **state)
+{
+    const struct CMUnitTest t[] = {
+        cmocka_unit_test(leak_assertion_inside_coroutine),
+        cmocka_unit_test(next_test_runs_normally),
+    };
+    char *out;
+    int failed = run_child_tests(t, 2, &out);
+    if (failed != 1 || !strstr(out, "next test ran normally")) {
+        print_error("child output:\n%s\n", out);
+    }
+    assert_int_equal(failed, 1);
+    assert_non_null(strstr(out, "\"inner-leak\" [suspended"));
+    assert_non_null(strstr(out, "1 coroutine created since the leak mark is still alive"));
+    assert_non_null(strstr(out, "[  FAILED  ] leak_assertion_inside_coroutine"));
+    assert_null(strstr(out, "the failed assertion returned"));
+    assert_non_null(strstr(out, "next test ran normally"));
+    assert_non_null(strstr(out, "[       OK ] next_test_runs_normally"));
     free(out);
 }
 
@@ -352,6 +449,7 @@ int main(void)
         cmocka_unit_test(test_leak_check_since_counts_only_newer),
         cmocka_unit_test(test_leak_check_leaves_out_the_caller),
         cmocka_unit_test(test_cmocka_assertion_fails_on_leak),
+        cmocka_unit_test(test_cmocka_assertion_fails_cleanly_inside_coroutine),
         cmocka_unit_test(test_leak_env_exit_code_shared),
         cmocka_unit_test(test_leak_env_exit_code_static),
         cmocka_unit_test(test_overflow_report_then_sigsegv),

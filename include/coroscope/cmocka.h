@@ -25,11 +25,23 @@
 #include <unistd.h>
 
 #include <cmocka.h>
+#include <coroscope/coro.h>
 #include <coroscope/inspect.h>
 
 #ifdef __cplusplus
 extern "C" {
 #endif
+
+struct coro_cmocka_site {
+    const char *file;
+    int line;
+};
+
+static inline void coro_cmocka_fail_at(void *opaque)
+{
+    const struct coro_cmocka_site *site = (const struct coro_cmocka_site *)opaque;
+    _fail(site->file, site->line);
+}
 
 static inline void coro_cmocka_no_leaks_since(uint64_t mark, const char *file, int line)
 {
@@ -38,7 +50,13 @@ static inline void coro_cmocka_no_leaks_since(uint64_t mark, const char *file, i
         print_error("%s:%d: %zu coroutine%s created since the leak mark %s still alive "
                     "(report above)\n", file, line, n, n == 1 ? "" : "s",
                     n == 1 ? "is" : "are");
-        _fail(file, line);
+        /* cmocka fails a test by a longjmp to its runner, on the thread's own stack. From
+         * inside a coroutine, the coroutines are left suspended and the failure is raised
+         * from that stack, so that the thread is no longer inside them when the next test
+         * runs. (Returns only if the suspended coroutine is entered again later: its test
+         * has failed already.) */
+        struct coro_cmocka_site site = { file, line };
+        coro_escape_to_thread(coro_cmocka_fail_at, &site);
     }
 }
 

@@ -84,6 +84,18 @@ void coro_enter(Coroutine *co);
  * called outside a coroutine. */
 void coroutine_fn coro_yield(void);
 
+/*
+ * Leaves the thread's coroutines where they are and calls fn(arg) on the thread's own stack:
+ * for code whose failure path longjmps to a point on that stack, such as a test framework's
+ * failed assertion (<coroscope/cmocka.h> uses it). The running coroutine and every coroutine
+ * that entered it become suspended (each may be entered again later and resumes where it
+ * was, or stays alive and is reported as a leak); the thread is then outside any coroutine,
+ * and fn runs below the frame of the outermost coro_enter(). fn is expected not to return
+ * (longjmp, exit); if it returns, that coro_enter() returns. Outside a coroutine, calls
+ * fn(arg) and returns.
+ */
+void coro_escape_to_thread(void (*fn)(void *), void *arg);
+
 /* The coroutine running on this thread, or NULL on the thread's own stack. */
 Coroutine *coro_self(void);
 bool coro_in_coroutine(void);
