@@ -105,7 +105,7 @@ $(B)/%.o: %.S
 
 $(B)/$(SONAME): $(LIB_OBJ)
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,-z,defs $(ALL_LDFLAGS) -o $@ $(LIB_OBJ) $(LIB_LIBS)
+	$(Q)$(CC) -shared -Wl,-soname,$(SONAME) -Wl,-z,defs -Wl,-z,now $(ALL_LDFLAGS) -o $@ $(LIB_OBJ) $(LIB_LIBS)
 
 $(B)/libcoroscope.so: $(B)/$(SONAME)
 	$(Q)ln -sf $(SONAME) $@
@@ -207,7 +207,8 @@ TEST_CXX_SRC := $(wildcard tests/test-*.cc)
 TEST_BIN     := $(patsubst tests/%.c,$(B)/tests/%,$(TEST_SRC)) \
                 $(patsubst tests/%.cc,$(B)/tests/%,$(TEST_CXX_SRC))
 TEST_SCRIPTS := $(wildcard tests/e2e-*.sh)
-TEST_HELPERS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/prog-*.c))
+TEST_HELPERS := $(patsubst tests/%.c,$(B)/tests/%,$(wildcard tests/prog-*.c)) \
+                $(patsubst tests/%.cc,$(B)/tests/%,$(wildcard tests/prog-*.cc))
 
 $(B)/tests/test-%: tests/test-%.c $(B)/libcoroscope.so
 	@mkdir -p $(dir $@)
@@ -251,8 +252,7 @@ $(B)/tests/prog-gdb-static: tests/prog-gdb.c $(B)/libcoroscope.a
 # helpers for the leak exit code (shared and static library) and the C++ exception check.
 INSPECT_FIX  := $(B)/tests/chain-inspect-o0.o $(B)/tests/chain-inspect-o2.o \
                 $(B)/tests/libchain-inspect.so
-TEST_HELPERS += $(B)/tests/prog-inspect-leak-static $(B)/tests/prog-inspect-overflow-static \
-                $(B)/tests/prog-inspect-cxx
+TEST_HELPERS += $(B)/tests/prog-inspect-leak-static $(B)/tests/prog-inspect-overflow-static
 $(B)/tests/chain-inspect-o0.o: tests/libchain-inspect.c
 	@mkdir -p $(dir $@)
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -O0 -DCHAIN=o0 -c $< -o $@
@@ -280,11 +280,18 @@ $(B)/tests/prog-inspect-%-static: tests/prog-inspect-%.c $(B)/libcoroscope.a
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(filter-out -fvisibility=hidden,$(ALL_CFLAGS)) -o $@ $< \
 	    $(ALL_LDFLAGS) $(B)/libcoroscope.a $(LIB_LIBS)
-$(B)/tests/prog-inspect-cxx: tests/prog-inspect-cxx.cc $(B)/libcoroscope.so
+# C++ helpers (tests/prog-*.cc); the crash helper also with the static library.
+$(B)/tests/prog-%: tests/prog-%.cc $(B)/libcoroscope.so
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CXXLD   $@")
 	$(Q)$(CXX) -O2 -g -Iinclude $(SAN) $(CXXFLAGS) -o $@ $< $(ALL_LDFLAGS) -L$(B) \
 	    -Wl,-rpath,'$$ORIGIN/..' -lcoroscope
+TEST_HELPERS += $(B)/tests/prog-crash-static
+$(B)/tests/prog-crash-static: tests/prog-crash.cc $(B)/libcoroscope.a
+	@mkdir -p $(dir $@)
+	@$(if $(Q),echo "  CXXLD   $@")
+	$(Q)$(CXX) -O2 -g -Iinclude $(SAN) $(CXXFLAGS) -o $@ $< $(ALL_LDFLAGS) \
+	    $(B)/libcoroscope.a $(LIB_LIBS)
 
 TEST_WRAP    ?=
 check: all $(TEST_BIN) $(TEST_HELPERS)

@@ -77,12 +77,17 @@ static void out_where(CoroOut *o, uint64_t pc)
     }
 }
 
+/* The report's writer is static, not on the signal stack: a program's own alternate stack may
+ * be as small as 8 KiB (SIGSTKSZ), and CoroOut alone is 17 KiB. One report at a time
+ * (`reporting`), and the process dies after it. */
+static CoroOut overflow_out;
+
 static NO_ASAN void report_overflow(const unsigned char *rec, uint64_t base, uint64_t size,
                             const ucontext_t *uc)
 {
     const struct coro_debug_abi *a = &coroscope_debug_abi;
-    CoroOut o;
-    coro__out_init(&o, STDERR_FILENO);
+    CoroOut *o = &overflow_out;
+    coro__out_init(o, STDERR_FILENO);
     uint64_t id, site = 0;
     memcpy(&id, rec + a->off_id, 8);
     if (a->off_create_site != CORO_DEBUG_ABSENT) {
@@ -92,28 +97,28 @@ static NO_ASAN void report_overflow(const unsigned char *rec, uint64_t base, uin
     size_t nl = a->name_size < sizeof(name) ? a->name_size : sizeof(name) - 1;
     memcpy(name, rec + a->off_name, nl);
     name[nl] = '\0';
-    coro__out_str(&o, "coroscope: coroutine ");
-    coro__out_u64(&o, id);
+    coro__out_str(o, "coroscope: coroutine ");
+    coro__out_u64(o, id);
     if (name[0]) {
-        coro__out_str(&o, " ");
-        coro__out_json_str(&o, name);
+        coro__out_str(o, " ");
+        coro__out_json_str(o, name);
     }
-    coro__out_str(&o, " overflowed its ");
-    coro__out_u64(&o, size / 1024);
-    coro__out_str(&o, " KiB stack");
+    coro__out_str(o, " overflowed its ");
+    coro__out_u64(o, size / 1024);
+    coro__out_str(o, " KiB stack");
     if (site) {
-        coro__out_str(&o, " (created at ");
-        out_where(&o, site - 1);
-        coro__out_str(&o, ")");
+        coro__out_str(o, " (created at ");
+        out_where(o, site - 1);
+        coro__out_str(o, ")");
     }
-    coro__out_str(&o, "\n");
+    coro__out_str(o, "\n");
 
     /* Bounded backtrace: the faulting pc, then return addresses found on the stack. */
     uint64_t pc = (uint64_t)uc->uc_mcontext.gregs[REG_RIP];
     uint64_t sp = (uint64_t)uc->uc_mcontext.gregs[REG_RSP];
-    coro__out_str(&o, "  #0  ");
-    out_where(&o, pc);
-    coro__out_str(&o, "\n");
+    coro__out_str(o, "  #0  ");
+    out_where(o, pc);
+    coro__out_str(o, "\n");
     uint64_t top = base + size;
     uint64_t p = sp < base ? base : (sp + 7) & ~(uint64_t)7;
     unsigned shown = 1;
@@ -132,40 +137,32 @@ static NO_ASAN void report_overflow(const unsigned char *rec, uint64_t base, uin
             continue;
         }
         if (repeats) {
-            coro__out_str(&o, "      (the line above repeated ");
-            coro__out_u64(&o, repeats);
-            coro__out_str(&o, " more times)\n");
+            coro__out_str(o, "      (the line above repeated ");
+            coro__out_u64(o, repeats);
+            coro__out_str(o, " more times)\n");
             repeats = 0;
         }
         last = v;
-        coro__out_str(&o, "  #");
-        coro__out_u64(&o, shown);
-        coro__out_str(&o, shown < 10 ? "  " : " ");
-        out_where(&o, v - 1);
-        coro__out_str(&o, "\n");
+        coro__out_str(o, "  #");
+        coro__out_u64(o, shown);
+        coro__out_str(o, shown < 10 ? "  " : " ");
+        out_where(o, v - 1);
+        coro__out_str(o, "\n");
         shown++;
     }
     if (repeats) {
-        coro__out_str(&o, "      (the line above repeated ");
-        coro__out_u64(&o, repeats);
-        coro__out_str(&o, " more times)\n");
+        coro__out_str(o, "      (the line above repeated ");
+        coro__out_u64(o, repeats);
+        coro__out_str(o, " more times)\n");
     }
     if (p + 8 <= top && shown >= SCAN_FRAMES) {
-        coro__out_str(&o, "  ...\n");
+        coro__out_str(o, "  ...\n");
     }
-    coro__out_str(&o, "  (return addresses found by scanning the stack; file:line with addr2line "
+    coro__out_str(o, "  (return addresses found by scanning the stack; file:line with addr2line "
                   "-e MODULE OFFSET, or coroscope bt on the core)\n");
-    coro__out_flush(&o);
+    coro__out_flush(o);
 }
 
-static void restore_default(int sig)
-{
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    sigemptyset(&dfl.sa_mask);
-    sigaction(sig, &dfl, NULL);
-}
 
 static void on_segv(int sig, siginfo_t *si, void *ctx)
 {
@@ -189,8 +186,9 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
             report_overflow(rec, base, size, uc);
             /* CORO_DUMP_ON_CRASH=1: every coroutine too (signal-crash.c). */
             coro__sig_crash_report_once(sig, uc);
-            /* Die of this very fault with the default action (and a core). */
-            restore_default(sig);
+            /* Die of this very fault, at the faulting instruction (a core shows it, not this
+             * handler), by the previous disposition: usually the default action. */
+            coro__sig_redeliver(sig, si, &previous);
             return;
         }
     }
@@ -206,7 +204,7 @@ static void on_segv(int sig, siginfo_t *si, void *ctx)
     /* Default (a SIGSEGV cannot usefully be ignored): the fault repeats and kills us, after
      * the crash report when CORO_DUMP_ON_CRASH=1 asked for one (signal-crash.c). */
     coro__sig_crash_report_once(sig, uc);
-    restore_default(sig);
+    coro__sig_redeliver(sig, si, &previous);
 }
 
 static void install_handler(void)

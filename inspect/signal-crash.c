@@ -1,9 +1,16 @@
 /*
- * The opt-in crash report (CORO_DUMP_ON_CRASH=1): on SIGSEGV, SIGBUS, SIGABRT or SIGFPE,
- * every coroutine is listed on stderr before the process dies as it would have (default
- * disposition, core included). SIGBUS, SIGABRT and SIGFPE are handled here; SIGSEGV by the
- * stack-overflow handler of inspect/guard.c, which calls coro__sig_crash_report_once() —
- * one handler for both, so neither hides the other.
+ * The opt-in crash report (CORO_DUMP_ON_CRASH=1): on SIGSEGV, SIGBUS, SIGABRT, SIGFPE or
+ * SIGILL, every coroutine is listed on stderr before the process dies as it would have. SIGBUS,
+ * SIGABRT, SIGFPE and SIGILL are handled here; SIGSEGV by the stack-overflow handler of
+ * inspect/guard.c, which calls coro__sig_crash_report_once() — one handler for both, so
+ * neither hides the other.
+ *
+ * Never make the core worse: after the report the signal goes back to the disposition it had
+ * before ours (the default action, or the program's, a sanitizer's or a crash reporter's
+ * handler, which is chained to, not replaced) and takes effect at the interrupted
+ * instruction: a fault runs again, a sent signal (abort()) is sent again and stays pending
+ * until the handler has returned into abort(). gdb on the core shows the user's frames, with
+ * no coroscope frame above them (tests/e2e-crash-core.sh).
  *
  * A crash can happen anywhere — inside malloc, inside the dynamic loader, inside libdw — so
  * nothing here allocates with malloc or takes a lock: the same snapshot as the signal dump
@@ -61,13 +68,28 @@ static void out_frame(CoroOut *o, unsigned n, uint64_t pc, bool is_ra, bool scan
     coro__out_str(o, "\n");
 }
 
-/* Frame 0 at pc, then return addresses found on [sp, top). */
-static void out_frames(CoroOut *o, uint64_t pc, bool is_ra, uint64_t sp, uint64_t top,
-                       const SigSnapshot *s)
+static void out_repeats(CoroOut *o, uint64_t *repeats)
+{
+    if (*repeats) {
+        coro__out_str(o, "      (the line above repeated ");
+        coro__out_u64(o, *repeats);
+        coro__out_str(o, " more times)\n");
+        *repeats = 0;
+    }
+}
+
+/* Frame 0 at pc, then return addresses found on [sp, top) of the stack [base, top). A stack
+ * pointer below base (an overflow into the guard page) is scanned from base. */
+static void out_frames(CoroOut *o, uint64_t pc, bool is_ra, uint64_t sp, uint64_t base,
+                       uint64_t top, const SigSnapshot *s)
 {
     out_frame(o, 0, pc, is_ra, false);
+    if (sp < base) {
+        sp = base;
+    }
     uint64_t end = top - sp > SCAN_BYTES ? sp + SCAN_BYTES : top;
     unsigned n = 1;
+    uint64_t last = 0, repeats = 0;
     uint64_t tramp_lo = (uint64_t)(uintptr_t)coro__trampoline;
     uint64_t tramp_hi = (uint64_t)(uintptr_t)coro__trampoline_end;
     for (uint64_t a = (sp + 7) & ~7ull; a + 8 <= end && n < SCAN_FRAMES; a += 8) {
@@ -80,19 +102,27 @@ static void out_frames(CoroOut *o, uint64_t pc, bool is_ra, uint64_t sp, uint64_
         if (v >= tramp_lo && v < tramp_hi) {
             break; /* the bottom of the coroutine */
         }
-        if (coro__sigsym_module_of(v) && coro__sigsym_after_call(v)) {
-            out_frame(o, n++, v, true, true);
+        if (!coro__sigsym_module_of(v) || !coro__sigsym_after_call(v)) {
+            continue;
         }
+        if (v == last) {
+            repeats++; /* recursion: how deep, instead of the same line again */
+            continue;
+        }
+        out_repeats(o, &repeats);
+        last = v;
+        out_frame(o, n++, v, true, true);
     }
+    out_repeats(o, &repeats);
 }
 
 /* ---- the report ---- */
 
 static SigSnapshot crash_snap;
 
-static void out_header(CoroOut *o, const Coroutine *rec)
+/* `ID "name"` (the name escaped). */
+static void out_id_name(CoroOut *o, const Coroutine *rec)
 {
-    coro__out_str(o, "coroutine ");
     coro__out_u64(o, rec->id);
     if (rec->name[0]) {
         /* Untrusted bytes to a terminal: control characters, quotes and backslashes are
@@ -116,6 +146,12 @@ static void out_header(CoroOut *o, const Coroutine *rec)
         coro__out_str(o, name);
         coro__out_str(o, "\"");
     }
+}
+
+static void out_header(CoroOut *o, const Coroutine *rec)
+{
+    coro__out_str(o, "coroutine ");
+    out_id_name(o, rec);
     coro__out_str(o, " [");
     coro__out_str(o, coro__state_name(rec->state));
     coro__out_str(o, ", thread ");
@@ -123,10 +159,16 @@ static void out_header(CoroOut *o, const Coroutine *rec)
     coro__out_str(o, "]:\n");
 }
 
+/* Static, not on the signal stack (CoroOut is 17 KiB; a program's alternate stack may be
+ * 8 KiB): one report per process. */
+static CoroOut crash_out;
+
 void coro__sig_crash_report(int fd, int signo, const void *ucontext)
 {
-    CoroOut o;
-    coro__out_init(&o, fd);
+    CoroOut *o = &crash_out;
+    coro__out_init(o, fd);
+    /* Read before the snapshot: the coroutine this thread was running when it crashed. */
+    const Coroutine *running = coro_self();
     CoroMachineRegs self;
     memset(&self, 0, sizeof(self));
     if (ucontext) {
@@ -136,23 +178,35 @@ void coro__sig_crash_report(int fd, int signo, const void *ucontext)
         self.valid = CORO_MREG_RIP | CORO_MREG_RSP;
     }
     int err = coro__sig_capture(&crash_snap, ucontext ? &self : NULL);
+    bool fenced;
     const char *abbrev = sigabbrev_np(signo);
-    coro__out_str(&o, "coroscope: crash report: SIG");
-    coro__out_str(&o, abbrev ? abbrev : "?");
-    coro__out_str(&o, " in thread ");
-    coro__out_i64(&o, gettid());
+    coro__out_str(o, "coroscope: crash report: SIG");
+    coro__out_str(o, abbrev ? abbrev : "?");
+    coro__out_str(o, " in thread ");
+    coro__out_i64(o, gettid());
+    if (running) {
+        /* Which coroutine crashed, e.g. the one whose entry function let a C++ exception
+         * escape (std::terminate -> abort). */
+        const Coroutine *rec = err < 0 ? NULL : coro__sig_find(&crash_snap,
+                                               (uint64_t)(uintptr_t)running, sizeof(*rec), &fenced);
+        coro__out_str(o, ", in coroutine ");
+        if (rec) {
+            out_id_name(o, rec);
+        } else {
+            coro__out_hex(o, (uint64_t)(uintptr_t)running);
+        }
+    }
     if (err < 0) {
-        coro__out_str(&o, "; no snapshot: ");
-        coro__out_str(&o, strerrorname_np(-err) ? strerrorname_np(-err) : "error");
-        coro__out_str(&o, "\n");
-        coro__out_flush(&o);
+        coro__out_str(o, "; no snapshot: ");
+        coro__out_str(o, strerrorname_np(-err) ? strerrorname_np(-err) : "error");
+        coro__out_str(o, "\n");
+        coro__out_flush(o);
         return;
     }
-    coro__out_str(&o, ", ");
-    coro__out_u64(&o, crash_snap.ncoroutines);
-    coro__out_str(&o, " coroutines (#N exact pc, ?N found by scanning the stack)\n");
+    coro__out_str(o, ", ");
+    coro__out_u64(o, crash_snap.ncoroutines);
+    coro__out_str(o, " coroutines (#N exact pc, ?N found by scanning the stack)\n");
     const SigSnapshot *s = &crash_snap;
-    bool fenced;
     const struct coro_debug_abi *abi = coro__sig_find(s, s->abi_addr, sizeof(*abi), &fenced);
     uint64_t addr = abi ? abi->records : 0;
     for (uint64_t n = 0; abi && addr && n < abi->nrecords; n++) {
@@ -163,10 +217,11 @@ void coro__sig_crash_report(int fd, int signo, const void *ucontext)
         uint32_t st = rec->state;
         if (st == CORO_STATE_CREATED || st == CORO_STATE_RUNNING ||
             st == CORO_STATE_SUSPENDED || st == CORO_STATE_NESTED) {
-            out_header(&o, rec);
-            uint64_t top = (uint64_t)(uintptr_t)rec->stack_base + rec->stack_size;
+            out_header(o, rec);
+            uint64_t base = (uint64_t)(uintptr_t)rec->stack_base;
+            uint64_t top = base + rec->stack_size;
             if (st == CORO_STATE_CREATED) {
-                out_frame(&o, 0, (uint64_t)(uintptr_t)rec->entry, false, false);
+                out_frame(o, 0, (uint64_t)(uintptr_t)rec->entry, false, false);
             } else if (st == CORO_STATE_RUNNING) {
                 const SigThread *t = NULL;
                 for (size_t i = 0; i < s->nthreads; i++) {
@@ -175,49 +230,55 @@ void coro__sig_crash_report(int fd, int signo, const void *ucontext)
                     }
                 }
                 if (t) {
-                    out_frames(&o, t->regs.rip, t->regs.rip_is_return_address, t->regs.rsp, top, s);
+                    out_frames(o, t->regs.rip, t->regs.rip_is_return_address, t->regs.rsp,
+                               base, top, s);
                 } else {
-                    coro__out_str(&o, "  (running on a thread that could not be stopped)\n");
+                    coro__out_str(o, "  (running on a thread that could not be stopped)\n");
                 }
             } else {
                 /* A saved context: rip is the return address into the suspended function. */
-                out_frames(&o, rec->regs.rip, true, rec->regs.rsp, top, s);
+                out_frames(o, rec->regs.rip, true, rec->regs.rsp, base, top, s);
             }
         }
         addr = (uint64_t)(uintptr_t)rec->next;
     }
-    coro__out_str(&o, "coroscope: end of crash report; symbolize with "
+    coro__out_str(o, "coroscope: end of crash report; symbolize with "
                       "eu-addr2line -f -i -e MODULE OFFSET\n");
-    coro__out_flush(&o);
+    coro__out_flush(o);
 }
 
 /* ---- the handler ---- */
 
 /* SIGSEGV is not here: inspect/guard.c owns the one SIGSEGV handler (stack overflows) and
  * calls coro__sig_crash_report() from it when the report is armed. */
-static const int crash_signals[] = { SIGBUS, SIGABRT, SIGFPE };
+static const int crash_signals[] = { SIGBUS, SIGABRT, SIGFPE, SIGILL };
+#define NCRASH (sizeof(crash_signals) / sizeof(crash_signals[0]))
+static struct sigaction previous[NCRASH]; /* what each had before ours */
 static _Atomic int reporting;
 static _Atomic bool armed;
 
+void coro__sig_redeliver(int signo, const siginfo_t *si, const struct sigaction *prev)
+{
+    sigaction(signo, prev, NULL);
+    if (si->si_code <= 0 || signo == SIGABRT) {
+        /* Sent (SI_USER, SI_TKILL, SI_QUEUE...): blocked while this handler runs, so it stays
+         * pending and is delivered at the interrupted instruction once we return — for
+         * abort(), inside its raise(), which is where the core's first frames then are. */
+        tgkill(getpid(), gettid(), signo);
+    }
+    /* A fault (si_code > 0): the instruction runs again when we return. */
+}
+
 static void crash_handler(int signo, siginfo_t *si, void *uc)
 {
-    /* One report per process: a second crash (in another thread, or in the report) goes
-     * straight to the default action. */
+    /* One report per process: a second crash (in another thread, or in the report) only
+     * goes to the previous disposition. */
     coro__sig_crash_report_once(signo, uc);
-    struct sigaction dfl;
-    memset(&dfl, 0, sizeof(dfl));
-    dfl.sa_handler = SIG_DFL;
-    sigaction(signo, &dfl, NULL);
-    /* A fault the kernel raised happens again when we return, now with the default action
-     * (the core shows the original fault). A sent signal (kill, abort) is sent again. */
-    if (si->si_code > 0 && signo != SIGABRT) {
-        return;
+    for (unsigned i = 0; i < NCRASH; i++) {
+        if (crash_signals[i] == signo) {
+            coro__sig_redeliver(signo, si, &previous[i]);
+        }
     }
-    sigset_t set;
-    sigemptyset(&set);
-    sigaddset(&set, signo);
-    pthread_sigmask(SIG_UNBLOCK, &set, NULL);
-    tgkill(getpid(), gettid(), signo);
 }
 
 bool coro__sig_crash_armed(void)
@@ -247,18 +308,23 @@ int coro__sig_crash_init(void)
     sa.sa_sigaction = crash_handler;
     sa.sa_flags = SA_SIGINFO | SA_ONSTACK;
     sigemptyset(&sa.sa_mask);
-    for (unsigned i = 0; i < sizeof(crash_signals) / sizeof(crash_signals[0]); i++) {
+    for (unsigned i = 0; i < NCRASH; i++) {
         sigaddset(&sa.sa_mask, crash_signals[i]);
     }
-    for (unsigned i = 0; i < sizeof(crash_signals) / sizeof(crash_signals[0]); i++) {
+    for (unsigned i = 0; i < NCRASH; i++) {
         struct sigaction old;
         if (sigaction(crash_signals[i], NULL, &old) != 0) {
             continue;
         }
-        /* Never replace a handler of the program's. */
-        if ((old.sa_flags & SA_SIGINFO) || old.sa_handler != SIG_DFL) {
-            continue;
+        if (!(old.sa_flags & SA_SIGINFO) && old.sa_handler == SIG_IGN) {
+            continue; /* the program ignores it: not a crash */
         }
+        if ((old.sa_flags & SA_SIGINFO) && old.sa_sigaction == crash_handler) {
+            continue; /* armed already */
+        }
+        /* A handler installed before ours (the program's, a sanitizer's) runs after the
+         * report (coro__sig_redeliver), at the crash site. */
+        previous[i] = old;
         sigaction(crash_signals[i], &sa, NULL);
     }
     return 0;

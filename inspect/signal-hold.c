@@ -421,9 +421,12 @@ static SigThread *find_thread(SigSnapshot *s, int32_t tid)
     return NULL;
 }
 
+/* The thread's stack pointer is on the stack [base, top) — or in the guard page below it: a
+ * coroutine that overflowed was running (it faulted there). */
 static bool regs_in_stack(const CoroMachineRegs *r, uint64_t base, uint64_t top)
 {
-    return r->rsp >= base && r->rsp <= top;
+    uint64_t guard = coroscope_debug_abi.guard_size ? coroscope_debug_abi.guard_size : 4096;
+    return r->rsp >= (base > guard ? base - guard : 0) && r->rsp <= top;
 }
 
 /*
@@ -441,7 +444,9 @@ static void copy_stack(SigSnapshot *s, const Coroutine *rec, bool all_held)
     uint64_t sp = rec->regs.rsp;
     SigThread *t = find_thread(s, rec->tid);
     if (t && t->held && regs_in_stack(&t->regs, base, top)) {
-        sp = t->regs.rsp; /* it is on a CPU (or mid-switch): the live pointer counts */
+        /* it is on a CPU (or mid-switch): the live pointer counts; in the guard page (an
+         * overflow), the whole stack is in use */
+        sp = t->regs.rsp < base ? base : t->regs.rsp;
     }
     if (sp < base || sp > top) {
         sp = top; /* nothing trustworthy: fence it all */

@@ -7,6 +7,7 @@
 #ifndef COROSCOPE_SIGNAL_INT_H
 #define COROSCOPE_SIGNAL_INT_H
 
+#include <signal.h>
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -89,7 +90,8 @@ void coro__sig_regions_sort(SigSnapshot *s);
  * that was deliberately not copied (unused parts of coroutine stacks). */
 const void *coro__sig_find(const SigSnapshot *s, uint64_t addr, size_t len, bool *fenced);
 
-/* The crash report (signal-crash.c). Installs the handlers (never replacing the program's).
+/* The crash report (signal-crash.c). Installs the handlers for SIGBUS, SIGABRT, SIGFPE and
+ * SIGILL; a handler installed before (the program's, a sanitizer's) is kept and chained to.
  * 0 or -errno. */
 int coro__sig_crash_init(void);
 /* True once the crash report is armed. */
@@ -98,8 +100,17 @@ bool coro__sig_crash_armed(void);
 void coro__sig_crash_report(int fd, int signo, const void *ucontext);
 /* The report on stderr, when CORO_DUMP_ON_CRASH=1 armed it and no report was written yet in
  * this process; nothing otherwise. For the SIGSEGV handler of inspect/guard.c, which
- * restores the default action itself. CORO_SIGNAL_SAFE. */
+ * redelivers the signal itself. CORO_SIGNAL_SAFE. */
 void coro__sig_crash_report_once(int signo, const void *ucontext);
+/*
+ * From a handler of a fatal signal, after its report: gives the signal back to `previous`
+ * (the disposition before ours, usually the default action) so that it takes effect at the
+ * interrupted instruction, not in the handler — a core then shows the user's frames, as
+ * without coroscope. A fault the kernel raised (si_code > 0) happens again when the handler
+ * returns; a sent signal (kill, raise, abort) is sent again to this thread, where it stays
+ * pending (the handler blocks it) until the handler returns. CORO_SIGNAL_SAFE.
+ */
+void coro__sig_redeliver(int signo, const siginfo_t *si, const struct sigaction *previous);
 
 uint64_t coro__sig_now_ns(void);
 

@@ -22,6 +22,7 @@
 #include <gelf.h>
 #include <link.h>
 #include <pthread.h>
+#include <signal.h>
 #include <stdatomic.h>
 #include <stdlib.h>
 #include <string.h>
@@ -389,6 +390,31 @@ static int count_modules(struct dl_phdr_info *info, size_t size, void *data)
     return 1;
 }
 
+/*
+ * The handlers that use this file run on alternate signal stacks, which a program may have
+ * made as small as 8 KiB (SIGSTKSZ). The first call through a lazily bound PLT entry runs the
+ * dynamic linker's resolver, which needs several KiB of stack (the xsave area included): on
+ * such a stack the report itself would overflow. So every libc function the handler paths
+ * call that a program may not have called yet is called once here, beforehand.
+ * (libcoroscope.so itself is linked with -z now; this is for the static library.)
+ */
+static void prebind(void)
+{
+    int fd = open("/proc/self/exe", O_RDONLY | O_CLOEXEC);
+    if (fd >= 0) {
+        struct stat st;
+        char c;
+        if (fstat(fd, &st) == 0 && pread(fd, &c, 1, 0) == 1 && read(fd, &c, 1) < 0) {
+            c = 0;
+        }
+        close(fd);
+    }
+    (void)tgkill(getpid(), gettid(), 0);
+    size_t sink = strnlen(exe_name, 1) + (memchr(exe_name, '/', 1) != NULL) +
+                  (size_t)memcmp(exe_name, exe_name, 1) + strlen(exe_name);
+    __asm__ volatile("" ::"r"(sink)); /* keep the calls */
+}
+
 void coro__sigsym_refresh(void)
 {
     pthread_mutex_lock(&refresh_lock);
@@ -398,6 +424,7 @@ void coro__sigsym_refresh(void)
         if (!exe_name[0]) {
             ssize_t len = readlink("/proc/self/exe", exe_name, sizeof(exe_name) - 1);
             exe_name[len > 0 ? len : 0] = '\0';
+            prebind();
         }
         unsigned n = 0;
         atomic_store_explicit(&nmodules, 0, memory_order_release);

@@ -268,7 +268,7 @@ def crash():
                        preexec_fn=core_limit, timeout=60)
     err = p.stderr
     check(p.returncode == -signal.SIGSEGV, "crash: died by SIGSEGV (rc %d)" % p.returncode)
-    check(re.search(r"^coroscope: crash report: SIGSEGV in thread \d+, 4 coroutines", err, re.M),
+    check(re.search(r"^coroscope: crash report: SIGSEGV in thread \d+, in coroutine \d+ \"crasher\", 4 coroutines", err, re.M),
           "crash: report header:\n" + err)
     for i in range(3):
         check(re.search(r'coroutine \d+ "parked-%d" \[suspended, thread \d+\]:\n'
