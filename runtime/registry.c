@@ -90,16 +90,21 @@ void coro__registry_unlock(void)
     pthread_mutex_unlock(&registry_mutex);
 }
 
-/* Publishes [first..last] (already linked through next) at the head of the records list. */
+/*
+ * Publishes [first..last] (already linked through next) at the head of the records list.
+ * Counted first, then linked: nrecords is at every instant an upper bound of the records a
+ * reader can reach (docs/debug-abi.md), so a core or a `ps` taken mid-create never sees more
+ * records than counted and calls the registry corrupt.
+ */
 static void publish_records(Coroutine *first, Coroutine *last, uint64_t n)
 {
+    __atomic_fetch_add(&coroscope_debug_abi.nrecords, n, __ATOMIC_SEQ_CST);
     uint64_t head = __atomic_load_n(&coroscope_debug_abi.records, __ATOMIC_ACQUIRE);
     do {
         atomic_store_explicit(&last->next, (Coroutine *)(uintptr_t)head, memory_order_relaxed);
     } while (!__atomic_compare_exchange_n(&coroscope_debug_abi.records, &head,
                                           (uint64_t)(uintptr_t)first, true, __ATOMIC_RELEASE,
                                           __ATOMIC_ACQUIRE));
-    __atomic_fetch_add(&coroscope_debug_abi.nrecords, n, __ATOMIC_RELEASE);
 }
 
 Coroutine *coro__record_alloc(void)
@@ -163,13 +168,14 @@ CoroShard *coro__shard_attach(void)
     }
     atomic_store_explicit(&sh->in_use, 1, memory_order_relaxed);
     atomic_store_explicit(&sh->tid, tid, memory_order_relaxed);
+    /* Counted before it is linked, as the records are (publish_records). */
+    __atomic_fetch_add(&coroscope_debug_abi.nshards, 1, __ATOMIC_SEQ_CST);
     uint64_t head = __atomic_load_n(&coroscope_debug_abi.shards, __ATOMIC_ACQUIRE);
     do {
         atomic_store_explicit(&sh->next, (CoroShard *)(uintptr_t)head, memory_order_relaxed);
     } while (!__atomic_compare_exchange_n(&coroscope_debug_abi.shards, &head,
                                           (uint64_t)(uintptr_t)sh, true, __ATOMIC_RELEASE,
                                           __ATOMIC_ACQUIRE));
-    __atomic_fetch_add(&coroscope_debug_abi.nshards, 1, __ATOMIC_RELEASE);
     return sh;
 }
 

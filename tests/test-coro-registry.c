@@ -8,6 +8,8 @@
 #include <elf.h>
 #include <fcntl.h>
 #include <link.h>
+#include <pthread.h>
+#include <stdatomic.h>
 #include <sys/stat.h>
 
 /* The return address of a call to this function: a point inside the function calling it.
@@ -336,6 +338,60 @@ static void test_registry_counts_agree(void **state)
     assert_int_equal(registry_live(), 0);
 }
 
+/*
+ * nrecords is an upper bound of the reachable records at every instant, so a reader racing a
+ * thread that creates coroutines (a new slab every 64) never walks more records than counted.
+ * The runtime once linked a slab before counting it: a core or a `ps` taken in between read
+ * "64 records of 0" and called the registry corrupt. Readers load `records` and then
+ * `nrecords` (docs/debug-abi.md); the writer counts, then links.
+ */
+enum { RACE_N = 16384 };
+static Coroutine *race_cos[RACE_N];
+static _Atomic bool race_done;
+
+static void *race_creator(void *arg)
+{
+    CoroutineOptions o = { .name = "race", .stack_size = 16 * 1024 };
+    for (unsigned i = 0; i < RACE_N; i++) {
+        race_cos[i] = coro_create_opts(yield_forever, arg, &o);
+        assert_non_null(race_cos[i]);
+    }
+    atomic_store(&race_done, true);
+    return NULL;
+}
+
+static void test_registry_count_bounds_list_while_creating(void **state)
+{
+    const struct coro_debug_abi *d = abi();
+    bool stop = false;
+    pthread_t t;
+    atomic_store(&race_done, false);
+    assert_int_equal(pthread_create(&t, NULL, race_creator, &stop), 0);
+    uint64_t checks = 0, over = 0, last_head = 0;
+    while (!atomic_load(&race_done)) {
+        uint64_t head = __atomic_load_n(&d->records, __ATOMIC_ACQUIRE);
+        uint64_t bound = __atomic_load_n(&d->nrecords, __ATOMIC_ACQUIRE);
+        if (head == last_head) {
+            continue;
+        }
+        last_head = head;
+        uint64_t n = 0;
+        for (uint64_t p = head; p && n <= bound; p = rd64(p, d->off_next)) {
+            n++;
+        }
+        checks++;
+        over += n > bound;
+    }
+    pthread_join(t, NULL);
+    printf("# %llu walks while creating, %llu saw more records than nrecords\n",
+           (unsigned long long)checks, (unsigned long long)over);
+    assert_int_equal(over, 0);
+    stop = true;
+    for (unsigned i = 0; i < RACE_N; i++) {
+        coro_enter(race_cos[i]);
+    }
+}
+
 /* Live coroutines have distinct ids and separate stacks, each with its guard below. */
 static void test_registry_ids_distinct_among_live(void **state)
 {
@@ -373,6 +429,7 @@ int main(void)
         cmocka_unit_test_teardown(test_registry_switch_count, no_leftovers),
         cmocka_unit_test_teardown(test_registry_counts_agree, no_leftovers),
         cmocka_unit_test_teardown(test_registry_ids_distinct_among_live, no_leftovers),
+        cmocka_unit_test_teardown(test_registry_count_bounds_list_while_creating, no_leftovers),
     };
     apply_test_filter();
     return cmocka_run_group_tests(tests, NULL, NULL);
