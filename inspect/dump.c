@@ -65,8 +65,11 @@ static unsigned long long loaded_adds(void)
     return adds;
 }
 
-/* Opens the engine once; re-reports modules when objects were loaded since. */
-static int engine_open_locked(void)
+static void say_corrupt(int fd, const char *why);
+
+/* Opens the engine once; re-reports modules when objects were loaded since. A registry that
+ * cannot be read is said on fd (say_corrupt). */
+static int engine_open_locked(int fd)
 {
     if (!self_target) {
         unsigned long long adds = loaded_adds();
@@ -77,7 +80,11 @@ static int engine_open_locked(void)
         struct coro_debug_abi abi;
         rc = coro__abi_read(self_target, coro__self_abi_addr(), &abi);
         if (rc < 0) {
-            coro__die("%s: this process's coroutine registry is corrupt", self_target->error);
+            /* The caller gets -errno and the reason; never an abort in its process. */
+            say_corrupt(fd, self_target->error);
+            self_target->ops->close(self_target);
+            self_target = NULL;
+            return rc;
         }
         unwinder = coro__unwinder_create(self_target, self_target->dwfl, &abi);
         symbolizer = coro__symbolizer_create(self_target->dwfl);
@@ -299,7 +306,7 @@ static int write_leaks(DumpJob *job, const CoroCollection *col)
 {
     size_t n = col->n;
     job->leaks = n;
-    if (job->fd < 0 || n == 0) {
+    if (job->fd < 0 || (n == 0 && !col->unreadable && !col->truncated)) {
         return 0;
     }
     CoroOut o;
@@ -325,6 +332,18 @@ static int write_leaks(DumpJob *job, const CoroCollection *col)
     return rc;
 }
 
+/* One line on fd (stderr when fd < 0): the registry cannot be read, and why. The caller's
+ * process goes on; coro_dump returns the error. */
+static void say_corrupt(int fd, const char *why)
+{
+    CoroOut o;
+    coro__out_init(&o, fd >= 0 ? fd : STDERR_FILENO);
+    coro__out_str(&o, "coroscope: this process's coroutine registry cannot be read: ");
+    coro__out_str(&o, why);
+    coro__out_str(&o, "; nothing was dumped\n");
+    coro__out_flush(&o);
+}
+
 static int run(DumpJob *job, const CoroMachineRegs *live)
 {
     RunCtx ctx = { .job = job, .self = (uint64_t)(uintptr_t)coro_self(), .live = live };
@@ -333,7 +352,7 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
 
     pthread_once(&atfork_once, register_atfork);
     pthread_mutex_lock(&engine_lock);
-    int rc = engine_open_locked();
+    int rc = engine_open_locked(job->fd);
     if (rc < 0) {
         pthread_mutex_unlock(&engine_lock);
         return rc;
@@ -357,9 +376,7 @@ static int run(DumpJob *job, const CoroMachineRegs *live)
         sigpipe_restore(&guard, rc == -EPIPE);
         coro__collection_free(&col);
     } else if (rc != -ENOMEM) {
-        coro__self_target_prefetch_drop(self_target);
-        pthread_mutex_unlock(&engine_lock);
-        coro__die("%s: this process's coroutine registry is corrupt", self_target->error);
+        say_corrupt(job->fd, self_target->error);
     }
     coro__self_target_prefetch_drop(self_target);
     pthread_mutex_unlock(&engine_lock);

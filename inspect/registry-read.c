@@ -109,8 +109,6 @@ int coro__abi_read(CoroTarget *t, uint64_t addr, struct coro_debug_abi *abi)
                !opt_field_ok(a.shard_off_created, 8, ss) ||
                !opt_field_ok(a.shard_off_terminated, 8, ss)) {
         bad = "shard field offsets";
-    } else if (a.nrecords > CORO_SNAPSHOT_MAX_RECORDS || a.nshards > CORO_SNAPSHOT_MAX_SHARDS) {
-        bad = "record or shard count";
     } else if (a.trampoline_start > a.trampoline_end || a.switch_start > a.switch_end) {
         bad = "code ranges";
     }
@@ -437,8 +435,12 @@ int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out)
     }
     /* Counts only grow while we read: one retry with room for what was added meanwhile. */
     for (int attempt = 0; attempt < 2; attempt++) {
-        size_t cap = (size_t)out->abi.nrecords + 64;
-        size_t tcap = (size_t)out->abi.nshards + 8;
+        /* Counts are untrusted: above the limits the walks stop there and the result is
+         * partial (truncated), not refused. */
+        size_t cap = (size_t)(out->abi.nrecords < CORO_SNAPSHOT_MAX_RECORDS
+                                  ? out->abi.nrecords : CORO_SNAPSHOT_MAX_RECORDS) + 64;
+        size_t tcap = (size_t)(out->abi.nshards < CORO_SNAPSHOT_MAX_SHARDS
+                                   ? out->abi.nshards : CORO_SNAPSHOT_MAX_SHARDS) + 8;
         free(out->coros);
         free(out->threads);
         out->coros = malloc(cap * sizeof(*out->coros));

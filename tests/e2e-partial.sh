@@ -77,5 +77,18 @@ rc=$?
 [ $rc -eq 134 ] && ok "crash report over a broken list: died by SIGABRT (status $rc)" \
     || { bad "crash report over a broken list: status $rc"; sed 's/^/    | /' "$T/crash.err" | head; }
 has "crash report written" "$T/crash.err" '^coroscope: crash report: SIGABRT'
+# Limits give a result or an error, never an abort in the caller's process.
+"$PROG" huge-count "$T/huge.json" x >"$T/huge.out" 2>"$T/huge.err"
+rc=$?
+[ $rc -eq 0 ] && grep -q '^coro_dump: 0$' "$T/huge.out" && ok "nrecords 2^40: coro_dump returns 0" \
+    || { bad "nrecords 2^40: status $rc"; cat "$T/huge.out" "$T/huge.err" | head; }
+got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); print(sorted(c["name"] for c in d["coroutines"]))' "$T/huge.json" 2>&1)
+[ "$got" = "['bad-sp', 'first', 'third']" ] && ok "nrecords 2^40: every coroutine listed" || bad "nrecords 2^40: $got"
+"$PROG" bad-descriptor "$T/bad.txt" x >"$T/bad.out" 2>"$T/bad.err"
+rc=$?
+[ $rc -eq 0 ] && grep -q '^survived$' "$T/bad.out" && ok "bad descriptor: the program goes on" \
+    || { bad "bad descriptor: status $rc"; cat "$T/bad.out" "$T/bad.err" | head; }
+grep -Eq '^coro_dump: -[0-9]+$' "$T/bad.out" && ok "bad descriptor: coro_dump returns -errno" || bad "bad descriptor: $(cat "$T/bad.out")"
+has "bad descriptor: one line says why" "$T/bad.txt" "^coroscope: this process's coroutine registry cannot be read: .*record_size.*; nothing was dumped$"
 [ $fails -eq 0 ] && echo "e2e-partial: all passed" || echo "e2e-partial: $fails failed"
 [ $fails -eq 0 ]

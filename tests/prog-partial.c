@@ -6,6 +6,9 @@
  * walk is cut short. It then writes its own coro_dump (JSON) to argv[2], takes a signal dump
  * (the environment sets CORO_DUMP_SIGNAL/PATH/FORMAT), prints "ready" and waits ("wait") for
  * the CLI, or aborts ("abort") for a kernel core.
+ * Limits, not damage: "huge-count" sets nrecords to 2^40 (above every reader's limit) and
+ * "bad-descriptor" makes the record size invalid; coro_dump must give a result or an error
+ * line and a return value, never abort the program ("survived" on stdout, exit 0).
  */
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
@@ -48,6 +51,17 @@ int main(int argc, char **argv)
         coro_enter(cos[i]);
     }
     const struct coro_debug_abi *abi = &coroscope_debug_abi;
+    if (strcmp(argv[1], "huge-count") == 0 || strcmp(argv[1], "bad-descriptor") == 0) {
+        int fd = open(argv[2], O_WRONLY | O_CREAT | O_TRUNC, 0600);
+        if (strcmp(argv[1], "huge-count") == 0) {
+            coroscope_debug_abi.nrecords = 1ull << 40;
+        } else {
+            coroscope_debug_abi.record_size = 3;
+        }
+        int rc = coro_dump(fd, CORO_DUMP_JSON);
+        printf("coro_dump: %d\nsurvived\n", rc);
+        return 0;
+    }
     /* A saved context in no stack and no code: its frames cannot be read. */
     *field((uint64_t)(uintptr_t)cos[1], abi->off_regs + abi->regs.rsp) = 0x10;
     *field((uint64_t)(uintptr_t)cos[1], abi->off_regs + abi->regs.rip) = 0x10;

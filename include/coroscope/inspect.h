@@ -41,7 +41,9 @@ enum {
  * stack; coroutines running on other threads at that moment get their state and thread only.
  * JSON is exactly one document followed by a newline. Returns 0, or -errno (-EINVAL: unknown
  * format; -EBADF, -EPIPE and others from write(): a reader that went away costs -EPIPE, the
- * program gets no SIGPIPE). Other threads are not stopped: a coroutine they resume while it
+ * program gets no SIGPIPE; -EPROTO and others when this process's registry cannot be read,
+ * after one line on fd saying why — never an abort). Above a reader's limits (16 Mi records)
+ * the dump is partial and says so in its header. Other threads are not stopped: a coroutine they resume while it
  * is being read is listed without frames rather than with wrong ones. Concurrent callers
  * wait for each other (one lock per process). Not async-signal-safe.
  */
