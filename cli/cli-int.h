@@ -24,6 +24,8 @@ void cli_quoted(CoroOut *o, const char *s);
  * and a duration cell ("3.2 s"), through the shared formatter (format-wait.c). */
 void cli_wait_cell(const CoroInfo *ci, int64_t now_ns, bool with_times, char *buf, size_t size);
 void cli_duration_cell(int64_t ns, char *buf, size_t size);
+/* A number in [min, max] (strtod syntax, nothing after it). */
+bool cli_number(const char *s, double min, double max, double *out);
 
 /* coroscope top ARGS... (argv[0] is "top"): the exit status. */
 int cli_top(int argc, char **argv);

@@ -45,7 +45,7 @@ static const char usage_text[] =
     "                    [--json | --folded | --pprof FILE] [--group] [-n MAXFRAMES]\n"
     "                    [--no-inlines]\n"
     "       coroscope top -p PID [-b] [-n ITERATIONS] [-d SECONDS] [--stall-ms MS]\n"
-    "                     [--long-wait SECONDS]\n"
+    "                     [--long-wait S] [--never-entered S]\n"
     "       coroscope --help | --version\n";
 
 static const char help_text[] =
@@ -56,6 +56,7 @@ static const char help_text[] =
     "                     (wait: what it waits for, for how long, who holds it; where:\n"
     "                     innermost frame outside coroscope and the system's libraries,\n"
     "                     preferring one with file:line); then one line per deadlock\n"
+    "                     and per warning (long wait, never entered: docs/live.md)\n"
     "  bt [ID...]         backtraces of the given coroutines (default: all)\n"
     "  top                the coroutines over time, read without stopping the process:\n"
     "                     state, wait, time in it, switches/s, creation site, and the\n"
@@ -77,6 +78,10 @@ static const char help_text[] =
     "                     and their ids, largest first; with --json: a \"groups\" array\n"
     "  -n, --max-frames N at most N frames per coroutine\n"
     "      --no-inlines   no separate frames for inlined calls\n"
+    "Warnings (ps, bt; top too):\n"
+    "      --long-wait S  waiting S seconds or more on an fd or a queue with no deadline\n"
+    "                     (default 60)\n"
+    "      --never-entered S  created S seconds ago or more and never entered (default 60)\n"
     "  -h, --help         this text;   -V, --version   the version\n"
     "\n"
     "Exit status: 0 every coroutine shown, 1 some could not be shown (a message each on\n"
@@ -239,6 +244,18 @@ void cli_duration_cell(int64_t ns, char *buf, size_t size)
 }
 
 /* Names in the deadlock lines, quoted and cleaned like the NAME column. */
+bool cli_number(const char *s, double min, double max, double *out)
+{
+    char *end;
+    errno = 0;
+    double v = strtod(s, &end);
+    if (errno || end == s || *end || !(v >= min && v <= max)) {
+        return false;
+    }
+    *out = v;
+    return true;
+}
+
 void cli_quoted(CoroOut *o, const char *s)
 {
     char name[CORO_INFO_NAME_SIZE];
@@ -288,6 +305,7 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
     CoroOut o;
     coro__out_init(&o, STDOUT_FILENO);
     coro__out_deadlocks_text(&o, bts, meta, "", cli_quoted);
+    coro__out_warnings_text(&o, bts, n, meta, "", cli_quoted);
     coro__out_flush(&o);
 }
 
@@ -330,13 +348,15 @@ typedef struct Args {
     bool no_inlines;
     bool group;           /* --group: grouped text, or JSON with "groups" */
     const char *pprof;    /* --pprof FILE: a gzip'd profile.proto there */
+    CoroWarnLimits warn;  /* --long-wait, --never-entered */
     uint64_t *ids;
     size_t nids;
 } Args;
 
 static int parse_args(int argc, char **argv, Args *a)
 {
-    enum { OPT_CORE = 256, OPT_JSON, OPT_FOLDED, OPT_NO_INLINES, OPT_GROUP, OPT_PPROF };
+    enum { OPT_CORE = 256, OPT_JSON, OPT_FOLDED, OPT_NO_INLINES, OPT_GROUP, OPT_PPROF,
+           OPT_LONG_WAIT, OPT_NEVER_ENTERED };
     static const struct option longopts[] = {
         { "pid", required_argument, NULL, 'p' },
         { "core", required_argument, NULL, OPT_CORE },
@@ -347,6 +367,8 @@ static int parse_args(int argc, char **argv, Args *a)
         { "pprof", required_argument, NULL, OPT_PPROF },
         { "max-frames", required_argument, NULL, 'n' },
         { "no-inlines", no_argument, NULL, OPT_NO_INLINES },
+        { "long-wait", required_argument, NULL, OPT_LONG_WAIT },
+        { "never-entered", required_argument, NULL, OPT_NEVER_ENTERED },
         { "help", no_argument, NULL, 'h' },
         { "version", no_argument, NULL, 'V' },
         { NULL, 0, NULL, 0 },
@@ -403,6 +425,18 @@ static int parse_args(int argc, char **argv, Args *a)
         case OPT_NO_INLINES:
             a->no_inlines = true;
             break;
+        case OPT_LONG_WAIT:
+        case OPT_NEVER_ENTERED: {
+            double v;
+            if (!cli_number(optarg, 0.001, 1e7, &v)) {
+                return usage_error(c == OPT_LONG_WAIT ? "--long-wait wants seconds > 0, not '%s'"
+                                                      : "--never-entered wants seconds > 0, not '%s'",
+                                   optarg);
+            }
+            *(c == OPT_LONG_WAIT ? &a->warn.long_wait_ns : &a->warn.never_entered_ns) =
+                (int64_t)(v * 1e9);
+            break;
+        }
         case 'h':
             fputs(usage_text, stdout);
             fputs("\n", stdout);
@@ -645,6 +679,7 @@ int main(int argc, char **argv)
     fflush(stdout);
     CoroDumpMeta meta = { .pid = (int)t->pid, .time = when };
     coro__collection_meta(&col, &meta);
+    meta.warn = a.warn;
     if (ps) {
         print_ps(t->dwfl, col.bts, col.n, &meta);
     } else if (a.format == CORO_DUMP_TEXT && col.n == 0) {

@@ -8,7 +8,8 @@
  *   stalled     a thread's current coroutine has not switched for >= --stall-ms (default
  *               100): same record, same switch count, running, across refreshes
  *   long wait   waiting >= --long-wait seconds (default 60) on an fd or a queue with no
- *               deadline
+ *               deadline          } inspect/warnings.c, as in ps and the dumps
+ *   never entered  created >= --never-entered seconds ago (default 60), never entered }
  *   deadlock    a wait-for cycle (inspect/deadlock.c)
  *
  * Batch mode (-b) prints plain tables, as `top -b` does; without -b the screen is redrawn
@@ -34,7 +35,8 @@ typedef struct TopArgs {
     bool batch;
     long iterations;      /* 0: until interrupted */
     double delay;         /* seconds between refreshes */
-    int64_t stall_ns, long_wait_ns;
+    int64_t stall_ns;
+    CoroWarnLimits warn;
 } TopArgs;
 
 /* What the previous refresh saw of a coroutine, by id. */
@@ -187,18 +189,11 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
             }
         }
     }
-    for (size_t k = 0; k < col.n; k++) {
-        const CoroInfo *ci = &col.bts[k].info;
-        if (coro__waiting(ci) && !ci->wait_deadline && ci->wait_since &&
-            (ci->wait_kind == CORO_WAIT_FD || ci->wait_kind == CORO_WAIT_QUEUE) &&
-            now - (int64_t)ci->wait_since >= a->long_wait_ns) {
-            char d[32];
-            cli_duration_cell(now - (int64_t)ci->wait_since, d, sizeof(d));
-            printf("warning: long wait: coroutine %" PRIu64 " \"%s\" has waited %s on %s "
-                   "with no deadline\n", ci->id, ci->name, d,
-                   coro__wait_kind_name(ci->wait_kind));
-        }
-    }
+    meta.warn = a->warn;
+    fflush(stdout);
+    coro__out_init(&o, STDOUT_FILENO);
+    coro__out_warnings_text(&o, col.bts, col.n, &meta, "", cli_quoted);
+    coro__out_flush(&o);
 
     printf("%-8s %-20s %-9s %-36s %10s %8s %-8s %s\n", "ID", "NAME", "STATE", "WAIT", "FOR",
            "SW/s", "THREAD", "CREATED AT");
@@ -236,25 +231,13 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
 
 static const char top_usage[] =
     "Usage: coroscope top -p PID [-b] [-n ITERATIONS] [-d SECONDS] [--stall-ms MS]\n"
-    "                     [--long-wait SECONDS]\n";
+    "                     [--long-wait SECONDS] [--never-entered SECONDS]\n";
 
 static int top_usage_error(const char *what, const char *arg)
 {
     fprintf(stderr, "coroscope: top: %s%s%s\n%s", what, arg ? ": " : "", arg ? arg : "",
             top_usage);
     return CLI_EXIT_USAGE;
-}
-
-static bool parse_number(const char *s, double min, double max, double *out)
-{
-    char *end;
-    errno = 0;
-    double v = strtod(s, &end);
-    if (errno || end == s || *end || v < min || v > max) {
-        return false;
-    }
-    *out = v;
-    return true;
 }
 
 static int parse_top(int argc, char **argv, TopArgs *a)
@@ -266,10 +249,11 @@ static int parse_top(int argc, char **argv, TopArgs *a)
         { "delay", required_argument, NULL, 'd' },
         { "stall-ms", required_argument, NULL, 'S' },
         { "long-wait", required_argument, NULL, 'W' },
+        { "never-entered", required_argument, NULL, 'E' },
         { "help", no_argument, NULL, 'h' },
         { NULL, 0, NULL, 0 },
     };
-    *a = (TopArgs){ .delay = 1.0, .stall_ns = 100000000, .long_wait_ns = 60000000000LL };
+    *a = (TopArgs){ .delay = 1.0, .stall_ns = 100000000 };
     optind = 1;
     opterr = 0;
     int c;
@@ -277,7 +261,7 @@ static int parse_top(int argc, char **argv, TopArgs *a)
     while ((c = getopt_long(argc, argv, ":p:bn:d:h", longopts, NULL)) != -1) {
         switch (c) {
         case 'p':
-            if (!parse_number(optarg, 1, 4194304, &v)) {
+            if (!cli_number(optarg, 1, 4194304, &v)) {
                 return top_usage_error("-p needs a process id", optarg);
             }
             a->pid = (pid_t)v;
@@ -286,28 +270,34 @@ static int parse_top(int argc, char **argv, TopArgs *a)
             a->batch = true;
             break;
         case 'n':
-            if (!parse_number(optarg, 1, 1e9, &v)) {
+            if (!cli_number(optarg, 1, 1e9, &v)) {
                 return top_usage_error("-n needs a number of refreshes >= 1", optarg);
             }
             a->iterations = (long)v;
             break;
         case 'd':
-            if (!parse_number(optarg, 0.01, 3600, &v)) {
+            if (!cli_number(optarg, 0.01, 3600, &v)) {
                 return top_usage_error("-d needs seconds between 0.01 and 3600", optarg);
             }
             a->delay = v;
             break;
         case 'S':
-            if (!parse_number(optarg, 1, 1e9, &v)) {
+            if (!cli_number(optarg, 1, 1e9, &v)) {
                 return top_usage_error("--stall-ms needs milliseconds >= 1", optarg);
             }
             a->stall_ns = (int64_t)(v * 1e6);
             break;
         case 'W':
-            if (!parse_number(optarg, 0.001, 1e7, &v)) {
+            if (!cli_number(optarg, 0.001, 1e7, &v)) {
                 return top_usage_error("--long-wait needs seconds > 0", optarg);
             }
-            a->long_wait_ns = (int64_t)(v * 1e9);
+            a->warn.long_wait_ns = (int64_t)(v * 1e9);
+            break;
+        case 'E':
+            if (!cli_number(optarg, 0.001, 1e7, &v)) {
+                return top_usage_error("--never-entered needs seconds > 0", optarg);
+            }
+            a->warn.never_entered_ns = (int64_t)(v * 1e9);
             break;
         case 'h':
             fputs(top_usage, stdout);

@@ -64,6 +64,7 @@ typedef struct CoroInfo {
     int32_t wait_fd;
     uint32_t wait_events;
     int64_t wait_deadline;        /* CLOCK_MONOTONIC ns, 0 none */
+    uint64_t created_ns;          /* CLOCK_MONOTONIC(_COARSE) ns at creation, 0 unknown */
     uint64_t wait_holder;         /* id of the mutex holder / rwlock writer, 0 none or unknown
                                      (filled by the collect driver from the object) */
     bool torn;                    /* regs never read consistently (retries exhausted) */
@@ -292,6 +293,15 @@ typedef struct CoroDeadlock {
 } CoroDeadlock;
 
 /* What a dump says about itself (JSON top level, text preamble). */
+/* Thresholds of the single-snapshot warnings (warnings.c, docs/live.md); 0: the default. */
+#define CORO_WARN_LONG_WAIT_NS (60ll * 1000000000)
+#define CORO_WARN_NEVER_ENTERED_NS (60ll * 1000000000)
+enum { CORO_WARN_LONG_WAIT = 1, CORO_WARN_NEVER_ENTERED = 2 };
+typedef struct CoroWarnLimits {
+    int64_t long_wait_ns;
+    int64_t never_entered_ns;
+} CoroWarnLimits;
+
 typedef struct CoroDumpMeta {
     int pid;
     struct timespec time;     /* CLOCK_REALTIME when the snapshot was taken */
@@ -306,6 +316,7 @@ typedef struct CoroDumpMeta {
     bool now_from_registry;
     const CoroDeadlock *deadlocks;
     size_t ndeadlocks;
+    CoroWarnLimits warn;          /* thresholds of the warnings (zeros: the defaults) */
 } CoroDumpMeta;
 
 enum {
@@ -371,6 +382,15 @@ void coro__format_text_frame(CoroOut *o, size_t i, const CoroFrame *f);
 void coro__format_json_frame(CoroOut *o, const CoroFrame *f);
 void coro__format_text_partial(CoroOut *o, const CoroDumpMeta *meta);
 void coro__format_text_quoted(CoroOut *o, const char *s);
+
+/* The single-snapshot warnings (warnings.c): long wait and never entered, one text line each
+ * (after prefix), or the JSON "warnings" array; and how many there are. CORO_SIGNAL_SAFE. */
+void coro__out_warnings_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
+                             const CoroDumpMeta *meta, const char *prefix,
+                             void (*quoted)(CoroOut *, const char *));
+void coro__out_warnings_json(CoroOut *o, const CoroBacktrace *bts, size_t n,
+                             const CoroDumpMeta *meta);
+size_t coro__warnings_count(const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta);
 
 /* Grouped stacks (format-group.c): coroutines with the same state, wait kind and frames
  * (function, file:line) once, with a count and their ids, largest group first. Allocates

@@ -102,7 +102,8 @@ int coro__abi_read(CoroTarget *t, uint64_t addr, struct coro_debug_abi *abi)
                !opt_field_ok(a.off_wait_object, 8, rs) || !opt_field_ok(a.off_wait_since, 8, rs) ||
                !opt_field_ok(a.off_stack_used_max, 8, rs) || !opt_field_ok(a.off_wait_kind, 4, rs) ||
                !opt_field_ok(a.off_wait_fd, 4, rs) || !opt_field_ok(a.off_wait_events, 4, rs) ||
-               !opt_field_ok(a.off_wait_deadline, 8, rs)) {
+               !opt_field_ok(a.off_wait_deadline, 8, rs) ||
+               !opt_field_ok(a.off_created_ns, 8, rs)) {
         bad = "record field offsets";
     } else if (!field_ok(a.shard_off_next, 8, ss) || !opt_field_ok(a.shard_off_tid, 4, ss) ||
                !opt_field_ok(a.shard_off_current, 8, ss) ||
@@ -183,6 +184,7 @@ static void decode(const struct coro_debug_abi *a, uint64_t addr, const unsigned
     ci->wait_fd = a->off_wait_fd == CORO_DEBUG_ABSENT ? -1 : (int32_t)get_u32(rec, a->off_wait_fd);
     ci->wait_events = a->off_wait_events == CORO_DEBUG_ABSENT ? 0 : get_u32(rec, a->off_wait_events);
     ci->wait_deadline = (int64_t)opt_u64(rec, a->off_wait_deadline, 0);
+    ci->created_ns = opt_u64(rec, a->off_created_ns, 0);
     ci->seq = get_u32(rec, a->off_seq);
     if (ci->state != CORO_STATE_RUNNING) {
         const unsigned char *r = rec + a->off_regs;

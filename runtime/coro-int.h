@@ -43,6 +43,7 @@ struct Coroutine {
     void *opaque;
     void *create_site;
     uint64_t generation;        /* coro_debug_abi.leak_generation at creation */
+    uint64_t created_ns;        /* CLOCK_MONOTONIC_COARSE at creation ("never entered") */
     void *stack_base;           /* lowest usable byte; guard page below */
     size_t stack_size;
     char name[CORO_NAME_SIZE];

@@ -71,6 +71,7 @@ struct coro_debug_abi coroscope_debug_abi = {
     .off_wait_deadline = OFF(wait_deadline),
     .mutex_off_holder_id = (uint32_t)offsetof(CoMutex, holder_id),
     .rwlock_off_writer_id = (uint32_t)offsetof(CoRwlock, writer_id),
+    .off_created_ns = OFF(created_ns),
 };
 
 /* Slow paths only: new records and shards, the free-record list. */

@@ -25,7 +25,11 @@ for n in r._TAIL_NAMES:
     print(n, off)
     off += 4
 print('clock_ns', off + 4)
-print('size', off + 4 + 8)
+off += 4 + 8
+for n in r._TAIL2_NAMES:
+    print(n, off)
+    off += 4
+print('size', off + 4)  # reserved1
 " >"$T/py" 2>&1
 grep -q '^records 24$' "$T/py" || { bad "gdb could not load the extension's layout"; cat "$T/py"; exit 1; }
 

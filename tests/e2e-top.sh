@@ -31,7 +31,7 @@ rc=$?
     || bad "TracerPid was $tracer while top ran"
 n=$(grep -c '^coroscope top - ' "$T/top")
 [ "$n" -eq 4 ] && ok "four refreshes" || bad "$n refreshes"
-has "header: counts per state" "$T/top" '^coroscope top - .* 3 coroutines: 0 created, 1 running, 0 suspended, 2 waiting$'
+has "header: counts per state" "$T/top" '^coroscope top - .* 4 coroutines: 1 created, 1 running, 0 suspended, 2 waiting$'
 has "header: rates from the second refresh" "$T/top" '; created/s 0\.0, terminated/s 0\.0$'
 has "stalled: the spinner is named with its thread" "$T/top" \
     '^warning: stalled: coroutine [0-9]+ "spinner" on thread [0-9]+ has not yielded for at least [0-9.]+ (ms|s)$'
@@ -42,6 +42,22 @@ rate=${rate:-0}
 [ "$rate" -gt 100 ] && [ "$rate" -lt 2000 ] && ok "ticker switches ~1000/s ($rate)" \
     || bad "ticker SW/s $rate"
 has "creation site with file:line" "$T/top" '^[0-9]+ +ticker .* ticker_thread \(prog-stall\.c:[0-9]+\)$'
+# The single-snapshot warnings, thresholds lowered: the same lines in top, ps and the dumps.
+run "top --never-entered" 0 "$CLI" top -p "$pid" -b -n 1 --never-entered 0.01
+has "top: never entered" "$T/out" \
+    '^warning: never entered: coroutine [0-9]+ "unstarted" was created [0-9.]+ (ms|s) ago and never entered$'
+lacks "top: no never-entered warning at the default 60 s" "$T/top" 'never entered'
+run "ps warnings" 0 "$CLI" ps -p "$pid" --never-entered 0.01 --long-wait 0.01
+has "ps: never entered, with the creation site" "$T/out" \
+    '^warning: never entered: coroutine [0-9]+ "unstarted" was created [0-9.]+ (ms|s) ago and never entered \(created at main prog-stall\.c:[0-9]+\)$'
+has "ps: long wait on the queue" "$T/out" '^warning: long wait: coroutine [0-9]+ "idle" has waited [0-9.]+ (us|ms|s) on queue with no deadline$'
+run "bt --json warnings" 0 "$CLI" bt --json -p "$pid" --never-entered 0.01
+got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); n={c["id"]:c["name"] for c in d["coroutines"]}; print(sorted((w["kind"], n[w["id"]], w["for_ns"] > 0) for w in d["warnings"]))' "$T/out" 2>&1)
+[ "$got" = "[('never-entered', 'unstarted', True)]" ] && ok "bt --json: the warnings array ($got)" || bad "bt --json warnings: $got"
+run "bt text header" 0 "$CLI" bt -p "$pid" --never-entered 0.01
+has "bt: the warning in the dump's header" "$T/out" '^coroscope: warning: never entered: coroutine [0-9]+ "unstarted"'
+run "bad --never-entered" 64 "$CLI" ps -p "$pid" --never-entered abc
+has "bad --never-entered: one line" "$T/err" "^coroscope: --never-entered wants seconds > 0, not 'abc'$"
 kill -9 "$pid"
 
 # Waits and a deadlock in a real server; a long wait with no deadline (threshold lowered).

@@ -1,8 +1,9 @@
 /*
  * For tests/e2e-top.sh: a thread whose coroutine "spinner" runs without ever yielding (the
  * stall `coroscope top` must name), and a thread whose coroutine "ticker" sleeps 1 ms at a
- * time (about 1,000 switches a second), beside one waiting on a queue forever. Prints
- * "ready" and runs until killed.
+ * time (about 1,000 switches a second), beside one waiting on a queue forever, and a
+ * coroutine "unstarted" that is created and never entered. Prints "ready" and runs until
+ * killed.
  */
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
@@ -51,6 +52,8 @@ int main(void)
     pthread_create(&th, NULL, ticker_thread, NULL);
     CoroutineOptions o = { .name = "spinner" };
     Coroutine *co = coro_create_opts(spinner, NULL, &o);
+    CoroutineOptions u = { .name = "unstarted" };
+    coro_create_opts(spinner, NULL, &u);
     usleep(50000);
     printf("ready\n");
     fflush(stdout);

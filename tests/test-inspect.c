@@ -240,10 +240,10 @@ static Json *parse_dump_json(const char *text)
     }
     /* The top level and every coroutine object, exactly as schema version 1 says. */
     static const char *const top[] = { "format", "version", "pid", "time", "partial",
-                                       "deadlocks", "coroutines" };
+                                       "deadlocks", "warnings", "coroutines" };
     assert_int_equal(doc->type, J_OBJ);
-    assert_int_equal(doc->n, 7);
-    for (size_t i = 0; i < 7; i++) {
+    assert_int_equal(doc->n, 8);
+    for (size_t i = 0; i < 8; i++) {
         assert_string_equal(doc->keys[i], top[i]);
     }
     /* This process's own registry reads whole: nothing partial to report. */

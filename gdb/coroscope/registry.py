@@ -49,6 +49,9 @@ MIN_SIZE = _HEAD.size + _BODY.size  # the fields this reader needs
 _TAIL_NAMES = ("off_wait_kind", "off_wait_fd", "off_wait_events", "off_wait_deadline",
                "mutex_off_holder_id", "rwlock_off_writer_id")
 _TAIL = struct.Struct("<I6I4xQ")
+# Added after clock_ns: the creation time's offset in a record, then reserved1.
+_TAIL2_NAMES = ("off_created_ns",)
+_TAIL2 = struct.Struct("<I4x")
 
 WAIT_KINDS = {1: "fd", 2: "sleep", 3: "queue", 4: "mutex", 5: "rwlock-read",
               6: "rwlock-write"}
@@ -159,6 +162,13 @@ class Registry(object):
             for name, val in zip(_TAIL_NAMES, tail[1:7]):
                 setattr(self, name, val)
             self.clock_ns = tail[7] if tail[7] != (1 << 64) - 1 else 0
+        for name in _TAIL2_NAMES:
+            setattr(self, name, ABSENT)
+        if size >= MIN_SIZE + _TAIL.size + _TAIL2.size:
+            tail2 = _TAIL2.unpack(self._read(addr + MIN_SIZE + _TAIL.size, _TAIL2.size,
+                                             "the descriptor"))
+            for name, val in zip(_TAIL2_NAMES, tail2):
+                setattr(self, name, val)
         self._check_layout()
 
     def _read(self, addr, size, what):

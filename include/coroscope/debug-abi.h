@@ -131,6 +131,9 @@ struct coro_debug_abi {
      * loop iteration. A core has no clock: readers of a core compute "waiting for" against
      * this value and say so. 0: no wait happened yet. */
     uint64_t clock_ns;
+    /* Added after clock_ns (a smaller descriptor lacks it: treat as CORO_DEBUG_ABSENT). */
+    uint32_t off_created_ns;       /* uint64 in a record: CLOCK_MONOTONIC_COARSE ns at creation */
+    uint32_t reserved1;
 };
 
 #ifdef __cplusplus
