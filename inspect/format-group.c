@@ -146,6 +146,7 @@ int coro__format_grouped_text(CoroOut *o, const CoroDumpMeta *meta, const CoroBa
     coro__out_u64(o, (uint64_t)(meta ? meta->pid : 0));
     coro__out_str(o, "\n");
     coro__format_text_partial(o, meta);
+    coro__out_stall_text(o, bts, n, meta, "coroscope: ", coro__format_text_quoted);
     coro__out_deadlocks_text(o, bts, meta, "coroscope: ", coro__format_text_quoted);
     coro__out_warnings_text(o, bts, n, meta, "coroscope: ", coro__format_text_quoted);
     for (size_t k = 0; k < ng; k++) {

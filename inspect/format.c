@@ -614,6 +614,7 @@ int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBa
             }
             out_ch(&o, '\n');
             coro__format_text_partial(&o, meta);
+            coro__out_stall_text(&o, bts, n, meta, "coroscope: ", coro__format_text_quoted);
             coro__out_deadlocks_text(&o, bts, meta, "coroscope: ", coro__format_text_quoted);
             coro__out_warnings_text(&o, bts, n, meta, "coroscope: ", coro__format_text_quoted);
         }
@@ -651,6 +652,7 @@ int coro__format_dump(int fd, int format, const CoroDumpMeta *meta, const CoroBa
         coro__out_deadlocks_json(&o, bts, meta);
         coro__out_str(&o, ",\"warnings\":");
         coro__out_warnings_json(&o, bts, n, meta);
+        coro__out_stall_json(&o, meta);
         coro__out_str(&o, ",\"coroutines\":[");
         for (size_t i = 0; i < n; i++) {
             if (i) {

@@ -302,6 +302,14 @@ typedef struct CoroWarnLimits {
     int64_t never_entered_ns;
 } CoroWarnLimits;
 
+/* A stall the in-process watchdog found (watchdog.c): the report's subject. */
+typedef struct CoroStall {
+    uint64_t id;                  /* the coroutine that has not yielded */
+    int32_t tid;                  /* on this thread */
+    int64_t for_ns;               /* for at least this long */
+    int64_t threshold_ns;         /* CORO_STALL_MS */
+} CoroStall;
+
 typedef struct CoroDumpMeta {
     int pid;
     struct timespec time;     /* CLOCK_REALTIME when the snapshot was taken */
@@ -317,6 +325,7 @@ typedef struct CoroDumpMeta {
     const CoroDeadlock *deadlocks;
     size_t ndeadlocks;
     CoroWarnLimits warn;          /* thresholds of the warnings (zeros: the defaults) */
+    const CoroStall *stall;       /* a stall report (watchdog.c): its header; NULL: none */
 } CoroDumpMeta;
 
 enum {
@@ -391,6 +400,12 @@ void coro__out_warnings_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
 void coro__out_warnings_json(CoroOut *o, const CoroBacktrace *bts, size_t n,
                              const CoroDumpMeta *meta);
 size_t coro__warnings_count(const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta);
+/* A stall report's header (meta->stall; nothing without one): the text line after prefix, or
+ * the JSON ',"stall":{...}' member. CORO_SIGNAL_SAFE. */
+void coro__out_stall_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
+                          const CoroDumpMeta *meta, const char *prefix,
+                          void (*quoted)(CoroOut *, const char *));
+void coro__out_stall_json(CoroOut *o, const CoroDumpMeta *meta);
 
 /* Grouped stacks (format-group.c): coroutines with the same state, wait kind and frames
  * (function, file:line) once, with a count and their ids, largest group first. Allocates

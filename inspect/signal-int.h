@@ -114,6 +114,17 @@ void coro__sig_redeliver(int signo, const siginfo_t *si, const struct sigaction 
 
 uint64_t coro__sig_now_ns(void);
 
+/* A stall report (watchdog.c) made like a signal dump — the threads held, the running
+ * coroutine unwound from its thread's registers — listing only stall->id, with the stall's
+ * header; to path ("%p" expanded, O_APPEND | O_NOFOLLOW, 0600) or stderr when NULL. 0 or
+ * -errno (also said on the output). */
+/* CORO_STALL_MS from the environment, with the dump format and path already read (signal.c's
+ * env_init): starts the watchdog, or one line on stderr for a bad value. */
+void coro__watchdog_env(int format, const char *path);
+
+struct CoroStall;
+int coro__sig_dump_stall(const char *path, int format, const struct CoroStall *stall);
+
 /* Reads CORO_DUMP_SIGNAL, CORO_DUMP_PATH, CORO_DUMP_FORMAT and CORO_DUMP_ON_CRASH once per
  * process (signal.c). Called by a constructor at load and by the runtime's thread_init hook (guard.c), the
  * reference that pulls signal.o into programs linked with the static library. */

@@ -1,6 +1,7 @@
 /*
  * The signal dump: coro_dump_on_signal() and its environment configuration
- * (CORO_DUMP_SIGNAL, CORO_DUMP_PATH, CORO_DUMP_FORMAT, CORO_DUMP_ON_CRASH), the handler of
+ * (CORO_DUMP_SIGNAL, CORO_DUMP_PATH, CORO_DUMP_FORMAT, CORO_DUMP_ON_CRASH, and CORO_STALL_MS
+ * for watchdog.c, whose reports are made here too), the handler of
  * the user-visible signal and the helper thread that does the work. docs/signal-dump.md is
  * the user's documentation.
  *
@@ -41,6 +42,8 @@ typedef struct DumpConfig {
 } DumpConfig;
 
 static pthread_mutex_t config_lock = PTHREAD_MUTEX_INITIALIZER;
+/* Held while a dump is made: the helper thread and the stall watchdog share the readers. */
+static pthread_mutex_t dump_lock = PTHREAD_MUTEX_INITIALIZER;
 static DumpConfig configs[MAX_DUMP_SIGNALS];
 /* Bumped and futex-woken by the handler. A futex, not a pipe or an eventfd: a daemon that
  * closes every descriptor it does not know could close ours, and the handler would then
@@ -201,7 +204,14 @@ static void say(int fd, const char *what, int err)
     }
 }
 
-static int dump_once(const DumpConfig *c)
+static bool want_stalled(const CoroInfo *co, void *arg)
+{
+    return co->id == ((const CoroStall *)arg)->id;
+}
+
+/* One dump of every coroutine, or (stall) a stall report: that coroutine only, with the
+ * stall's header. Callers hold dump_lock (the helper thread and the watchdog share st). */
+static int dump_once(const DumpConfig *c, const CoroStall *stall)
 {
     uint64_t t0 = coro__sig_now_ns();
     int fd = open_output(c);
@@ -216,14 +226,15 @@ static int dump_once(const DumpConfig *c)
     if (coro__sig_crash_armed()) {
         coro__sigsym_refresh(); /* libraries loaded since arming */
     }
-    CoroDumpMeta meta = { .pid = getpid() };
+    CoroDumpMeta meta = { .pid = getpid(), .stall = stall };
     err = coro__sig_capture(&st.snap, NULL);
     clock_gettime(CLOCK_REALTIME, &meta.time);
     if (err < 0) {
         say(fd, "cannot take a snapshot", err);
         goto out;
     }
-    CoroCollectOptions opts = { .unwinder = st.unwinder, .symbolizer = st.symbolizer };
+    CoroCollectOptions opts = { .unwinder = st.unwinder, .symbolizer = st.symbolizer,
+                                .want = stall ? want_stalled : NULL, .arg = (void *)stall };
     CoroCollection col;
     err = coro__collect(st.target, st.snap.abi_addr, &opts, &col);
     if (err < 0) {
@@ -235,7 +246,7 @@ static int dump_once(const DumpConfig *c)
     err = coro__format_dump(fd, c->format, &meta, col.bts, n, 0, NULL);
     coro__collection_free(&col);
     st.dump_ns = coro__sig_now_ns() - t0;
-    if (err == 0 && c->format == CORO_DUMP_TEXT) {
+    if (err == 0 && c->format == CORO_DUMP_TEXT && !stall) {
         char line[256];
         uint64_t slowest = 0;
         for (size_t i = 0; i < st.snap.nthreads; i++) {
@@ -260,6 +271,23 @@ out:
     return err;
 }
 
+int coro__sig_dump_stall(const char *path, int format, const CoroStall *stall)
+{
+    DumpConfig c = { .format = format };
+    if (path && strlen(path) >= sizeof(c.path)) {
+        return -ENAMETOOLONG;
+    }
+    snprintf(c.path, sizeof(c.path), "%s", path ? path : "");
+    int err = coro__sig_hold_init();
+    if (err < 0) {
+        return err;
+    }
+    pthread_mutex_lock(&dump_lock);
+    err = dump_once(&c, stall);
+    pthread_mutex_unlock(&dump_lock);
+    return err;
+}
+
 /* ---- the helper thread ---- */
 
 static void *helper_main(void *arg)
@@ -277,7 +305,9 @@ static void *helper_main(void *arg)
             pthread_mutex_lock(&config_lock);
             DumpConfig c = configs[i];
             pthread_mutex_unlock(&config_lock);
-            dump_once(&c);
+            pthread_mutex_lock(&dump_lock);
+            dump_once(&c, NULL);
+            pthread_mutex_unlock(&dump_lock);
         }
         futex(&wake_word, FUTEX_WAIT_PRIVATE, seen);
     }
@@ -309,6 +339,7 @@ static int helper_start(void)
 static void atfork_child(void)
 {
     pthread_mutex_init(&config_lock, NULL);
+    pthread_mutex_init(&dump_lock, NULL);
     atomic_store_explicit(&helper_pid, 0, memory_order_relaxed);
     bool on = false;
     for (int i = 0; i < MAX_DUMP_SIGNALS; i++) {
@@ -499,6 +530,19 @@ static void env_init(void)
             }
         }
     }
+    const char *fmt = secure_getenv("CORO_DUMP_FORMAT");
+    int format = parse_format(fmt);
+    const char *stall = secure_getenv("CORO_STALL_MS");
+    if (stall && stall[0] && strcmp(stall, "0") != 0) {
+        const char *spath = secure_getenv("CORO_DUMP_PATH");
+        if (format < 0) {
+            coro__env_complain("CORO_DUMP_FORMAT", fmt,
+                               "not one of text, json, folded, grouped, pprof",
+                               "stall watchdog off");
+        } else {
+            coro__watchdog_env(format, spath && *spath ? spath : NULL);
+        }
+    }
     const char *sig = secure_getenv("CORO_DUMP_SIGNAL");
     if (!sig || !*sig) {
         return;
@@ -508,8 +552,6 @@ static void env_init(void)
         env_complain("CORO_DUMP_SIGNAL", sig, "not a signal name (USR1, SIGUSR1) or number");
         return;
     }
-    const char *fmt = secure_getenv("CORO_DUMP_FORMAT");
-    int format = parse_format(fmt);
     if (format < 0) {
         env_complain("CORO_DUMP_FORMAT", fmt, "not one of text, json, folded, grouped, pprof");
         return;

@@ -4,7 +4,7 @@
  *   long wait      waiting >= long_wait_ns (default 60 s) on an fd or a queue with no deadline
  *   never entered  created >= never_entered_ns ago (default 60 s) and never entered
  * (The deadlock lines are format-wait.c's; "stalled" needs two samples: top and the in-process
- * watchdog.) Durations are against the snapshot's "now" (coro__meta_now): for a core, its last
+ * watchdog, whose report's header is printed here too.) Durations are against the snapshot's "now" (coro__meta_now): for a core, its last
  * clock reading. No stdio, no allocation: the signal dump prints through here too.
  */
 #include "inspect-int.h"
@@ -133,4 +133,49 @@ void coro__out_warnings_json(CoroOut *o, const CoroBacktrace *bts, size_t n,
         coro__out_str(o, "}");
     }
     coro__out_str(o, "]");
+}
+
+/* coroscope: stall: coroutine 1 "spinner" on thread 812 has not yielded for at least 312 ms
+ * (CORO_STALL_MS 100) */
+void coro__out_stall_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
+                          const CoroDumpMeta *meta, const char *prefix,
+                          void (*quoted)(CoroOut *, const char *))
+{
+    const CoroStall *st = meta ? meta->stall : NULL;
+    if (!st) {
+        return;
+    }
+    coro__out_str(o, prefix);
+    coro__out_str(o, "stall: coroutine ");
+    coro__out_u64(o, st->id);
+    for (size_t i = 0; i < n; i++) {
+        if (bts[i].info.id == st->id && bts[i].info.name[0]) {
+            coro__out_str(o, " ");
+            quoted(o, bts[i].info.name);
+        }
+    }
+    coro__out_str(o, " on thread ");
+    coro__out_i64(o, st->tid);
+    coro__out_str(o, " has not yielded for at least ");
+    coro__out_duration(o, st->for_ns);
+    coro__out_str(o, " (CORO_STALL_MS ");
+    coro__out_u64(o, (uint64_t)(st->threshold_ns / 1000000));
+    coro__out_str(o, ")\n");
+}
+
+void coro__out_stall_json(CoroOut *o, const CoroDumpMeta *meta)
+{
+    const CoroStall *st = meta ? meta->stall : NULL;
+    if (!st) {
+        return;
+    }
+    coro__out_str(o, ",\"stall\":{\"id\":");
+    coro__out_u64(o, st->id);
+    coro__out_str(o, ",\"thread\":");
+    coro__out_i64(o, st->tid);
+    coro__out_str(o, ",\"for_ns\":");
+    coro__out_u64(o, (uint64_t)st->for_ns);
+    coro__out_str(o, ",\"threshold_ns\":");
+    coro__out_u64(o, (uint64_t)st->threshold_ns);
+    coro__out_str(o, "}");
 }

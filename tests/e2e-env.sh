@@ -32,6 +32,9 @@ check "CORO_DUMP_ON_CRASH=2" 0 '^coroscope: CORO_DUMP_ON_CRASH=2: not 0 or 1; cr
     CORO_DUMP_ON_CRASH=2
 check "CORO_DUMP_FORMAT=xml" 0 '^coroscope: CORO_DUMP_FORMAT=xml: not one of text, json, folded, grouped, pprof; signal dump off$' \
     CORO_DUMP_SIGNAL=USR1 CORO_DUMP_FORMAT=xml
+check "CORO_STALL_MS=abc" 0 \
+    '^coroscope: CORO_STALL_MS=abc: not a number of milliseconds from 1 to 3600000; stall watchdog off \(the default\)$' \
+    CORO_STALL_MS=abc
 # Good values stay silent.
 env CORO_LEAK_CHECK=0 CORO_STACK_GUARD=mprotect CORO_DUMP_ON_CRASH=0 "$PROG" >/dev/null 2>"$T/err"
 [ ! -s "$T/err" ] && ok "good values print nothing" || { bad "good values printed"; cat "$T/err"; }

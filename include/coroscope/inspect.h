@@ -69,6 +69,19 @@ size_t coro_leak_check_since(uint64_t mark, int fd);
  */
 int coro_dump_on_signal(int signo, const char *path, int format);
 
+/*
+ * The stalled-loop watchdog: a helper thread checks every ms/2 milliseconds what each thread
+ * is running; when one coroutine has run ms milliseconds without yielding, it writes one
+ * report (that coroutine's id, name, thread, how long, and its backtrace at that moment, made
+ * like a signal dump) to path ("%p" is the pid; appended, O_NOFOLLOW, mode 0600) or to
+ * stderr when path is NULL, in format (CORO_DUMP_*) — once per stall, not again until that
+ * coroutine has yielded. Nothing is added to the switch path. ms = 0 stops it; calling again
+ * replaces the settings. The environment does the same: CORO_STALL_MS=N, with
+ * CORO_DUMP_PATH and CORO_DUMP_FORMAT. Returns 0 or -errno (-EINVAL: ms above 3,600,000 or an
+ * unknown format). docs/live.md.
+ */
+int coro_stall_watchdog(unsigned ms, const char *path, int format);
+
 #ifdef __cplusplus
 }
 #endif
