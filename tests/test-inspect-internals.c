@@ -218,9 +218,13 @@ static void test_abi_rejects_bad_descriptors(void **state)
     build_registry(1);
     abi->record_size = 1u << 30;
     expect_abi_error(-EPROTO, "record_size");
+    /* A count above the readers' limits is not an error: the walk stops at the limit (a
+     * partial answer) or, as here, at the end of the list. */
     build_registry(1);
     abi->nrecords = UINT64_MAX;
-    expect_abi_error(-EPROTO, "count");
+    Walk huge = walk(64);
+    assert_int_equal(huge.rc, 0);
+    assert_int_equal(huge.n, 1);
     struct coro_debug_abi a;
     assert_int_equal(coro__abi_read(&fake.base, 0x40, &a), -EFAULT);
     assert_non_null(strstr(fake.base.error, "cannot read"));
