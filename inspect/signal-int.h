@@ -122,6 +122,10 @@ uint64_t coro__sig_now_ns(void);
  * env_init): starts the watchdog, or one line on stderr for a bad value. */
 void coro__watchdog_env(int format, const char *path);
 
+/* Reads this process's modules for the dumps now (the watchdog, when it starts), so that its
+ * first report does not pay for it while a stall goes on. */
+void coro__sig_dump_prepare(void);
+
 struct CoroStall;
 int coro__sig_dump_stall(const char *path, int format, const struct CoroStall *stall);
 
