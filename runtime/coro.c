@@ -45,6 +45,7 @@ _Static_assert(offsetof(Coroutine, state) == CORO_REC_STATE, "asm layout");
 _Static_assert(offsetof(Coroutine, tid) == CORO_REC_TID, "asm layout");
 _Static_assert(offsetof(Coroutine, caller) == CORO_REC_CALLER, "asm layout");
 _Static_assert(offsetof(Coroutine, switch_count) == CORO_REC_SWITCH_COUNT, "asm layout");
+_Static_assert(offsetof(Coroutine, id) == CORO_REC_ID, "asm layout");
 _Static_assert(offsetof(CoroShard, current) == CORO_SHARD_CURRENT, "asm layout");
 _Static_assert(offsetof(CoroShard, eh) == CORO_SHARD_EH, "asm layout");
 _Static_assert(offsetof(CoroShard, tid) == CORO_SHARD_TID, "asm layout");
@@ -651,6 +652,7 @@ CORO_EXPORT void coro_enter(Coroutine *co)
 {
     CoroShard *sh = shard();
     CoroSwitch s = enter_prepare(sh, co);
+    CORO_PROBE_ENTER(co);
     do_switch(sh, s.from, co);
 }
 
@@ -658,7 +660,9 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
 {
     CoroShard *sh = tls_shard();
     Coroutine *to;
+    Coroutine *self = sh ? sh->current : NULL;
     CoroSwitch s = yield_prepare(sh, &to);
+    CORO_PROBE_YIELD(self);
     do_switch(sh, s.from, to);
 }
 #endif
