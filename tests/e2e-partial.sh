@@ -3,7 +3,7 @@
 # coroutine whose saved stack pointer is outside its stack; a list that runs into unmapped
 # memory) and coro_dump, the signal dump, `coroscope bt --json -p` and `coroscope bt --json
 # --core` must each list the damaged coroutine with the reason, and report the same "partial"
-# counts in their header. (The crash report does not use the collect driver yet.)
+# counts in their header. The crash report (signal-safe: no collect driver) says it is partial.
 set -u
 B=${B:-build}
 T=$(mktemp -d /tmp/coroscope-e2e-partial.XXXXXX)
