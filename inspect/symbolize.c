@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "inspect-int.h"
+#include "symbol-name-int.h"
 
 #define MAX_INLINE 16
 
@@ -34,7 +35,7 @@ typedef struct ModSyms {
     const char *name;
     Sym *syms;
     size_t nsyms;
-    char *names;              /* bare copies of clone names (see bare_len) */
+    char *names;              /* shown names of clones (symbol-name-int.h) */
 } ModSyms;
 
 typedef struct Entry {
@@ -100,36 +101,6 @@ static int sym_cmp(const void *a, const void *b)
     return x->rank - y->rank;
 }
 
-/*
- * Length of name without GCC's clone suffixes (".isra.0", ".constprop.1", ".part.0",
- * ".cold", ".lto_priv.0", ...): people and the other readers (gdb shows the DWARF name) know
- * the function as written. 0 when there is nothing to strip.
- */
-static size_t bare_len(const char *name)
-{
-    static const char *const clones[] = { "isra", "constprop", "part", "cold", "lto_priv",
-                                          "localalias", "clone", "specialized" };
-    const char *dot = strchr(name, '.');
-    const char *at = strchr(name, '@');
-    if (!dot || dot == name || (at && at < dot)) {
-        return 0; /* nothing to strip, or the dots of a symbol version (clock_nanosleep@GLIBC_2.2.5) */
-    }
-    for (const char *p = dot; *p;) {
-        /* Each component: a known clone word or a number. */
-        const char *q = p + 1;
-        size_t len = strcspn(q, ".");
-        bool ok = len > 0 && strspn(q, "0123456789") == len;
-        for (size_t i = 0; !ok && i < sizeof(clones) / sizeof(clones[0]); i++) {
-            ok = strlen(clones[i]) == len && strncmp(q, clones[i], len) == 0;
-        }
-        if (!ok) {
-            return 0;
-        }
-        p = q + len;
-    }
-    return (size_t)(dot - name);
-}
-
 static ModSyms *mod_syms(CoroSymbolizer *s, Dwfl_Module *m)
 {
     if (s->nmods && s->mods[s->lastmod].mod == m) {
@@ -189,21 +160,27 @@ static ModSyms *mod_syms(CoroSymbolizer *s, Dwfl_Module *m)
             }
         }
         ms->nsyms = w;
-        /* Bare names: copied into one buffer (offsets first, pointers once it is final). */
-        size_t need = 0;
+        /* Clones' names as shown ("f.isra.0" -> "f", "f.part.0@V_1" -> "f@V_1"), copied
+         * into one buffer. */
+        size_t need = 0, cut0, cut1;
         for (size_t i = 0; i < ms->nsyms; i++) {
-            size_t b = bare_len(ms->syms[i].name);
-            need += b ? b + 1 : 0;
+            size_t len = strlen(ms->syms[i].name);
+            if (coro__symbol_clone_suffix(ms->syms[i].name, len, &cut0, &cut1)) {
+                need += len - (cut1 - cut0) + 1;
+            }
         }
         ms->names = need ? malloc(need) : NULL;
         size_t at = 0;
         for (size_t i = 0; ms->names && i < ms->nsyms; i++) {
-            size_t b = bare_len(ms->syms[i].name);
-            if (b) {
-                memcpy(ms->names + at, ms->syms[i].name, b);
-                ms->names[at + b] = '\0';
-                ms->syms[i].name = ms->names + at;
-                at += b + 1;
+            const char *name = ms->syms[i].name;
+            size_t len = strlen(name);
+            if (coro__symbol_clone_suffix(name, len, &cut0, &cut1)) {
+                char *d = ms->names + at;
+                memcpy(d, name, cut0);
+                memcpy(d + cut0, name + cut1, len - cut1);
+                d[cut0 + len - cut1] = '\0';
+                ms->syms[i].name = d;
+                at += cut0 + len - cut1 + 1;
             }
         }
     }
