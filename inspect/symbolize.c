@@ -294,6 +294,51 @@ static void call_site(Dwarf_Die *die, Dwarf_Files *files, size_t nfiles, const c
     }
 }
 
+/* The DIE that names a function instance: its abstract origin, else itself. */
+static Dwarf_Off origin_of(Dwarf_Die *die, Dwarf_Die *origin)
+{
+    Dwarf_Attribute at;
+    if (!dwarf_attr(die, DW_AT_abstract_origin, &at) || !dwarf_formref_die(&at, origin)) {
+        *origin = *die;
+    }
+    return dwarf_dieoffset(origin);
+}
+
+/*
+ * GCC's partial inlining (ipa-split) moves the body of f into f.part.0, then may inline that
+ * back into f: the DWARF then holds f inlined into f, called from f's own declaration (the
+ * same file, line and column). That is one call, and gdb and eu-stack show one frame; a
+ * function that really inlines a recursive call to itself calls from a line of its body.
+ * True for such an instance chain[i], whose caller is the next function scope of the chain.
+ */
+static bool self_inline(Dwarf_Die *chain, int nc, int i, Dwarf_Files *files, size_t nfiles)
+{
+    int caller = i + 1;
+    while (caller < nc && dwarf_tag(&chain[caller]) != DW_TAG_inlined_subroutine &&
+           dwarf_tag(&chain[caller]) != DW_TAG_subprogram) {
+        caller++;
+    }
+    Dwarf_Die origin, caller_origin;
+    if (caller >= nc ||
+        origin_of(&chain[i], &origin) != origin_of(&chain[caller], &caller_origin)) {
+        return false;
+    }
+    const char *file, *decl_file = dwarf_decl_file(&origin);
+    int line, decl_line, decl_col;
+    Dwarf_Attribute at;
+    Dwarf_Word col;
+    call_site(&chain[i], files, nfiles, &file, &line);
+    if (!file || !decl_file || strcmp(file, decl_file) != 0 ||
+        dwarf_decl_line(&origin, &decl_line) != 0 || line != decl_line) {
+        return false;
+    }
+    if (dwarf_formudata(dwarf_attr(&chain[i], DW_AT_call_column, &at), &col) == 0 &&
+        dwarf_decl_column(&origin, &decl_col) == 0 && (int64_t)col != decl_col) {
+        return false;
+    }
+    return true;
+}
+
 static Entry *resolve(CoroSymbolizer *s, uint64_t a, unsigned flags)
 {
     Entry e = { .key = a, .flags = flags };
@@ -339,6 +384,11 @@ static Entry *resolve(CoroSymbolizer *s, uint64_t a, unsigned flags)
             int tag = dwarf_tag(&chain[i]);
             if (tag == DW_TAG_subprogram) {
                 break;
+            }
+            if (tag == DW_TAG_inlined_subroutine && self_inline(chain, nc, i, files, nfiles)) {
+                /* One frame: the caller's takes the line inside, from the next instance in
+                 * (or the line table), as if the call had never been split. */
+                continue;
             }
             if (tag == DW_TAG_inlined_subroutine) {
                 inl_name[ninl] = dwarf_diename(&chain[i]);
