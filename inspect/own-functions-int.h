@@ -1,0 +1,49 @@
+/*
+ * coroscope's own public functions, by name: every function and function-like macro that
+ * include/coroscope/ declares (tests/test-inspect-frames.c checks that the list and the headers
+ * agree). A one-line summary of a coroutine (ps's WHERE) skips these frames and the ones they
+ * call, to show the user's code. A fixed list, not the "coro_" prefix: a program's own
+ * coro_read is the user's code and must show.
+ */
+#ifndef COROSCOPE_OWN_FUNCTIONS_INT_H
+#define COROSCOPE_OWN_FUNCTIONS_INT_H
+
+#include <stdbool.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Sorted (strcmp), for bsearch. */
+static const char *const coro__own_functions[] = {
+    "coro_cmocka_no_leaks_since",
+    "coro_create",
+    "coro_create_opts",
+    "coro_dump",
+    "coro_dump_on_signal",
+    "coro_enter",
+    "coro_entered",
+    "coro_id",
+    "coro_in_coroutine",
+    "coro_leak_check",
+    "coro_leak_check_since",
+    "coro_leak_mark",
+    "coro_live_count",
+    "coro_name",
+    "coro_self",
+    "coro_set_name",
+    "coro_yield",
+};
+
+static inline int coro__own_function_cmp(const void *key, const void *elem)
+{
+    return strcmp((const char *)key, *(const char *const *)elem);
+}
+
+/* True when name is one of coroscope's public functions. */
+static inline bool coro__own_function(const char *name)
+{
+    return name && bsearch(name, coro__own_functions,
+                           sizeof(coro__own_functions) / sizeof(coro__own_functions[0]),
+                           sizeof(coro__own_functions[0]), coro__own_function_cmp) != NULL;
+}
+
+#endif /* COROSCOPE_OWN_FUNCTIONS_INT_H */
