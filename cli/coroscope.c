@@ -115,93 +115,6 @@ static const char *describe_co(const CoroInfo *co, char *buf, size_t len)
     return buf;
 }
 
-/* Frames that are not the user's: coroscope's own functions, and code in the system's
- * libraries (libc's nanosleep is not where a person looks for a hung coroutine). */
-/*
- * coroscope's own frames: every frame in the module that holds the registry when that is
- * libcoroscope.so (its address range), and in a program linked statically the runtime's
- * functions by name — a fixed list, so that a user's own coro_read stays visible.
- */
-static const char *own_module; /* basename of the registry's module when it is the shared
-                                  library, else NULL */
-
-static bool own_frame(Dwfl *dwfl, const CoroFrame *f)
-{
-    static const char *const own[] = {
-        "coro_yield", "coro_enter", "coro__park", "wait_fd", "coro_wait_fd",
-        "coro_wait_fd_until", "coro_sleep_ns", "coro_queue_wait", "coro_mutex_lock",
-        "wait_granted_unlock", "coro_rwlock_rdlock", "coro_rwlock_wrlock", "rw_wait",
-        "coro_rwlock_upgrade", "coro__switch", "coro__trampoline", "coro_dump",
-        "coro_leak_check", "coro_leak_check_since",
-    };
-    Dwfl_Module *m = own_module && dwfl ? dwfl_addrmodule(dwfl, f->pc) : NULL;
-    if (m) {
-        const char *mainfile = NULL;
-        const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, &mainfile, NULL);
-        const char *path = mainfile ? mainfile : name;
-        const char *base = path ? strrchr(path, '/') : NULL;
-        base = base ? base + 1 : path;
-        if (base && strcmp(base, own_module) == 0) {
-            return true;
-        }
-    }
-    for (size_t i = 0; f->function && i < sizeof(own) / sizeof(own[0]); i++) {
-        if (strcmp(f->function, own[i]) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool system_frame(Dwfl *dwfl, const CoroFrame *f)
-{
-    static const char *const dirs[] = { "/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/" };
-    if (own_frame(dwfl, f)) {
-        return true;
-    }
-    /* The file the module was loaded from (in a core, module names are only sonames). */
-    const char *path = f->module;
-    Dwfl_Module *m = dwfl ? dwfl_addrmodule(dwfl, f->pc) : NULL;
-    if (m) {
-        const char *mainfile = NULL;
-        const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, &mainfile, NULL);
-        path = mainfile ? mainfile : name;
-    }
-    for (size_t i = 0; path && i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-        if (strncmp(path, dirs[i], strlen(dirs[i])) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* ps's "where": the innermost user frame with source information, else the innermost user
- * frame, else the innermost frame outside coroscope, else frame 0. */
-static const CoroFrame *where_frame(Dwfl *dwfl, const CoroBacktrace *bt)
-{
-    const CoroFrame *user = NULL, *other = NULL;
-    for (size_t i = 0; i < bt->nframes; i++) {
-        const CoroFrame *f = &bt->frames[i];
-        if (!system_frame(dwfl, f)) {
-            if (f->file && f->line > 0) {
-                return f;
-            }
-            if (!user) {
-                user = f;
-            }
-        } else if (!other && !own_frame(dwfl, f)) {
-            other = f;
-        }
-    }
-    if (user) {
-        return user;
-    }
-    if (other) {
-        return other;
-    }
-    return bt->nframes ? &bt->frames[0] : NULL;
-}
-
 /* The WAIT column: "fd 9 readable, 3.2 s", "mutex 0x... held by coroutine 5, 12 ms", "-". */
 /* Copies what the shared formatter wrote into o (never flushed) to buf, dropping `skip`. */
 static void out_to_buf(const CoroOut *o, const char *skip, char *buf, size_t size)
@@ -249,7 +162,7 @@ void cli_quoted(CoroOut *o, const char *s)
     coro__out_str(o, "\"");
 }
 
-static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta)
+static void print_ps(const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta)
 {
     printf("%-8s %-9s %-20s %-8s %-48s %s\n", "ID", "STATE", "NAME", "THREAD", "WAIT", "WHERE");
     for (size_t i = 0; i < n; i++) {
@@ -262,8 +175,7 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
             snprintf(tid, sizeof(tid), "%d", (int)bt->info.tid);
         }
         char where[512] = "?";
-        const CoroFrame *f =
-            bt->info.state == CORO_STATE_CREATED ? &bt->entry : where_frame(dwfl, bt);
+        const CoroFrame *f = coro__backtrace_where(bt);
         if (f && f->function) {
             const char *file = f->file ? strrchr(f->file, '/') : NULL;
             file = file ? file + 1 : f->file;
@@ -586,9 +498,6 @@ int main(int argc, char **argv)
         free(a.ids);
         return EXIT_NONE;
     }
-    const char *mbase = strrchr(module, '/');
-    mbase = mbase ? mbase + 1 : module;
-    own_module = strncmp(mbase, "libcoroscope.so", 15) == 0 ? mbase : NULL;
     /* Frames in a module whose file is gone cannot be unwound: say so once, up front. */
     const char *missing[4];
     size_t nmissing = coro__target_missing_modules(t, missing, 4);
@@ -646,7 +555,7 @@ int main(int argc, char **argv)
     CoroDumpMeta meta = { .pid = (int)t->pid, .time = when };
     coro__collection_meta(&col, &meta);
     if (ps) {
-        print_ps(t->dwfl, col.bts, col.n, &meta);
+        print_ps(col.bts, col.n, &meta);
     } else if (a.format == CORO_DUMP_TEXT && col.n == 0) {
         /* Nothing to print; the messages above say why. */
     } else {

@@ -1,9 +1,13 @@
 /*
- * coroscope's own public functions, by name: every function and function-like macro that
- * include/coroscope/ declares (tests/test-inspect-frames.c checks that each is listed), those
- * of loop.h, sync.h and hooks.h included. A one-line summary of a coroutine (ps's WHERE) skips these frames and the ones they
- * call, to show the user's code. A fixed list, not the "coro_" prefix: a program's own
- * coro_read is the user's code and must show.
+ * coroscope's own functions, by name: every function and function-like macro that
+ * include/coroscope/ declares (tests/test-inspect-frames.c checks that each is listed), and
+ * the runtime's internal functions a parked coroutine's stack can show (coro__park, the
+ * switch), whose reserved names no program uses. A one-line summary of a coroutine (ps's
+ * WHERE, coro__backtrace_where) skips these frames and the ones they call in their own
+ * module, to show the user's code. A fixed list, not the "coro_" prefix: a program's own
+ * coro_read is the user's code and must show. The runtime's static helpers (wait_fd,
+ * rw_wait, ...) are not listed: they run only under a listed function, and a program may
+ * have its own wait_fd.
  */
 #ifndef COROSCOPE_OWN_FUNCTIONS_INT_H
 #define COROSCOPE_OWN_FUNCTIONS_INT_H
@@ -15,6 +19,11 @@
 /* Sorted (strcmp), for bsearch. A name here that no header declares (any more) costs nothing
  * but hides a user's function of that name. */
 static const char *const coro__own_functions[] = {
+    "coro__park",
+    "coro__switch",
+    "coro__switch_call",
+    "coro__switch_exit",
+    "coro_cmocka_fail_at",
     "coro_cmocka_no_leaks_since",
     "coro_create",
     "coro_create_opts",
@@ -22,6 +31,7 @@ static const char *const coro__own_functions[] = {
     "coro_dump_on_signal",
     "coro_enter",
     "coro_entered",
+    "coro_escape_to_thread",
     "coro_id",
     "coro_in_coroutine",
     "coro_leak_check",
