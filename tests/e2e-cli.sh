@@ -122,13 +122,41 @@ if start "$PROG"; then
         kill -9 "$pid" 2>/dev/null
     fi
     start "$PROG"
-    # Another user may not trace it: one line that says what to do.
+    # Not allowed to trace it: one line that says why (ptrace's rules) and what to do.
     if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 &&
         setpriv --reuid=65534 --regid=65534 --clear-groups "$CLI" --version >/dev/null 2>&1; then
-        run "live: not allowed to trace" 2 setpriv --reuid=65534 --regid=65534 --clear-groups \
-            "$CLI" ps -p "$pid" &&
-            has "live: EPERM message" "$T/err" "cannot attach to process $pid: not allowed to trace it \(.*root" &&
+        nobody="setpriv --reuid=65534 --regid=65534 --clear-groups"
+        rootpid=$pid
+        run "live: another user's process" 2 $nobody "$CLI" ps -p "$pid" &&
+            has "live: EPERM says why and what to do" "$T/err" \
+                "^coroscope: cannot attach to process $pid: not allowed to trace it: it runs as uid 0 .*coroscope as uid 65534.*CAP_SYS_PTRACE; run coroscope as root" &&
             one_line "live: EPERM is one line" "$T/err"
+        # top reads without attaching: the same rule, said once, as a read.
+        run "live: top of another user's process" 2 $nobody "$CLI" top -b -n 1 -p "$pid" &&
+            has "live: top EPERM says why, once" "$T/err" \
+                "^coroscope: cannot read process $pid: not allowed to read it: it runs as uid 0 .*CAP_SYS_PTRACE; run coroscope as root" &&
+            one_line "live: top EPERM is one line" "$T/err"
+        # Root without CAP_SYS_PTRACE (a container) tracing another user's process.
+        start $nobody "$PROG"
+        run "live: root without CAP_SYS_PTRACE" 2 setpriv --bounding-set=-sys_ptrace \
+            --inh-caps=-sys_ptrace "$CLI" ps -p "$pid" &&
+            has "live: no CAP_SYS_PTRACE: says so" "$T/err" \
+                "^coroscope: cannot attach to process $pid: not allowed to trace it: .*root but without CAP_SYS_PTRACE" &&
+            one_line "live: no CAP_SYS_PTRACE: one line" "$T/err"
+        # What the message says to do works: the process's own user may trace it.
+        run "live: its own user may trace it" 0 $nobody "$CLI" ps -p "$pid" && check_ps "live as its user"
+        kill "$pid"
+        # Not dumpable: even its own user needs CAP_SYS_PTRACE.
+        PROG_CLI_NOT_DUMPABLE=1 start $nobody "$PROG"
+        run "live: not dumpable" 2 $nobody "$CLI" ps -p "$pid" &&
+            has "live: not dumpable: says so" "$T/err" \
+                "^coroscope: cannot attach to process $pid: not allowed to trace it: it is not dumpable .*CAP_SYS_PTRACE; run coroscope as root" &&
+            one_line "live: not dumpable: one line" "$T/err"
+        run "live: not dumpable, root may" 0 "$CLI" ps -p "$pid"
+        kill "$pid"
+        pid=$rootpid
+    else
+        echo "skip - not allowed to trace: needs root and setpriv to run coroscope as nobody"
     fi
 
     # Already traced by a debugger: say by whom.

@@ -21,6 +21,9 @@
  *   sleeper is running (unwound from the thread's registers), waiter has entered it (running,
  *   from its saved registers, below coro_enter)
  *   unnamed: entry park_entry, suspended
+ *
+ * PROG_CLI_NOT_DUMPABLE=1 makes the process not dumpable (prctl) before it parks: tracing it
+ * then needs CAP_SYS_PTRACE, even for its own user.
  */
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
@@ -31,6 +34,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -218,6 +222,9 @@ int main(int argc, char **argv)
     Coroutine *inner = named(inner_entry, NULL, "inner");
     coro_enter(named(outer_entry, inner, "outer"));
     coro_enter(coro_create(park_entry, (void *)4));
+    if (getenv("PROG_CLI_NOT_DUMPABLE")) {
+        prctl(PR_SET_DUMPABLE, 0);
+    }
     for (long i = 0; i < nbulk; i++) {
         char name[32];
         snprintf(name, sizeof(name), "bulk-%ld", i);
