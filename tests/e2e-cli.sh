@@ -18,6 +18,7 @@ T=$(mktemp -d /tmp/coroscope-e2e-cli.XXXXXX)
 L_PARK_C=$(line_of park_c); L_PARK_B=$(line_of park_b); L_PARK_A=$(line_of park_a)
 L_PARK_ENTRY=$(line_of park_entry); L_SLEEP=$(line_of sleep); L_SLEEPER=$(line_of sleeper)
 L_WAITER=$(line_of waiter); L_OUTER=$(line_of outer-yield); L_INNER=$(line_of inner)
+L_CORO_READ=$(line_of coro_read); L_PARTIAL=$(line_of partial)
 
 
 
@@ -30,6 +31,11 @@ check_ps() {
     has "$1: ps inner" "$T/out" "^4 +suspended +inner +[0-9]+ +- +inner_entry \(prog-cli\.c:$L_INNER\)$"
     has "$1: ps outer" "$T/out" "^5 +suspended +outer +[0-9]+ +- +outer_entry \(prog-cli\.c:$L_OUTER\)$"
     has "$1: ps unnamed" "$T/out" "^6 +suspended +- +[0-9]+ +- +park_c"
+    # The program's own coro_read is its code, not coroscope's: not skipped.
+    has "$1: ps shows the program's own coro_read" "$T/out" \
+        "^7 +suspended +reader +[0-9]+ +- +coro_read \(prog-cli\.c:$L_CORO_READ\)$"
+    has "$1: ps partial (inlined into itself)" "$T/out" \
+        "^8 +suspended +partial +[0-9]+ +- +partial_entry \(prog-cli\.c:$L_PARTIAL\)$"
     has "$1: ps sleeper running in sleep_deep" "$T/out" \
         "^[0-9]+ +running +sleeper +[0-9]+ +- +sleep_deep \(prog-cli\.c:$L_SLEEP\)$"
     has "$1: ps waiter running (entered sleeper)" "$T/out" \
@@ -45,6 +51,14 @@ check_bt() {
     want="coro_yield park_c:$L_PARK_C park_b:$L_PARK_B park_a:$L_PARK_A park_entry:$L_PARK_ENTRY "
     if [ "$got" = "$want" ]; then ok "$1: bt parker-1 frames and lines"; else
         bad "$1: bt parker-1: got '$got', want '$want'"; sed 's/^/    | /' "$T/out" | head -30
+    fi
+    # GCC's partial inlining put partial_entry inlined into itself: one frame, inner line.
+    got=$(sed -n '/"partial"/,/^$/p' "$T/out" | grep -E '^ *#[0-9]+' |
+          sed -E 's/^ *#[0-9]+ +(0x[0-9a-f]+ +)?([A-Za-z_0-9]+).*prog-cli\.c:([0-9]+)\)(.*)/\2:\3\4/; t
+                  s/^ *#[0-9]+ +(0x[0-9a-f]+ +)?([A-Za-z_0-9]+).*/\2/' | tr '\n' ' ')
+    want="coro_yield partial_entry:$L_PARTIAL "
+    if [ "$got" = "$want" ]; then ok "$1: bt partial_entry inlined into itself is one frame"; else
+        bad "$1: bt partial: got '$got', want '$want'"; sed -n '/"partial"/,/^$/p' "$T/out"
     fi
 }
 
@@ -64,6 +78,8 @@ s = by["sleeper"]
 assert s["state"] == "running" and s["thread"], s
 assert any(f["function"] == "sleep_deep" and f["line"] == int(sys.argv[3]) for f in s["frames"]), s
 assert [f["function"] for f in by["fresh"]["frames"]] == ["fresh_entry"], by["fresh"]
+pf = [(f["function"], f["inlined"]) for f in by["partial"]["frames"]]
+assert pf == [("coro_yield", False), ("partial_entry", False)], pf
 # "module" is a path for every target (libdwfl names a core's libraries by soname).
 mod = p["frames"][0]["module"]
 assert mod.startswith("/") and mod.endswith("/libcoroscope.so.0"), mod
@@ -75,6 +91,7 @@ EOF
 check_folded() {
     has "$1: bt --folded parker stack" "$T/out" \
         "^parker-1;park_entry;park_a;park_b;park_c;coro_yield 1$"
+    has "$1: bt --folded partial_entry once" "$T/out" "^partial;partial_entry;coro_yield 1$"
 }
 
 # ---------------------------------------------------------------- usage
@@ -187,7 +204,7 @@ if start "$PROG"; then
             ok "gcore: zero-filled coroutine stacks are reported, not shown as frames"
             has "gcore: the never-entered coroutine is still shown" "$T/out" "^3 +created +fresh +[0-9]+ +- +fresh_entry"
             n=$(grep -c "reads as all zeros" "$T/err")
-            [ "$n" -eq 7 ] && ok "gcore: one message per zeroed stack" || bad "gcore: $n zero-stack messages, expected 7"
+            [ "$n" -eq 9 ] && ok "gcore: one message per zeroed stack" || bad "gcore: $n zero-stack messages, expected 9"
         else
             bad "gcore: ps exit $rc"; sed 's/^/    | /' "$T/out" "$T/err"
         fi
