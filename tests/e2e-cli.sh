@@ -104,7 +104,30 @@ run "usage: bad id" 64 "$CLI" bt -p 1 x7
 run "usage: --json with --folded" 64 "$CLI" bt -p 1 --json --folded
 run "usage: -p without its value" 64 "$CLI" bt -p && has "usage: says -p needs a value" "$T/err" \
     "^coroscope: option -p needs a value$"
+# An option without its value says so (not "unknown option"), for every option that takes one.
+for o in --pid --core -e --executable -n --max-frames --pprof; do
+    run "usage: $o without a value" 64 "$CLI" bt "$o" &&
+        has "usage: $o without a value says it needs one" "$T/err" "^coroscope: option $o needs a value$"
+done
+run "usage: unknown option" 64 "$CLI" bt --frob && has "usage: unknown option named" "$T/err" \
+    "^coroscope: unknown option '--frob'$"
+run "usage: --json=1" 64 "$CLI" bt -p 1 --json=1 && has "usage: --json takes no value" "$T/err" \
+    "^coroscope: option --json takes no value$"
+run "usage: --core twice" 64 "$CLI" ps --core a --core b &&
+    has "usage: --core twice says so" "$T/err" "^coroscope: --core given twice$"
+run "usage: -e twice" 64 "$CLI" ps --core a -e b -e c
+run "usage: top after options" 64 "$CLI" -p 1 top &&
+    has "usage: top after options says where it goes" "$T/err" "^coroscope: top comes first"
 run "--help" 0 "$CLI" --help && has "--help lists bt" "$T/out" "coroscope bt"
+# One exit-status table: every code in --help, in top --help and in docs/cli.md, each explained.
+for code in 0 1 2 3 64; do
+    has "--help: exit status $code explained" "$T/out" "^  $code +[a-z]"
+    has "docs/cli.md: exit status $code explained" docs/cli.md "^\| $code \| [^ |]"
+done
+run "top --help" 0 "$CLI" top --help
+for code in 0 1 2 3 64; do
+    has "top --help: exit status $code explained" "$T/out" "^  $code +[a-z]"
+done
 run "--version" 0 "$CLI" --version && has "--version" "$T/out" "^coroscope [0-9]"
 
 # ---------------------------------------------------------------- live process
@@ -124,6 +147,14 @@ if start "$PROG"; then
     [ "$n" -eq 2 ] && ok "live: -n 2 gives 2 frames" || bad "live: -n 2 gave $n frames"
     run "live: bt unknown id" 1 "$CLI" bt -p "$pid" 1 99999 &&
         has "live: unknown id message" "$T/err" "no coroutine 99999 in process $pid"
+    # Exit 1 whether or not anything else is shown: the target was read, the id is not in it.
+    run "live: bt of only an unknown id" 1 "$CLI" bt -p "$pid" 99999 &&
+        has "live: only an unknown id: message" "$T/err" "^coroscope: no coroutine 99999 in process $pid$" &&
+        one_line "live: only an unknown id: one line" "$T/err"
+    run "live: bt 2 2 (an id twice)" 0 "$CLI" bt -p "$pid" 2 2
+    n=$(grep -c '^coroutine 2 "parker-2"' "$T/out")
+    if [ "$n" -eq 1 ] && [ ! -s "$T/err" ]; then ok "live: an id given twice is shown once"; else
+        bad "live: bt 2 2 showed it $n times"; sed 's/^/    | /' "$T/out" "$T/err"; fi
     # The process goes on unharmed: not left stopped or traced, still answering.
     sleep 0.1
     st=$(sed -E 's/^[0-9]+ \(.*\) (.).*/\1/' "/proc/$pid/stat")
@@ -317,6 +348,8 @@ wait "$gone"
 run "no such pid" 2 "$CLI" ps -p "$gone" &&
     has "no such pid: message" "$T/err" "cannot attach to process $gone: no such process" &&
     one_line "no such pid: one line" "$T/err"
+run "no such pid: bt" 2 "$CLI" bt -p "$gone" 1 &&
+    has "no such pid: bt message" "$T/err" "cannot attach to process $gone: no such process"
 # A zombie: exited, not reaped yet.
 sh -c 'sleep 0 & echo $! >"$1"; exec sleep 3' sh "$T/zpid" &
 zparent=$!
@@ -353,6 +386,24 @@ if [ -s "$T/corrupt-stack/core" ]; then
     run "corrupt: one coroutine's registers" 1 timeout 20 "$CLI" bt --core "$T/corrupt-stack/core" &&
         has "corrupt stack: message names the coroutine" "$T/err" "coroutine 1 \"parker-1\" of core file" &&
         has "corrupt stack: the others are shown" "$T/out" "\"parker-2\""
+    # The only coroutine asked for cannot be unwound: the target was read, so 1, not 2.
+    run "corrupt: the one coroutine asked for cannot be unwound" 1 timeout 20 "$CLI" bt \
+        --core "$T/corrupt-stack/core" 1 &&
+        has "corrupt stack, bt 1: says why" "$T/err" "coroutine 1 \"parker-1\" of core file"
+fi
+
+# ---------------------------------------------------------------- long paths
+# A message names a path whole, however long.
+long=$T/$(printf 'd%.0s' $(seq 200))/$(printf 'e%.0s' $(seq 200))/$(printf 'f%.0s' $(seq 200))
+mkdir -p "$long"
+cp "$SRC" "$long/not-a-core"
+run "long path: not a core" 2 "$CLI" ps --core "$long/not-a-core" &&
+    has "long path: named whole" "$T/err" "^coroscope: $long/not-a-core is not a core file: not an ELF file$"
+if [ -s "$T/corrupt-magic/core" ]; then
+    cp "$T/corrupt-magic/core" "$long/core"
+    run "long path: core read, registry not" 2 "$CLI" bt --core "$long/core" &&
+        has "long path: core named whole" "$T/err" \
+            "^coroscope: cannot read the coroutine registry of core file $long/core \(in .*bad magic"
 fi
 
 echo "e2e-cli: $fails failed"
