@@ -295,6 +295,11 @@ if make_core "$T/k" "$PROG" abort; then
     run "core: bt --json" 0 "$CLI" bt --json --core "$T/k/core" && check_json core
     run "core: bt --folded -e" 0 "$CLI" bt --folded --core "$T/k/core" -e "$PROG" &&
         check_folded core
+    # The core was read; the output could not be written: 1, not 2.
+    run "core: --pprof into a missing directory" 1 "$CLI" bt --core "$T/k/core" \
+        --pprof "$T/no-such-dir/profile.pb.gz" &&
+        has "core: --pprof unwritable: says so" "$T/err" \
+            "^coroscope: cannot write the profile $T/no-such-dir/profile\.pb\.gz: No such file or directory$"
     run "core: -e mismatching build-id" 2 "$CLI" ps --core "$T/k/core" -e /bin/true &&
         has "core: build-id message" "$T/err" \
             "executable /bin/true does not match core file .*build-id" && one_line "core: mismatch is one line" "$T/err"
