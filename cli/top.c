@@ -312,9 +312,13 @@ static int parse_top(int argc, char **argv, TopArgs *a)
             break;
         case 'h':
             fputs(top_usage, stdout);
+            fputs("\n", stdout);
+            fputs(cli_exit_status_text, stdout);
             return CLI_EXIT_ALL;
         case ':':
-            return top_usage_error("an option needs a value", argv[optind - 1]);
+            fprintf(stderr, "coroscope: top: option %s needs a value\n%s", argv[optind - 1],
+                    top_usage);
+            return CLI_EXIT_USAGE;
         default:
             return top_usage_error("unknown option", argv[optind - 1]);
         }
