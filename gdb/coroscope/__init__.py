@@ -5,9 +5,6 @@ to libcoroscope); see docs/gdb.md.  register() is idempotent: the hook may run o
 objfile that loads libcoroscope.
 """
 
-from . import commands
-from . import frames
-
 __version__ = "0.1.0"
 
 _done = False
@@ -17,6 +14,9 @@ def register():
     global _done
     if _done:
         return
+    # Imported here, so that the gdb-free parts (abi.py) load under plain python3 too.
+    from . import commands
+    from . import frames
     frames.register()
     commands.register()
     _done = True

@@ -3,6 +3,7 @@
 import gdb
 
 from . import frames
+from . import locate
 from . import registry
 
 
@@ -29,9 +30,9 @@ def _parse_ids(words, what):
 
 
 def _pick(reg, ids, what):
-    cos = reg.coroutines()
     if not ids:
-        return cos
+        return reg.coroutines()
+    cos = reg.coroutines(ids=set(ids))
     by_id = dict((c.id, c) for c in cos)
     missing = [str(i) for i in ids if i not in by_id]
     if missing:
@@ -86,21 +87,6 @@ def _select_user_frame(classifier):
             frame = frame.older()
     frame.select()
     return frame
-
-
-def _where(co, reg, classifier):
-    if co.state == registry.STATE_CREATED:
-        name, loc = frames.describe_pc(co.entry)
-        return name, loc
-    _show(co, reg, temporary=True)
-    frame = frames.innermost_user_frame(classifier)
-    if frame is None:
-        return "??", "no frame outside coroscope"
-    if frame.pc() == 0 and not co.on_cpu:
-        # Seen with gcore cores: a stack that gdb could not copy is written as zeros.
-        return "??", ("return address 0 on the stack: stack memory missing from this core? "
-                      "(see docs/gdb.md, gcore and guard pages)")
-    return frames.describe_frame(frame)
 
 
 def _duration(ns):
@@ -198,7 +184,8 @@ Example:
             for co in cos:
                 if co.addr == current:
                     star_id = co.id
-        classifier = frames.Classifier(reg)
+        locator = locate.Locator(reg, frames.Classifier(reg),
+                                 lambda co: _show(co, reg, temporary=True))
         now = reg.now_ns()
         idw = max(len(str(c.id)) for c in cos)
         namew = min(34, max(len(c.name) + 2 for c in cos))
@@ -209,7 +196,7 @@ Example:
                     where = "?? (%s)" % co.error
                 else:
                     try:
-                        func, loc = _where(co, reg, classifier)
+                        func, loc = locator.locate(co)
                         where = "%s (%s)" % (func, loc) if loc else func
                     except (gdb.MemoryError, gdb.error, gdb.GdbError) as e:
                         where = "?? (cannot unwind: %s)" % e
@@ -263,7 +250,6 @@ Example:
         if not cos:
             gdb.write("No coroutines.\n")
             return
-        classifier = frames.Classifier(reg)
         out = []
         with frames.SavedView():
             for i, co in enumerate(cos):
