@@ -388,6 +388,35 @@ else
     fail "make install-gdb PREFIX=$P failed: $(tail -1 "$T/install.log")"
 fi
 
+# ---------------------------------------------------------------- 3c. `make install` with DESTDIR
+# The system gdbinit loader (docs/gdb.md), staged as a packager does (any user): it names the
+# final $(DATADIR)/coroscope, and uninstall removes everything it staged. A scratch PREFIX
+# without DESTDIR never writes gdb's system directory. The real install into /usr/local, as
+# root, is tests/e2e-gdb-installed.sh.
+INITDIR=$(gdb --configuration 2>/dev/null | sed -n 's/.*--with-system-gdbinit-dir=\([^ ]*\).*/\1/p')
+STAGE=$T/stage
+mk() { ${MAKE:-make} -s --no-print-directory -C "$ROOT" B="$B" "$@"; }
+if mk install-gdb DESTDIR="$STAGE" >"$T/stage.log" 2>&1; then
+    checks=$((checks + 1))
+    if [ -n "$INITDIR" ]; then
+        grep -qx '    pydir = "/usr/local/share/coroscope"' "$STAGE$INITDIR/coroscope.py" 2>/dev/null ||
+            fail "make install-gdb DESTDIR: no loader $STAGE$INITDIR/coroscope.py for /usr/local"
+    fi
+    [ -f "$STAGE/usr/local/share/coroscope/coroscope/commands.py" ] ||
+        fail "make install-gdb DESTDIR: the package is not under DESTDIR"
+    mk uninstall-gdb DESTDIR="$STAGE" >>"$T/stage.log" 2>&1
+    left=$(find "$STAGE" -type f)
+    [ -z "$left" ] || fail "make uninstall-gdb DESTDIR left files: $left"
+else
+    fail "make install-gdb DESTDIR=$STAGE failed: $(tail -1 "$T/stage.log")"
+fi
+if [ -n "$INITDIR" ]; then
+    checks=$((checks + 1))
+    mk -n install-gdb PREFIX="$T/scratch" >"$T/scratch.log" 2>&1
+    ! grep -q "$INITDIR" "$T/scratch.log" ||
+        fail "make install-gdb PREFIX=$T/scratch would write $INITDIR"
+fi
+
 # ---------------------------------------------------------------- 4. no coroutines, no coroscope
 # A coroscope program before its first coroutine: an empty list, not an error.
 out=$T/empty.out

@@ -15,8 +15,9 @@ def register():
     if _done:
         return
     # Imported here, so that the gdb-free parts (abi.py) load under plain python3 too.
+    # Only the commands are registered now: the unwinder, frame filter and event handlers
+    # that show a coroutine's stack join gdb when a command first needs them, so a session
+    # that never uses coroscope (the system-wide loader runs in every one) pays nothing.
     from . import commands
-    from . import frames
-    frames.register()
     commands.register()
     _done = True

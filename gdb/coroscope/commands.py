@@ -54,6 +54,7 @@ def _require_stopped():
 def _show(co, reg, temporary):
     """Makes gdb show co's stack on the selected thread (or on co's own thread when it is on
     a CPU). Returns the thread whose frames are now the coroutine's."""
+    frames.register()
     if co.error:
         raise gdb.GdbError("coroscope: cannot show coroutine %d: %s" % (co.id, co.error))
     if co.on_cpu:
@@ -383,6 +384,7 @@ Example:
 
 
 def register():
+    registry.register_events()
     CoroInfo()
     CoroBt()
     CoroSelect()

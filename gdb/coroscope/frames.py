@@ -180,15 +180,12 @@ def on_cont(_event):
     _inline_depth.clear()
 
 
-def on_exit(_event):
-    on_cont(_event)
-    registry.clear_cache()
-
-
 _registered = False
 
 
 def register():
+    """Joins gdb's frame machinery (idempotent; the commands call it before they first show
+    a coroutine's stack)."""
     global _registered
     if _registered:
         return
@@ -196,9 +193,9 @@ def register():
     flt = PlaceholderFilter()
     gdb.frame_filters[flt.name] = flt
     gdb.events.cont.connect(on_cont)
-    gdb.events.exited.connect(on_exit)
-    gdb.events.new_objfile.connect(on_exit)
-    gdb.events.clear_objfiles.connect(on_exit)
+    gdb.events.exited.connect(on_cont)
+    gdb.events.new_objfile.connect(on_cont)
+    gdb.events.clear_objfiles.connect(on_cont)
     _registered = True
 
 

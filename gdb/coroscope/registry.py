@@ -393,6 +393,13 @@ def clear_cache(*_args):
     _cache.clear()
 
 
+def register_events():
+    """Forgets where descriptors are whenever the program's files change."""
+    gdb.events.exited.connect(clear_cache)
+    gdb.events.new_objfile.connect(clear_cache)
+    gdb.events.clear_objfiles.connect(clear_cache)
+
+
 def current():
     """The registry of the selected inferior, or RegistryError with one clear line."""
     inf = gdb.selected_inferior()
