@@ -18,6 +18,12 @@
  *   "outer"   nested: entered "inner" and waits in coro_enter()
  *   "inner"   running: stop_here() <- inner_main()
  *   "sleeper" running on a second thread, blocked in read() <- sleeper_main()
+ *   "remote"  suspended on the second thread in remote_main(); the main thread resumes it
+ *             after that thread has ended (it migrates)
+ *   "reader"  suspended on the second thread in coro_read(), a user function whose name
+ *             merely starts with coro_ (it must not be taken for coroscope's own)
+ * After the stop point, main resumes alpha, beta, the unnamed one, remote and reader, in
+ * this order (coro-until's tests rely on it).
  */
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
@@ -119,10 +125,38 @@ static void sleeper_main(void *opaque)
     sleeper_block();
 }
 
+static Coroutine *remote, *reader;
+static volatile int remote_runs, reader_runs;
+
+static void remote_main(void *opaque)
+{
+    coro_yield(); /* L:remote_yield */
+    remote_runs++; /* L:remote_resumed */
+}
+
+/* A user's own function that happens to be called coro_<something>. */
+void coro_read(void);
+__attribute__((noinline)) void coro_read(void)
+{
+    coro_yield(); /* L:reader_yield */
+    reader_runs++; /* L:reader_resumed */
+}
+
+static void reader_main(void *opaque)
+{
+    coro_read();
+    __asm__ volatile("" ::: "memory");
+}
+
 static void *sleeper_thread(void *arg)
 {
+    /* Ids in creation order: sleeper 1025, remote 1026, reader 1027. */
     Coroutine *co = coro_create_opts(sleeper_main, NULL,
                                      &(CoroutineOptions){ .name = "sleeper" });
+    remote = coro_create_opts(remote_main, NULL, &(CoroutineOptions){ .name = "remote" });
+    reader = coro_create_opts(reader_main, NULL, &(CoroutineOptions){ .name = "reader" });
+    coro_enter(remote);
+    coro_enter(reader);
     coro_enter(co);
     return NULL;
 }
@@ -202,5 +236,7 @@ int main(int argc, char **argv)
     coro_enter(alpha);
     coro_enter(beta);
     coro_enter(idle);
+    coro_enter(remote); /* now on this thread: the one it ran on has ended */
+    coro_enter(reader);
     return 0;
 }

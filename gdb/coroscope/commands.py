@@ -5,6 +5,7 @@ import gdb
 from . import frames
 from . import locate
 from . import registry
+from . import until
 
 
 def _header(co):
@@ -282,8 +283,10 @@ work on that coroutine's stack; the innermost frame outside coroscope is selecte
 coroutine's frames start at #1: gdb 13 cannot replace frame #0, so #0 stays a placeholder
 (the thread's real frame) that a frame filter hides from bt ("bt -no-filters" shows it).
 Only memory is read and no register is written, so this works on core files too.
-Selecting a coroutine that is running selects the thread it runs on instead.
-Continuing or stepping the program drops the selection.
+Selecting a coroutine that is running selects the thread it runs on instead; when the
+coroutine is shown on another thread than the selected one, the switch is said.
+Continuing or stepping the program drops the selection, with one line saying so: next and
+step run the thread's own code. To run until the coroutine itself runs: coro-until ID.
 
 Example:
   (gdb) coro-select 2
@@ -297,7 +300,7 @@ Example:
 
     def invoke(self, arg, from_tty):
         words = gdb.string_to_argv(arg)
-        thread = _require_stopped()
+        thread = before = _require_stopped()
         if not words:
             had = frames.selected()
             frames.set_selected(None)
@@ -331,6 +334,9 @@ Example:
                 thread.num, thread.ptid[1], _header(co))
         else:
             msg = "[Switching to %s]\n" % _header(co)
+            if thread.ptid != before.ptid:
+                # As gdb's own "thread N" says it.
+                msg = "[Switching to thread %d (LWP %d)]\n" % (thread.num, thread.ptid[1]) + msg
         gdb.write(msg + gdb.execute("frame", to_string=True))
 
 
@@ -383,9 +389,48 @@ Example:
                     gdb.write("%s\n" % e)
 
 
+class CoroUntil(gdb.Command):
+    """Continue the program until a coroutine runs again, and stop there.
+
+Usage: coro-until ID
+
+The program continues (every thread, every other coroutine) until coroutine ID is resumed,
+on whichever thread resumes it, then stops in its innermost frame outside coroscope: just
+after the call that suspended it (coro_yield or a wait), or at the start of its entry
+function if it was never entered. This is what "next" means for a suspended coroutine:
+after coro-select, next and step run the thread's own code. Another breakpoint, Ctrl-C or
+the program's end stop the wait; nothing is left behind. Live processes only.
+
+Example:
+  (gdb) coro-until 2
+  [coroutine 2 "conn-7" runs again on thread 1 (LWP 4242)]
+  #0  read_request (conn=0x5555555592a0) at server.c:141
+  141         if (n < 0) {"""
+
+    def __init__(self):
+        super(CoroUntil, self).__init__("coro-until", gdb.COMMAND_RUNNING)
+
+    def invoke(self, arg, from_tty):
+        words = gdb.string_to_argv(arg)
+        if len(words) != 1 or words == ["all"]:
+            raise gdb.GdbError("usage: coro-until ID (one id; coro-info lists them)")
+        ids = _parse_ids(words, "coro-until")
+        reg = registry.current()
+        _require_stopped()
+        if reg.inferior.pid == 0:
+            raise gdb.GdbError("coro-until: no live process (a core file cannot run)")
+        co = _pick(reg, ids, "coro-until")[0]
+        until.check_resumable(co)
+        with frames.SavedView():
+            pc = until.resume_pc(co, reg, lambda c: _show(c, reg, temporary=True))
+        frames.set_selected(None)  # the program runs: no notice, this is what was asked
+        until.run_until(co, pc)
+
+
 def register():
     registry.register_events()
     CoroInfo()
     CoroBt()
     CoroSelect()
     CoroApply()
+    CoroUntil()

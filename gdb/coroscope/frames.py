@@ -172,9 +172,14 @@ class PlaceholderFilter(object):
         return (fd for fd in frame_iter if fd.inferior_frame().level() > sel.host_level)
 
 
-def on_cont(_event):
+def on_cont(event):
     """Continuing the inferior ends the selection: the saved registers go stale."""
     global _selected, _temporary
+    if _selected is not None and isinstance(event, gdb.ContinueEvent):
+        co = _selected.coro
+        gdb.write("[coroscope: coroutine %d is no longer selected: the program runs the "
+                  "thread's own code; coro-until %d runs until the coroutine does]\n"
+                  % (co.id, co.id))
     _selected = None
     _temporary = None
     _inline_depth.clear()
