@@ -438,6 +438,26 @@ if [ $no_cores = 0 ]; then
     has "$out" sel '^coroscope: cannot show coroutine 2: saved stack pointer 0x10 outside its stack \[0x[0-9a-f]+, 0x[0-9a-f]+\)$'
     count "$out" sel '.' 1
 
+    # Descriptors of other runtime versions, as the C reader accepts them: an older, shorter
+    # one whose optional fields are absent (no thread ids: "thread 0"), and a longer one.
+    kcore "$PROG" abi-old core-abi-old
+    kcore "$PROG" abi-new core-abi-new
+    for name in abi-old abi-new; do
+        [ -s "$T/core-$name" ] || continue
+        out=$T/$name.out
+        rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" \
+            -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==bt==\n' -ex 'coro-bt 1' \
+            -ex 'echo ==end==\n' "$PROG" "$T/core-$name"
+        [ $name = abi-old ] && tid=0 || tid='[1-9][0-9]*'
+        in_order "$out" info \
+            "^ +1${S}suspended${S}\"alpha\"${S}thread $tid at alpha_leaf \\($F:$L_AYIELD\\)\$" \
+            "^ +2${S}suspended${S}\"beta\"${S}thread $tid at beta_main \\($F:$L_BYIELD\\)\$" \
+            "^ +1027${S}suspended${S}\"reader\"${S}thread $tid at coro_read \\($F:$L_CRYIELD\\)\$"
+        count "$out" info '^[* ] [0-9]+ ' 6
+        check_alpha_bt "$out" bt
+        no_traceback "$out"
+    done
+
     # Corrupted registries: one clear line each, quickly, never a hang.
     kcore "$PROG" corrupt-loop core-loop
     kcore "$PROG" corrupt-magic core-magic

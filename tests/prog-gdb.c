@@ -9,6 +9,9 @@
  *   prog-gdb corrupt-loop    make the registry's record list loop, then abort()
  *   prog-gdb corrupt-magic   overwrite the descriptor's magic, then abort()
  *   prog-gdb corrupt-stack   give "beta" a saved stack pointer outside its stack, then abort()
+ *   prog-gdb abi-old         make the descriptor look like an older writer's (shorter, the
+ *                            optional fields absent), then abort()
+ *   prog-gdb abi-new         make it look like a newer writer's (longer), then abort()
  *
  * Lines marked L:tag are looked up by the test. State at the stop point, on the main
  * thread unless said otherwise:
@@ -31,6 +34,7 @@
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -161,10 +165,22 @@ static void *sleeper_thread(void *arg)
     return NULL;
 }
 
-/* Corrupts the registry through the debug ABI, as a stray write would. */
+/* Corrupts the registry through the debug ABI, as a stray write would; or rewrites the
+ * descriptor as an older or a newer runtime would have written it. */
 static void corrupt(const char *how)
 {
     struct coro_debug_abi *d = &coroscope_debug_abi;
+    if (strcmp(how, "abi-old") == 0) {
+        d->size = offsetof(struct coro_debug_abi, reserved0);
+        d->off_opaque = d->off_create_site = d->off_tid = d->off_caller = CORO_DEBUG_ABSENT;
+        d->off_switch_count = d->off_generation = CORO_DEBUG_ABSENT;
+        d->shard_off_tid = d->shard_off_current = CORO_DEBUG_ABSENT;
+        return;
+    }
+    if (strcmp(how, "abi-new") == 0) {
+        d->size = sizeof(*d) + 64;
+        return;
+    }
     if (strcmp(how, "corrupt-magic") == 0) {
         memcpy(d->magic, "garbage", 8);
         return;
@@ -220,7 +236,7 @@ int main(int argc, char **argv)
     while (!atomic_load(&sleeper_ready)) {
         usleep(1000);
     }
-    if (strncmp(mode, "corrupt", 7) == 0) {
+    if (strncmp(mode, "corrupt", 7) == 0 || strncmp(mode, "abi-", 4) == 0) {
         corrupt(mode);
         abort();
     }
