@@ -155,9 +155,11 @@ One line per live coroutine, ordered by id:
   [*] ID STATE "NAME" thread TID at FUNCTION (FILE:LINE)
 STATE is created (never entered), running (on a thread now, or waiting for a coroutine it
 entered) or suspended. TID is the kernel thread it runs or last ran on. FUNCTION is the
-innermost frame that is not coroscope's own (coro_yield and the context switch are
-skipped); for a coroutine that was never entered, its entry function. "*" marks the
-coroutine selected with coro-select, or else the one running on the selected thread.
+innermost frame that is the user's, on the coroutine's stack or, for a running one, on its
+thread's: coroscope's own frames (coro_yield, the context switch) and system libraries'
+(a blocking read) are skipped; for a coroutine that was never entered, its entry function.
+"*" marks the coroutine selected with coro-select, or else the one running on the selected
+thread.
 Reads memory only: works on live processes and core files.
 
 Example:
