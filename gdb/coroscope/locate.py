@@ -112,6 +112,14 @@ class Locator(object):
                 if frame.level() > MAX_RUNTIME_FRAMES:
                     return
                 older = frame.older()
+                # A function that the runtime's code reached by a tail call (coro_mutex_lock
+                # jumps to its wait) is a frame gdb makes up from call-site info: it has no
+                # stack of its own, so the step goes on to the real caller. A user's
+                # function that tail-called is gdb's to show: not learnt.
+                while older is not None and older.type() == gdb.TAILCALL_FRAME:
+                    if not self.classifier.is_runtime(older):
+                        return
+                    older = older.older()
                 if older is None:
                     if user is not None:
                         return
