@@ -28,7 +28,7 @@ OBJ := $(BD)/bench.o $(BD)/cpuinfo.o $(BD)/stack-alloc.o $(BD)/impl-coroscope.o 
 CXX_OBJ := $(BD)/bench-cxx.o $(BD)/cpuinfo.o $(BD)/stack-alloc.o $(BD)/impl-coroscope.o \
            $(BD)/impl-boost.o
 
-.PHONY: run install-scratch introspection
+.PHONY: run install-scratch introspection gdb
 run: $(BD)/bench $(BD)/bench-cxx $(BD)/bench-boost.so
 	$(Q)$(BD)/bench --command "$(CMD)" $(BENCH_ARGS) > $(BD)/results.md.tmp
 	$(Q)$(BD)/bench-cxx --command "$(CMD)" $(BENCH_ARGS) >> $(BD)/results.md.tmp
@@ -76,6 +76,10 @@ $(BD)/echo-bench: bench/echo-bench.c install-scratch
 $(BD)/dump-bench: bench/dump-bench.c install-scratch
 	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
 	    $$($(PC) --libs coroscope) -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
+
+# The gdb part alone: make -f bench/bench.mk B=build gdb
+gdb: $(BD)/gdb-bench-prog
+	$(Q)sh bench/gdb-bench.sh $(BD)/gdb-bench-prog $(PREFIX_DIR)/share/coroscope 100000
 
 $(BD)/gdb-bench-prog: bench/gdb-bench-prog.c install-scratch
 	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \

@@ -1,12 +1,16 @@
 /*
- * Target of bench/gdb-bench.sh: N suspended coroutines spread over four parking sites, as a
- * server's connections wait in a few places (a quarter of them 9 user calls deep, the rest
- * 2), plus one never entered.
+ * Target of bench/gdb-bench.sh: N coroutines waiting in four places, as a server's
+ * connections wait in a few places: on a CoQueue (a quarter of them 9 user calls deep, the
+ * rest 2), for a CoMutex that another coroutine holds, in a one-hour sleep (a deadline), and
+ * for a read lock of a CoRwlock that a writer holds; plus the two holders and one coroutine
+ * never entered. So coro-info decodes a wait, its age and a holder for every line.
  * Prints "ready PID" when all are parked, then sleeps until killed.
  *
  *   gdb-bench-prog N
  */
 #include <coroscope/coro.h>
+#include <coroscope/loop.h>
+#include <coroscope/sync.h>
 #include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,25 +25,38 @@ static volatile int sink;
         sink += x;                                                                             \
     }
 
+static CoQueue requests;
+static CoMutex table_lock;
+static CoRwlock index_lock;
+
 static __attribute__((noinline)) void wait_read(int x)
 {
-    coro_yield();
+    coro_queue_wait(&requests, NULL);
     sink += x;
 }
 static __attribute__((noinline)) void wait_write(int x)
 {
-    coro_yield();
+    coro_mutex_lock(&table_lock);
     sink += x;
 }
 static __attribute__((noinline)) void wait_timer(int x)
 {
-    coro_yield();
+    coro_sleep_ns(3600 * 1000000000LL);
     sink += x;
 }
 static __attribute__((noinline)) void wait_lock(int x)
 {
-    coro_yield();
+    coro_rwlock_rdlock(&index_lock);
     sink += x;
+}
+
+/* Takes the mutex and the write lock the others wait for, then waits itself. */
+static void holder_main(void *opaque)
+{
+    coro_mutex_lock(&table_lock);
+    coro_rwlock_wrlock(&index_lock);
+    coro_queue_wait(&requests, NULL);
+    sink++; /* no tail call: holder_main stays on its stack */
 }
 
 PARK(step7, wait_read)
@@ -69,6 +86,10 @@ static void never_main(void *opaque)
 int main(int argc, char **argv)
 {
     long n = argc > 1 ? atol(argv[1]) : 100000;
+    coro_queue_init(&requests);
+    coro_mutex_init(&table_lock);
+    coro_rwlock_init(&index_lock);
+    coro_enter(coro_create_opts(holder_main, NULL, &(CoroutineOptions){ .name = "holder" }));
     for (long i = 0; i < n; i++) {
         char name[32];
         snprintf(name, sizeof(name), "conn-%ld", i);
