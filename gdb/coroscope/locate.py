@@ -24,6 +24,7 @@ from . import frames
 from .abi import STATE_CREATED
 
 MAX_RUNTIME_FRAMES = 16
+WINDOW_BYTES = 512  # read at a coroutine's saved stack pointer, for its coroscope frames
 NO_USER_FRAME = ("??", "no frame outside coroscope")
 BOTTOM = "bottom"
 _Q = struct.Struct("<Q")
@@ -67,6 +68,9 @@ class Locator(object):
         sp = co.rsp + d
         read = self.reg.inferior.read_memory
         is_runtime = self.classifier.is_runtime_pc
+        # The top of the stack in one read: a wait is several coroscope frames deep, and a
+        # read per frame cost more than the rest of the walk.
+        top, window = co.rsp, b""
         for _ in range(MAX_RUNTIME_FRAMES):
             if not is_runtime(pc):
                 return pc
@@ -77,7 +81,14 @@ class Locator(object):
                 return None
             sp += step
             try:
-                pc = _Q.unpack(read(sp - 8, 8))[0]
+                if not window:
+                    end = min(co.stack_base + co.stack_size, top + WINDOW_BYTES)
+                    window = bytes(read(top, end - top)) if end - top >= 8 else b"-"
+                off = sp - 8 - top
+                if 0 <= off <= len(window) - 8:
+                    pc = _Q.unpack_from(window, off)[0]
+                else:
+                    pc = _Q.unpack(read(sp - 8, 8))[0]
             except gdb.MemoryError:
                 return None
         return None

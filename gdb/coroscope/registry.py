@@ -12,6 +12,7 @@ records with one inferior.read_memory and decodes each record with one precompil
 struct.unpack_from; no gdb.Value is made per field.
 """
 
+import operator
 import re
 import struct
 import time
@@ -146,6 +147,12 @@ class _RecordDecoder(object):
         self.wait = [(key, self.attrs.index("wait." + key) if "wait." + key in self.attrs
                       else None, absent) for key, _o, _f, absent in _WAIT_DECODE]
         self.waitkind = self.wait[0][1]
+        # For Registry._wait: the absent ones' values, then the present ones in one go.
+        self.wait_absent = dict((key, absent) for key, i, absent in self.wait if i is None)
+        self.wait_keys = [key for key, i, _absent in self.wait if i is not None]
+        idx = [i for _key, i, _absent in self.wait if i is not None]
+        self.wait_get = (lambda vals: (vals[idx[0]],)) if len(idx) == 1 else \
+            operator.itemgetter(*idx)
         fmt = "<"
         pos = 0
         overlap = False
@@ -287,7 +294,8 @@ class Registry(object):
     def _wait(self, dec, vals, holders):
         """What a suspended coroutine waits for, as a dict (kind, object, since, fd, events,
         deadline, holder): the C readers' rules (inspect/registry-read.c, collect.c)."""
-        w = dict((key, absent if i is None else vals[i]) for key, i, absent in dec.wait)
+        w = dict(dec.wait_absent)
+        w.update(zip(dec.wait_keys, dec.wait_get(vals)))
         w["kind"] = WAIT_KINDS[w["kind"]]
         w["holder"] = 0
         offname = {"mutex": "mutex_off_holder_id", "rwlock-read": "rwlock_off_writer_id",
