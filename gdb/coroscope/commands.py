@@ -152,12 +152,14 @@ class CoroInfo(gdb.Command):
 Usage: coro-info
 
 One line per live coroutine, ordered by id:
-  [*] ID STATE "NAME" thread TID at FUNCTION (FILE:LINE)
+  [*] ID STATE "NAME" thread TID [WAIT] at FUNCTION (FILE:LINE)
 STATE is created (never entered), running (on a thread now, or waiting for a coroutine it
-entered) or suspended. TID is the kernel thread it runs or last ran on. FUNCTION is the
-innermost frame that is the user's, on the coroutine's stack or, for a running one, on its
-thread's: coroscope's own frames (coro_yield, the context switch) and system libraries'
-(a blocking read) are skipped; for a coroutine that was never entered, its entry function.
+entered), suspended, or waiting (suspended in a coroscope wait: WAIT says for what, for how
+long and who holds the lock; a "deadlock:" line ends the list for each cycle of lock waits).
+TID is the kernel thread it runs or last ran on. FUNCTION is the innermost frame that is
+the user's, on the coroutine's stack or, for a running one, on its thread's: coroscope's own
+frames (coro_yield, the context switch) and system libraries' (a blocking read) are skipped;
+for a coroutine that was never entered, its entry function.
 "*" marks the coroutine selected with coro-select, or else the one running on the selected
 thread.
 Reads memory only: works on live processes and core files.
@@ -165,7 +167,8 @@ Reads memory only: works on live processes and core files.
 Example:
   (gdb) coro-info
   * 1 running   "acceptor" thread 4242 at accept_loop (server.c:88)
-    2 suspended "conn-7"   thread 4242 at read_request (server.c:140)"""
+    2 suspended "conn-7"   thread 4242 at read_request (server.c:140)
+    3 waiting   "conn-8"   thread 4242 [fd 9 readable, 3.2 s] at read_request (server.c:140)"""
 
     def __init__(self):
         super(CoroInfo, self).__init__("coro-info", gdb.COMMAND_STACK)
