@@ -548,11 +548,22 @@ import gdb
 t0 = time.monotonic()
 text = gdb.execute("coro-info", to_string=True)
 gdb.write("coro-info: %d lines in %.3f s\n" % (len(text.splitlines()), time.monotonic() - t0))
+from coroscope import locate
+gdb.write("asked gdb %(asked_gdb)d walked %(walked)d\n" % locate.stats)
+gdb.write(text)
 EOF
 out=$T/many.out
 rungdb "$out" -ex 'break stop_here' -ex run -ex 'echo ==time==\n' -ex "source $T/time.py" \
     -ex 'echo ==end==\n' -ex kill --args "$PROG" many 1000
 has "$out" time '^coro-info: 1008 lines in '
+# Half of the parked coroutines wait for parked-0's mutex: every one of them says so, and
+# coroutines parked alike are walked, not asked of gdb's frames one by one (the mutex
+# waiters' frames include gdb's made-up tail-call frame of coro_mutex_lock).
+count "$out" time '^ +[0-9]+ +waiting +"parked-[0-9]*[13579]" +thread [0-9]+ \[mutex 0x[0-9a-f]+ held by coroutine [0-9]+, [0-9.]+ (s|ms|us)\] at parked_main ' 500
+asked=$(block "$out" time | sed -n 's/^asked gdb \([0-9]*\) walked \([0-9]*\)$/\1/p')
+checks=$((checks + 1))
+[ -n "$asked" ] && [ "$asked" -le 20 ] ||
+    fail "coro-info asked gdb's frames for ${asked:-?} of 1,008 coroutines (at most 20 expected)"
 secs=$(block "$out" time | sed -n 's/^coro-info: [0-9]* lines in \([0-9.]*\) s$/\1/p')
 if [ -n "$secs" ]; then
     echo "e2e-gdb: coro-info with 1,008 coroutines: $secs s (limit 2 s)"

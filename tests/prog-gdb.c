@@ -5,7 +5,8 @@
  *   prog-gdb run             stop in stop_here() (the test sets a breakpoint there), then exit 0
  *   prog-gdb wait            print the pid, then wait in stop_here() until killed (for gdb -p)
  *   prog-gdb crash           abort() in stop_here(): a kernel core
- *   prog-gdb many N          also park N extra suspended coroutines, then as "run"
+ *   prog-gdb many N          also park N extra coroutines (half of them waiting for a CoMutex
+ *                            that parked-0 holds), then as "run"
  *   prog-gdb corrupt-loop    make the registry's record list loop, then abort()
  *   prog-gdb corrupt-magic   overwrite the descriptor's magic, then abort()
  *   prog-gdb corrupt-stack   give "beta" a saved stack pointer outside its stack, then abort()
@@ -31,6 +32,7 @@
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
 #include <coroscope/debug-abi.h>
+#include <coroscope/sync.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
@@ -97,8 +99,21 @@ static void idle_main(void *opaque) /* L:idle_decl */
 {
 }
 
+/* "many": parked-0 holds parked_lock, the odd ones wait for it (coro_mutex_lock reaches its
+ * wait by a tail call), the others yield. */
+static CoMutex parked_lock;
+
 static void parked_main(void *opaque)
 {
+    long i = (long)(intptr_t)opaque;
+    if (i % 2 == 1) {
+        coro_mutex_lock(&parked_lock);
+        __asm__ volatile("" ::: "memory");
+        return;
+    }
+    if (i == 0) {
+        coro_mutex_lock(&parked_lock);
+    }
     coro_yield();
 }
 
@@ -219,7 +234,8 @@ int main(int argc, char **argv)
     for (long i = 0; i < extra; i++) {
         char name[32];
         snprintf(name, sizeof(name), "parked-%ld", i);
-        Coroutine *p = coro_create_opts(parked_main, NULL, &(CoroutineOptions){ .name = name });
+        Coroutine *p = coro_create_opts(parked_main, (void *)(intptr_t)i,
+                                        &(CoroutineOptions){ .name = name });
         if (!p) {
             perror("coro_create");
             return 1;
