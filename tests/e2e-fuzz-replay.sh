@@ -1,0 +1,31 @@
+#!/bin/sh
+# Every seed (fuzz/corpus/<target>/) and every input that once crashed a reader
+# (fuzz/regress/<target>/) goes through its fuzz target again, built without clang
+# ($B/fuzz/replay-<target>: gcc, fuzz/replay.c as main; under `make check-asan` with ASan and
+# UBSan): a crash, a sanitizer report or a hang fails the test (docs/fuzzing.md).
+set -u
+B=${B:-build}
+export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+fails=0
+for t in registry core elf sigsym; do
+    prog=$B/fuzz/replay-$t
+    if [ ! -x "$prog" ]; then
+        echo "FAIL - $prog is not built"; fails=$((fails + 1)); continue
+    fi
+    dirs=""
+    for d in fuzz/corpus/$t fuzz/regress/$t; do
+        [ -d "$d" ] && dirs="$dirs $d"
+    done
+    n=$(find $dirs -type f 2>/dev/null | wc -l)
+    [ "$n" -gt 0 ] || { echo "FAIL - no inputs for $t"; fails=$((fails + 1)); continue; }
+    # shellcheck disable=SC2086
+    if out=$(timeout 300 "$prog" $dirs 2>&1); then
+        echo "ok   - fuzz-$t: $n seed and regression inputs replayed ($out)"
+    else
+        echo "FAIL - fuzz-$t: a seed or regression input fails (exit $?):"
+        printf '%s\n' "$out" | tail -40 | sed 's/^/    | /'
+        fails=$((fails + 1))
+    fi
+done
+[ $fails -eq 0 ]
