@@ -75,7 +75,8 @@ $(B)/fuzz/replay-%: fuzz/fuzz-%.c fuzz/replay.c fuzz/fuzz-int.h $(B)/fuzz/libcor
 	@mkdir -p $(dir $@)
 	@$(if $(Q),echo "  CCLD    $@")
 	$(Q)$(CC) $(filter-out -fvisibility=hidden -MMD -MP,$(ALL_CFLAGS)) -Wno-unused-function \
-	    $(FUZZ_INC) -o $@ $< fuzz/replay.c $(ALL_LDFLAGS) $(B)/fuzz/libcoroscope-objs.a $(LIB_LIBS)
+	    $(FUZZ_INC) -o $@ $< fuzz/replay.c $(ALL_LDFLAGS) -Wl,--wrap=malloc,--wrap=calloc,--wrap=realloc \
+	    $(B)/fuzz/libcoroscope-objs.a $(LIB_LIBS)
 
 TEST_HELPERS += $(patsubst %,$(B)/fuzz/replay-%,$(FUZZ_ALL))
 

@@ -4,6 +4,10 @@
  * LLVMFuzzerTestOneInput once. A crash, a sanitizer report or a hang (the test's timeout) is a
  * failure; otherwise prints how many inputs ran and exits 0. tests/e2e-fuzz-replay.sh runs it
  * over fuzz/corpus/<target> and fuzz/regress/<target>.
+ *
+ * As libFuzzer's -malloc_limit_mb, an allocation of more than REPLAY_MALLOC_LIMIT bytes by
+ * the library or the target aborts (they are linked with --wrap=malloc,calloc,realloc): a
+ * reader that sizes a buffer by a count read from its input fails here too.
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -18,6 +22,42 @@
 
 /* Inputs bigger than this are refused, as `make fuzz` runs with -max_len below it. */
 #define REPLAY_MAX_INPUT (64u * 1024u * 1024u)
+
+#define REPLAY_MALLOC_LIMIT (2048ull << 20)
+
+void *__real_malloc(size_t size);
+void *__real_calloc(size_t n, size_t size);
+void *__real_realloc(void *p, size_t size);
+void *__wrap_malloc(size_t size);
+void *__wrap_calloc(size_t n, size_t size);
+void *__wrap_realloc(void *p, size_t size);
+
+static void check_size(const char *what, unsigned long long size)
+{
+    if (size > REPLAY_MALLOC_LIMIT) {
+        fprintf(stderr, "replay: %s(%llu) is over the limit of %llu bytes\n", what, size,
+                REPLAY_MALLOC_LIMIT);
+        abort();
+    }
+}
+
+void *__wrap_malloc(size_t size)
+{
+    check_size("malloc", size);
+    return __real_malloc(size);
+}
+
+void *__wrap_calloc(size_t n, size_t size)
+{
+    check_size("calloc", size && n > SIZE_MAX / size ? ~0ull : (unsigned long long)n * size);
+    return __real_calloc(n, size);
+}
+
+void *__wrap_realloc(void *p, size_t size)
+{
+    check_size("realloc", size);
+    return __real_realloc(p, size);
+}
 
 static int run_file(const char *path, unsigned *count)
 {
