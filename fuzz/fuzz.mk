@@ -60,6 +60,7 @@ fuzz: fuzz-build
 	$(Q)for t in $(FUZZ_TARGETS); do \
 	    mkdir -p $(FUZZ_B)/corpus/$$t $(FUZZ_B)/crashes/$$t && \
 	    echo "=== fuzz-$$t: $(if $(FUZZ_RUNS),$(FUZZ_RUNS) runs,$(FUZZ_SECONDS) s)" && \
+	    LSAN_OPTIONS=suppressions=$(CURDIR)/fuzz/lsan.supp:print_suppressions=0 \
 	    $(FUZZ_B)/fuzz-$$t -max_len=$(FUZZ_MAX_LEN) -timeout=10 -print_final_stats=1 \
 	        $(if $(FUZZ_RUNS),-runs=$(FUZZ_RUNS),-max_total_time=$(FUZZ_SECONDS)) \
 	        -artifact_prefix=$(FUZZ_B)/crashes/$$t/ \

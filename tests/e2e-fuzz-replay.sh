@@ -7,6 +7,8 @@ set -u
 B=${B:-build}
 export ASAN_OPTIONS="detect_leaks=1:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
 export UBSAN_OPTIONS="halt_on_error=1:print_stacktrace=1${UBSAN_OPTIONS:+:$UBSAN_OPTIONS}"
+# Leaks inside libdw itself are not the readers' (fuzz/lsan.supp says which).
+export LSAN_OPTIONS="suppressions=$(pwd)/fuzz/lsan.supp:print_suppressions=0${LSAN_OPTIONS:+:$LSAN_OPTIONS}"
 fails=0
 for t in registry core elf sigsym; do
     prog=$B/fuzz/replay-$t
