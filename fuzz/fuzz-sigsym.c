@@ -25,7 +25,9 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     elf_version(EV_CURRENT);
     SymBuild b = { 0 };
     read_module_symbols(&b, &m);
-    qsort(b.syms, b.n, sizeof(SigSym), sym_cmp);
+    if (b.n) {
+        qsort(b.syms, b.n, sizeof(SigSym), sym_cmp);
+    }
     SigSymtab table = { b.n, b.syms, b.names };
 
     uint64_t pcs[MAX_PCS];
