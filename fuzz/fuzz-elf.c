@@ -114,8 +114,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         return 0;
     }
     dwfl_report_begin(dwfl);
-    /* libdwfl takes the fd it is given (and closes it); the path is for messages. */
-    Dwfl_Module *mod = dwfl_report_elf(dwfl, "fuzz", path, dup(fd), 0, false);
+    /* libdwfl opens the path itself: a fd handed to it stays open when the report fails. */
+    Dwfl_Module *mod = dwfl_report_elf(dwfl, "fuzz", path, -1, 0, false);
     dwfl_report_end(dwfl, NULL, NULL);
     if (!mod) {
         dwfl_end(dwfl);

@@ -7,7 +7,9 @@
  *
  * As libFuzzer's -malloc_limit_mb, an allocation of more than REPLAY_MALLOC_LIMIT bytes by
  * the library or the target aborts (they are linked with --wrap=malloc,calloc,realloc): a
- * reader that sizes a buffer by a count read from its input fails here too.
+ * reader that sizes a buffer by a count read from its input fails here too. And, which
+ * libFuzzer does not check, an input after the first may not leave more file descriptors open
+ * than the first left (a reader that loses one per corrupt file runs out of them).
  */
 #define _GNU_SOURCE
 #include <dirent.h>
@@ -59,8 +61,22 @@ void *__wrap_realloc(void *p, size_t size)
     return __real_realloc(p, size);
 }
 
+static int open_fds(void)
+{
+    DIR *d = opendir("/proc/self/fd");
+    int n = 0;
+    while (d && readdir(d)) {
+        n++;
+    }
+    if (d) {
+        closedir(d);
+    }
+    return n;
+}
+
 static int run_file(const char *path, unsigned *count)
 {
+    static int fds_after_first = -1;
     FILE *f = fopen(path, "rb");
     struct stat st;
     if (!f || fstat(fileno(f), &st) != 0) {
@@ -83,6 +99,15 @@ static int run_file(const char *path, unsigned *count)
     LLVMFuzzerTestOneInput(in, size);
     free(in);
     (*count)++;
+    int fds = open_fds();
+    if (fds_after_first < 0) {
+        fds_after_first = fds;
+    } else if (fds > fds_after_first) {
+        fprintf(stderr, "replay: %s leaves %d more file descriptors open\n", path,
+                fds - fds_after_first);
+        fds_after_first = fds;
+        return -1;
+    }
     return 0;
 }
 
