@@ -428,10 +428,11 @@ int coro__registry_read_one(CoroTarget *t, const struct coro_debug_abi *abi, uin
 }
 
 /* Buffers are sized by what a walk finds, not by the descriptor's counts (which an untrusted
- * target may set to the bounds, 16 M records: gigabytes): they start at most this big and
- * double while a walk fills them. */
-#define INITIAL_RECORDS 1024u
-#define INITIAL_SHARDS 64u
+ * target may set to the bounds, 16 M records: gigabytes): they start at most this big (a few
+ * MB; one walk for registries up to this size, as before) and double while a walk fills them,
+ * each time walking again. */
+#define INITIAL_RECORDS 16384u
+#define INITIAL_SHARDS 256u
 
 /* Grows *buf (n elements of size each) to n * 2, but to no more than max. */
 static bool grow(void **buf, size_t *n, size_t max, size_t size)
