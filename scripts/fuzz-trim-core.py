@@ -64,20 +64,18 @@ def main():
             loads.append(([1, flags, 0, vaddr, 0, filesz, memsz, align],
                           data[off:off + filesz]))
         else:
-            run = None
+            # Runs of pages, each kept (its bytes) or dropped (file size 0).
+            runs = []
             for page in range(0, memsz, PAGE):
                 size = min(PAGE, memsz - page)
                 kept = page < filesz and wanted(vaddr + page, vaddr + page + size)
-                if run and run[0] == kept:
-                    run[2] += size
+                if runs and runs[-1][0] == kept:
+                    runs[-1][2] += size
                 else:
-                    run = [kept, page, size]
-                    loads.append(run)
-            for i, r in enumerate(loads):
-                if isinstance(r, list) and len(r) == 3:
-                    kept, page, size = r
-                    body = data[off + page:off + page + size] if kept else b""
-                    loads[i] = ([1, flags, 0, vaddr + page, 0, len(body), size, align], body)
+                    runs.append([kept, page, size])
+            for kept, page, size in runs:
+                body = data[off + page:off + page + size] if kept else b""
+                loads.append(([1, flags, 0, vaddr + page, 0, len(body), size, align], body))
     segs = notes + loads
     header = bytearray(data[:64])
     struct.pack_into("<QH", header, 0x20, 64, 0)
@@ -87,7 +85,7 @@ def main():
     at = 64 + 56 * len(segs)
     table, bodies = b"", b""
     for p, body in segs:
-        p[2] = at + len(bodies) if body else at + len(bodies)
+        p[2] = at + len(bodies)
         p[5] = len(body)
         table += struct.pack("<IIQQQQQQ", *p)
         bodies += body
