@@ -19,7 +19,8 @@ PKG_CONFIG   ?= pkg-config
 B            ?= build
 SAN          ?=
 
-# Debian packages the build, the tests, the benchmarks and the demo need (make deps).
+# Debian packages the build, the tests, the benchmarks and the demo need (make deps; `make fuzz`
+# also needs FUZZ_DEB_PACKAGES, fuzz/fuzz.mk, which `make check` does not).
 DEB_PACKAGES := build-essential pkg-config libdw-dev libelf-dev libunwind-dev libcmocka-dev \
                 libboost-context-dev elfutils gdb valgrind python3 python3-jsonschema g++ \
                 libuv1-dev systemtap-sdt-dev zlib1g-dev golang-go libncurses-dev tmux
@@ -297,6 +298,9 @@ $(B)/tests/prog-crash-static: tests/prog-crash.cc $(B)/libcoroscope.a
 	$(Q)$(CXX) -O2 -g -Iinclude $(SAN) $(CXXFLAGS) -o $@ $< $(ALL_LDFLAGS) \
 	    $(B)/libcoroscope.a $(LIB_LIBS)
 
+# Fuzz targets: `make fuzz` (clang-14, libFuzzer), and their replay programs for `make check`.
+include fuzz/fuzz.mk
+
 TEST_WRAP    ?=
 check: all $(TEST_BIN) $(TEST_HELPERS)
 	$(Q)B=$(B) TEST_WRAP="$(TEST_WRAP)" ./tests/run-tests.sh $(TEST_BIN) $(TEST_SCRIPTS)
@@ -321,7 +325,7 @@ demo: all
 
 # ---------------------------------------------------------------- deps
 deps:
-	$(Q)$(DEPS_SH) $(DEB_PACKAGES)
+	$(Q)$(DEPS_SH) $(DEB_PACKAGES) $(FUZZ_DEB_PACKAGES)
 
 clean:
 	rm -rf build build-asan
@@ -331,6 +335,7 @@ help:
 	@echo "make demo       build and run the demo"
 	@echo "make check      run every test (check-asan: under ASan+UBSan; check-valgrind)"
 	@echo "make bench      run the benchmarks"
+	@echo "make fuzz       run the libFuzzer targets (clang-14): FUZZ_SECONDS=60 or FUZZ_RUNS=N"
 	@echo "make deps       install missing Debian packages (as root) or print the apt-get line"
 	@echo "make install    PREFIX=/usr/local DESTDIR="
 

@@ -427,6 +427,26 @@ int coro__registry_read_one(CoroTarget *t, const struct coro_debug_abi *abi, uin
     return -EAGAIN;
 }
 
+/* Buffers are sized by what a walk finds, not by the descriptor's counts (which an untrusted
+ * target may set to the bounds, 16 M records: gigabytes): they start at most this big (a few
+ * MB; one walk for registries up to this size, as before) and double while a walk fills them,
+ * each time walking again. */
+#define INITIAL_RECORDS 16384u
+#define INITIAL_SHARDS 256u
+
+/* Grows *buf (n elements of size each) to n * 2, but to no more than max. */
+static bool grow(void **buf, size_t *n, size_t max, size_t size)
+{
+    size_t want = *n * 2 < max ? *n * 2 : max;
+    void *p = realloc(*buf, want * size);
+    if (!p) {
+        return false;
+    }
+    *buf = p;
+    *n = want;
+    return true;
+}
+
 int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out)
 {
     memset(out, 0, sizeof(*out));
@@ -435,28 +455,47 @@ int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out)
     if (rc < 0) {
         return rc;
     }
+    size_t cap = 0, tcap = 0;
     /* Counts only grow while we read: one retry with room for what was added meanwhile. */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        /* Counts are untrusted: above the limits the walks stop there and the result is
+    for (int attempt = 0; attempt < 2;) {
+        /* Room for every record and shard the descriptor counts, plus what may be added. The
+         * counts are untrusted: above the limits the walks stop there and the result is
          * partial (truncated), not refused. */
-        size_t cap = (size_t)(out->abi.nrecords < CORO_SNAPSHOT_MAX_RECORDS
+        size_t max = (size_t)(out->abi.nrecords < CORO_SNAPSHOT_MAX_RECORDS
                                   ? out->abi.nrecords : CORO_SNAPSHOT_MAX_RECORDS) + 64;
-        size_t tcap = (size_t)(out->abi.nshards < CORO_SNAPSHOT_MAX_SHARDS
+        size_t tmax = (size_t)(out->abi.nshards < CORO_SNAPSHOT_MAX_SHARDS
                                    ? out->abi.nshards : CORO_SNAPSHOT_MAX_SHARDS) + 8;
-        free(out->coros);
-        free(out->threads);
-        out->coros = malloc(cap * sizeof(*out->coros));
-        out->threads = malloc(tcap * sizeof(*out->threads));
-        if (!out->coros || !out->threads) {
+        bool ok = true;
+        if (cap == 0 || tcap == 0) {
+            cap = max < INITIAL_RECORDS ? max : INITIAL_RECORDS;
+            tcap = tmax < INITIAL_SHARDS ? tmax : INITIAL_SHARDS;
+            free(out->coros);
+            free(out->threads);
+            out->coros = malloc(cap * sizeof(*out->coros));
+            out->threads = malloc(tcap * sizeof(*out->threads));
+            ok = out->coros && out->threads;
+        }
+        if (ok) {
+            rc = coro__registry_read_into(t, &out->abi, out->coros, cap, &out->ncoros,
+                                          out->threads, tcap, &out->nthreads, &out->unreadable,
+                                          &out->truncated);
+        }
+        /* A walk that filled a buffer is read again with a bigger one. */
+        bool full = out->ncoros == cap && cap < max, tfull = out->nthreads == tcap && tcap < tmax;
+        if (ok && rc == 0 && out->truncated && (full || tfull)) {
+            ok = (!full || grow((void **)&out->coros, &cap, max, sizeof(*out->coros))) &&
+                 (!tfull || grow((void **)&out->threads, &tcap, tmax, sizeof(*out->threads)));
+            if (ok) {
+                continue;
+            }
+        }
+        if (!ok) {
             coro__registry_free(out);
             snprintf(t->error, sizeof(t->error), "out of memory reading %zu coroutine records",
                      cap);
             return -ENOMEM;
         }
-        rc = coro__registry_read_into(t, &out->abi, out->coros, cap, &out->ncoros,
-                                      out->threads, tcap, &out->nthreads, &out->unreadable,
-                                      &out->truncated);
-        if (rc < 0 || !out->truncated || attempt == 1) {
+        if (rc < 0 || !out->truncated || ++attempt == 2) {
             break;
         }
         /* Perhaps records were linked after the descriptor was read: read it again. */
@@ -466,6 +505,7 @@ int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out)
             break;
         }
         out->abi = again;
+        cap = tcap = 0;
     }
     if (rc < 0) {
         coro__registry_free(out);
