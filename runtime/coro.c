@@ -104,6 +104,29 @@ static inline CoroShard *tls_shard(void)
 
 static void free_zombie(CoroShard *sh);
 
+#ifdef CORO_TSAN
+/*
+ * ThreadSanitizer sees every context as a fiber (a TSan thread of its own) and hears of every
+ * switch through __tsan_switch_to_fiber, which synchronises: what ran before a switch happens
+ * before what runs after it, on whichever thread the switched-to context later runs. That is
+ * also what makes a wake visible to TSan: the waker's hand-off (a lock, an atomic, an
+ * eventfd) reaches the thread that enters the coroutine, and the enter carries it on.
+ *
+ * A coroutine's fiber is made when it is first entered (a created coroutine that never runs
+ * costs none: gcc 12's TSan has room for ~8k live threads and fibers together) and ends
+ * with its life: a fiber cannot destroy itself, so the terminating coroutine leaves it in
+ * its shard's tsan_dead_fiber and the context it switches to destroys it
+ * (san_finish_switch). An escape (coro_escape_to_thread) runs on a fiber of its own.
+ *
+ * In a fork child TSan ignores the accesses and synchronisation of the forking context
+ * whenever the parent had more than one thread — and every fiber counts as one. Fibers
+ * switched to in the child would not be ignored, and would report races against the
+ * forking context's history that TSan no longer orders. So a fork child stops telling TSan
+ * of switches: all of it runs as the forking context, as TSan means it to.
+ */
+static int tsan_fork_child;
+#endif
+
 static void release_cache(CoroShard *sh)
 {
     free_zombie(sh);
@@ -141,6 +164,9 @@ static void atfork_parent(void)
 
 static void atfork_child(void)
 {
+#ifdef CORO_TSAN
+    tsan_fork_child = 1;
+#endif
     coro__pool_child_reset();
     coro__registry_child_reset(coro__tls_shard);
 }
@@ -222,7 +248,9 @@ static inline __attribute__((always_inline)) void san_start_switch(CoroShard *sh
                                    to ? to->stack_size : sh->leader_stack_size);
 #endif
 #ifdef CORO_TSAN
-    __tsan_switch_to_fiber(to ? to->tsan_fiber : sh->leader_tsan_fiber, 0);
+    if (likely(!tsan_fork_child)) {
+        __tsan_switch_to_fiber(to ? to->tsan_fiber : sh->leader_tsan_fiber, 0);
+    }
 #endif
 }
 
@@ -231,6 +259,14 @@ static inline __attribute__((always_inline)) void san_finish_switch(void *fake)
 {
 #ifdef CORO_ASAN
     __sanitizer_finish_switch_fiber(fake, NULL, NULL);
+#endif
+#ifdef CORO_TSAN
+    /* The fiber of a context that ended (a terminated coroutine, a finished escape). */
+    CoroShard *sh = tls_shard();
+    if (sh->tsan_dead_fiber) {
+        __tsan_destroy_fiber(sh->tsan_dead_fiber);
+        sh->tsan_dead_fiber = NULL;
+    }
 #endif
 }
 
@@ -279,8 +315,11 @@ static inline void count(_Atomic uint64_t *counter)
                           memory_order_relaxed);
 }
 
-#ifdef CORO_C_SWITCH
-/* Sanitizer builds: the entry function of every coroutine, first on its new stack. */
+#ifdef CORO_ASAN
+/* ASan builds: the entry function of every coroutine, first on its new stack. (TSan builds
+ * start at the entry itself: nothing is pending when a new fiber first runs, and the extra
+ * frame would show in backtraces, as TSan's function-exit hook keeps it from being a tail
+ * call.) */
 static void san_entry(void *opaque)
 {
     Coroutine *co = opaque;
@@ -334,7 +373,7 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
     co->regs.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
     co->regs.rbp = 0;
     co->regs.rbx = (uint64_t)(uintptr_t)co;
-#ifdef CORO_C_SWITCH
+#ifdef CORO_ASAN
     co->regs.r12 = (uint64_t)(uintptr_t)san_entry;
     co->regs.r13 = (uint64_t)(uintptr_t)co;
 #else
@@ -347,13 +386,6 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
     /* No exception caught or in flight, as on a new thread. */
     co->regs.eh_caught = 0;
     co->regs.eh_uncaught = 0;
-#ifdef CORO_TSAN
-    /* A fresh fiber for each life: the previous life's ended inside coro__terminate. */
-    if (co->tsan_fiber) {
-        __tsan_destroy_fiber(co->tsan_fiber);
-    }
-    co->tsan_fiber = __tsan_create_fiber(0);
-#endif
     co->entry = entry;
     co->opaque = opaque;
     co->create_site = site;
@@ -529,6 +561,12 @@ void coro__terminate(Coroutine *co)
     CORO_PROBE_TERMINATE(co);
     co->caller = NULL;
     count(&sh->terminated);
+#ifdef CORO_TSAN
+    /* This life's fiber ends here; the context switched to destroys it. (A fork child
+     * leaves fibers alone: it may be running as this one, see tsan_fork_child.) */
+    sh->tsan_dead_fiber = tsan_fork_child ? NULL : co->tsan_fiber;
+    co->tsan_fiber = NULL;
+#endif
     sh->current = to;
     if (to) {
         atomic_store_explicit(&to->state, CORO_STATE_RUNNING, memory_order_relaxed);
@@ -651,6 +689,11 @@ CORO_EXPORT void coro_enter(Coroutine *co)
 {
     CoroShard *sh = shard();
     CoroSwitch s = enter_prepare(sh, co);
+#ifdef CORO_TSAN
+    if (!co->tsan_fiber && !tsan_fork_child) {
+        co->tsan_fiber = __tsan_create_fiber(0); /* first enter of this life */
+    }
+#endif
     do_switch(sh, s.from, co);
 }
 
@@ -668,6 +711,7 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
 struct escape {
     void (*fn)(void *);
     void *arg;
+    void *tsan_thread_fiber; /* TSan: the thread's own fiber, back when the escape ends */
 };
 
 /* The first function of the escape context, on the thread's own stack (its caller is the
@@ -675,16 +719,26 @@ struct escape {
  * mapped: that coroutine is suspended. */
 static __attribute__((noreturn)) void escape_entry(void *opaque)
 {
-    struct escape *e = opaque;
+    /* Copied first: once fn has run, the escaping coroutine may have been entered again
+     * and ended, and *opaque with its stack. */
+    struct escape e = *(struct escape *)opaque;
 #ifdef CORO_C_SWITCH
     san_finish_switch(NULL);
 #endif
-    e->fn(e->arg);
+    e.fn(e.arg);
     /* fn returned: the outermost coro_enter() of the thread returns, as after a yield. Same
-     * stack, same TSan fiber; ASan hears of the jump up the stack. */
+     * stack: ASan hears of the jump up the stack; TSan goes back to the thread's fiber, which
+     * destroys this escape's. */
     CoroShard *sh = tls_shard();
 #ifdef CORO_ASAN
     __sanitizer_start_switch_fiber(NULL, sh->leader_stack_bottom, sh->leader_stack_size);
+#endif
+#ifdef CORO_TSAN
+    if (!tsan_fork_child && e.tsan_thread_fiber) {
+        sh->tsan_dead_fiber = sh->leader_tsan_fiber;
+        sh->leader_tsan_fiber = e.tsan_thread_fiber;
+        __tsan_switch_to_fiber(sh->leader_tsan_fiber, 0);
+    }
 #endif
     coro__switch_exit(&sh->leader);
 }
@@ -710,7 +764,7 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     /* A context that calls escape_entry on the thread's own stack, below the frame of the
      * outermost coro_enter() (nothing below its saved rsp is in use), with the thread's
      * floating-point control and C++ exception state. */
-    struct escape e = { fn, arg };
+    struct escape e = { fn, arg, NULL };
     CoroRegs esc = sh->leader;
     esc.rsp = (sh->leader.rsp - 256) & ~(uint64_t)15;
     esc.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
@@ -719,6 +773,16 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     esc.r12 = (uint64_t)(uintptr_t)escape_entry;
     esc.r13 = (uint64_t)(uintptr_t)&e;
     eh_swap(sh, &self->regs, &sh->leader);
+#ifdef CORO_TSAN
+    /* fn runs on a fiber of its own, which stands for the thread's stack until it returns
+     * (coroutines fn enters go back to it): TSan keeps a shadow call stack per fiber, and
+     * the thread's own fiber is still inside the outermost coro_enter(), where the escape
+     * ends. */
+    if (!tsan_fork_child) {
+        e.tsan_thread_fiber = sh->leader_tsan_fiber;
+        sh->leader_tsan_fiber = __tsan_create_fiber(0);
+    }
+#endif
 #ifdef CORO_C_SWITCH
     void *fake = NULL;
     san_start_switch(sh, NULL, &fake);

@@ -26,10 +26,6 @@
 
 #include "coro-int.h"
 
-#ifdef CORO_TSAN
-#include <sanitizer/tsan_interface.h>
-#endif
-
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102 /* glibc 2.36 headers predate it */
 #endif
@@ -111,12 +107,6 @@ void coro__stack_free(Coroutine *co)
         return;
     }
     size_t page = coro__page_size();
-#ifdef CORO_TSAN
-    if (co->tsan_fiber) {
-        __tsan_destroy_fiber(co->tsan_fiber); /* made by coro.c's init_record */
-        co->tsan_fiber = NULL;
-    }
-#endif
     VALGRIND_STACK_DEREGISTER(co->valgrind_stack_id);
     munmap((char *)co->stack_base - page, co->stack_size + page);
     co->stack_base = NULL;
