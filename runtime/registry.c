@@ -195,7 +195,8 @@ void coro__shard_detach(CoroShard *sh)
  */
 void coro__registry_child_reset(CoroShard *survivor)
 {
-    pthread_mutex_init(&registry_mutex, NULL);
+    /* Locked by this thread in atfork_prepare (coro.c), as the pool is. */
+    pthread_mutex_unlock(&registry_mutex);
     CoroShard *sh = (CoroShard *)(uintptr_t)coroscope_debug_abi.shards;
     for (; sh; sh = atomic_load_explicit(&sh->next, memory_order_relaxed)) {
         if (sh == survivor) {

@@ -148,9 +148,12 @@ Coroutine *coro__pool_put_shared(Coroutine *chain, unsigned n)
     return chain;
 }
 
+/* In a fork child: the forking thread, the child's only one, locked the pool in
+ * atfork_prepare (coro.c) and unlocks it here. (Initialising it again while locked, as this
+ * did, is undefined; TSan saw the child hold it for ever and reported lock-order cycles.) */
 void coro__pool_child_reset(void)
 {
-    pthread_mutex_init(&pool_mutex, NULL);
+    pthread_mutex_unlock(&pool_mutex);
 }
 
 void coro__pool_lock(void)
