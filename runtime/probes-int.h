@@ -31,8 +31,10 @@
  * is the same clock, so nsecs - arg2 is the time waited) */
 #define CORO_PROBE_WAIT_END(co, kind, since) \
     STAP_PROBE3(coroscope, wait_end, (co)->id, kind, since)
-/* id of the coroutine made runnable, kind of the wait it is in (0: none) */
-#define CORO_PROBE_WAKE(co) STAP_PROBE2(coroscope, wake, (co)->id, (co)->wait_kind)
+/* id of the coroutine made runnable, kind of the wait it is in (0: none); the waker may run
+ * on another thread than the coroutine, which writes wait_kind as it parks and resumes */
+#define CORO_PROBE_WAKE(co) \
+    STAP_PROBE2(coroscope, wake, (co)->id, __atomic_load_n(&(co)->wait_kind, __ATOMIC_RELAXED))
 #else
 #define CORO_PROBE_CREATE(co) ((void)0)
 #define CORO_PROBE_TERMINATE(co) ((void)0)
