@@ -16,7 +16,7 @@ L_SLEEP=$(line_of sleep)
 
 
 # The same sanitizers as the library, or the static link fails.
-case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *) SAN="" ;; esac
+case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *tsan*) SAN="-fsanitize=thread" ;; *) SAN="" ;; esac
 PROG=$T/prog-static
 # shellcheck disable=SC2046,SC2086
 if ! ${CC:-cc} -std=gnu11 -O2 -g $SAN -Iinclude -o "$PROG" "$SRC" "$B/libcoroscope.a" \

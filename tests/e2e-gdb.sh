@@ -114,6 +114,9 @@ case "$B" in
     *asan*) asan=1 ;;   # ASan reserves terabytes of shadow memory: no gcore, no core
 esac
 no_cores=$asan
+case "$B" in
+    *tsan*) no_cores=1 ;;  # so does TSan (and it disables core dumps): no gcore, no core
+esac
 S='[[:space:]]+'
 
 # The coroutine list every stop point shows, ids in order (the sleeper runs on another

@@ -24,7 +24,7 @@ command -v python3 >/dev/null 2>&1 || { echo "e2e-signal: python3 not found: ski
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT INT TERM
 # The same program linked with the static library (the environment must work there too).
-case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *) SAN="" ;; esac
+case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *tsan*) SAN="-fsanitize=thread" ;; *) SAN="" ;; esac
 # shellcheck disable=SC2086,SC2046
 if ! ${CC:-cc} -std=gnu11 -O2 -g $SAN -Iinclude -o "$T/prog-signal-static" tests/prog-signal.c \
         "$B/libcoroscope.a" $(pkg-config --libs libdw libelf zlib) -lpthread; then
