@@ -298,6 +298,20 @@ static inline __attribute__((always_inline)) void eh_swap(CoroShard *sh, CoroReg
     }
 }
 
+/* The fields the stall watchdog (inspect/watchdog.c) reads from its own thread while this one
+ * switches: the running coroutine of a shard and a record's switch count. Only the owning
+ * thread writes them, so a relaxed store is all it takes (a plain mov on x86, as the
+ * assembly fast path does); plain C stores would race with those reads. */
+static inline void set_current(CoroShard *sh, Coroutine *co)
+{
+    __atomic_store_n(&sh->current, co, __ATOMIC_RELAXED);
+}
+
+static inline void set_switch_count(Coroutine *co, uint64_t n)
+{
+    __atomic_store_n(&co->switch_count, n, __ATOMIC_RELAXED);
+}
+
 /* Opens the seqlock of co's record before its state and registers change; the switch closes
  * it once the registers are stored. */
 static inline void begin_save(Coroutine *co, uint32_t state)
@@ -394,7 +408,7 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
      * (+23%, bench/ab.c on this VM). */
     co->created_ns = (uint64_t)sh->loop_clock_ns;
     co->caller = NULL;
-    co->switch_count = 0;
+    set_switch_count(co, 0);
     co->tid = atomic_load_explicit(&sh->tid, memory_order_relaxed);
     co->generation = __atomic_load_n(&coroscope_debug_abi.leak_generation, __ATOMIC_RELAXED);
     if (name) {
@@ -567,7 +581,7 @@ void coro__terminate(Coroutine *co)
     sh->tsan_dead_fiber = tsan_fork_child ? NULL : co->tsan_fiber;
     co->tsan_fiber = NULL;
 #endif
-    sh->current = to;
+    set_current(sh, to);
     if (to) {
         atomic_store_explicit(&to->state, CORO_STATE_RUNNING, memory_order_relaxed);
     }
@@ -648,9 +662,9 @@ static inline __attribute__((always_inline)) CoroSwitch enter_prepare(CoroShard 
     }
     co->tid = atomic_load_explicit(&sh->tid, memory_order_relaxed);
     co->caller = self;
-    co->switch_count++;
+    set_switch_count(co, co->switch_count + 1);
     atomic_store_explicit(&co->state, CORO_STATE_RUNNING, memory_order_release);
-    sh->current = co;
+    set_current(sh, co);
     eh_swap(sh, from, &co->regs);
     return (CoroSwitch){ from, &co->regs };
 }
@@ -666,7 +680,7 @@ static inline __attribute__((always_inline)) CoroSwitch yield_prepare(CoroShard 
     Coroutine *to = self->caller;
     begin_save(self, CORO_STATE_SUSPENDED);
     self->caller = NULL;
-    sh->current = to;
+    set_current(sh, to);
     *to_co = to;
     CoroSwitch s = { &self->regs, &sh->leader };
     if (to) {
@@ -760,7 +774,7 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     }
     begin_save(self, CORO_STATE_SUSPENDED);
     self->caller = NULL;
-    sh->current = NULL;
+    set_current(sh, NULL);
     /* A context that calls escape_entry on the thread's own stack, below the frame of the
      * outermost coro_enter() (nothing below its saved rsp is in use), with the thread's
      * floating-point control and C++ exception state. */

@@ -182,7 +182,7 @@ CoroShard *coro__shard_attach(void)
 
 void coro__shard_detach(CoroShard *sh)
 {
-    sh->current = NULL;
+    __atomic_store_n(&sh->current, NULL, __ATOMIC_RELAXED);
     atomic_store_explicit(&sh->tid, 0, memory_order_release);
     atomic_store_explicit(&sh->in_use, 0, memory_order_release);
 }
