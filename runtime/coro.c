@@ -237,8 +237,8 @@ void coro__shard_loop_clock(int64_t now)
  * Sanitizer builds switch from C and tell the sanitizer about every stack switch; other
  * builds switch in switch-x86_64.S. Before leaving the current context for `to` (NULL: the
  * thread's own stack): ASan learns the target stack's bounds (*fake gets the fake stack of
- * the context left, or pass NULL for a context never resumed) and TSan switches to the
- * target's fiber (synchronising: what ran before the switch happens before what runs after).
+ * the context left, or pass NULL for a context never resumed). TSan has switched fibers
+ * earlier (tsan_switch, before the records change).
  */
 static inline __attribute__((always_inline)) void san_start_switch(CoroShard *sh, Coroutine *to,
                                                                    void **fake)
@@ -246,11 +246,6 @@ static inline __attribute__((always_inline)) void san_start_switch(CoroShard *sh
 #ifdef CORO_ASAN
     __sanitizer_start_switch_fiber(fake, to ? to->stack_base : sh->leader_stack_bottom,
                                    to ? to->stack_size : sh->leader_stack_size);
-#endif
-#ifdef CORO_TSAN
-    if (likely(!tsan_fork_child)) {
-        __tsan_switch_to_fiber(to ? to->tsan_fiber : sh->leader_tsan_fiber, 0);
-    }
 #endif
 }
 
@@ -269,6 +264,23 @@ static inline __attribute__((always_inline)) void san_finish_switch(void *fake)
     }
 #endif
 }
+
+#ifdef CORO_TSAN
+/*
+ * TSan's side of a switch to `to` (NULL: the thread's own stack), done *before* the record
+ * says who runs: TSan's fiber bookkeeping copies vector clocks (microseconds with many
+ * fibers), and readers that stop the thread in between (coroscope ps -p) would find it on
+ * the stack of the coroutine it left while the record calls the other one running. The few
+ * stores left before the real switch run as the target fiber, which has synchronised with
+ * everything before them.
+ */
+static inline __attribute__((always_inline)) void tsan_switch(CoroShard *sh, Coroutine *to)
+{
+    if (likely(!tsan_fork_child)) {
+        __tsan_switch_to_fiber(to ? to->tsan_fiber : sh->leader_tsan_fiber, 0);
+    }
+}
+#endif
 
 /* The switch of the C coro_enter / coro_yield. */
 static inline __attribute__((always_inline)) void do_switch(CoroShard *sh, CoroRegs *from,
@@ -569,18 +581,19 @@ void coro__terminate(Coroutine *co)
 {
     CoroShard *sh = tls_shard();
     Coroutine *to = co->caller;
+#ifdef CORO_TSAN
+    /* This life's fiber ends here; the context switched to destroys it. (A fork child
+     * leaves fibers alone: it may be running as this one, see tsan_fork_child.) */
+    sh->tsan_dead_fiber = tsan_fork_child ? NULL : co->tsan_fiber;
+    tsan_switch(sh, to);
+    co->tsan_fiber = NULL;
+#endif
     /* No seqlock: co's registers are never saved again nor read (readers skip TERMINATED and
      * FREE records), and its seq stays even for its next life. */
     atomic_store_explicit(&co->state, CORO_STATE_TERMINATED, memory_order_relaxed);
     CORO_PROBE_TERMINATE(co);
     co->caller = NULL;
     count(&sh->terminated);
-#ifdef CORO_TSAN
-    /* This life's fiber ends here; the context switched to destroys it. (A fork child
-     * leaves fibers alone: it may be running as this one, see tsan_fork_child.) */
-    sh->tsan_dead_fiber = tsan_fork_child ? NULL : co->tsan_fiber;
-    co->tsan_fiber = NULL;
-#endif
     set_current(sh, to);
     if (to) {
         atomic_store_explicit(&to->state, CORO_STATE_RUNNING, memory_order_relaxed);
@@ -702,12 +715,17 @@ CoroSwitch coro__enter_prepare(Coroutine *co)
 CORO_EXPORT void coro_enter(Coroutine *co)
 {
     CoroShard *sh = shard();
-    CoroSwitch s = enter_prepare(sh, co);
 #ifdef CORO_TSAN
-    if (!co->tsan_fiber && !tsan_fork_child) {
-        co->tsan_fiber = __tsan_create_fiber(0); /* first enter of this life */
+    /* Only for an enter that enter_prepare lets through (it aborts on misuse). */
+    uint32_t state = co ? atomic_load_explicit(&co->state, memory_order_relaxed) : 0;
+    if (state == CORO_STATE_CREATED || state == CORO_STATE_SUSPENDED) {
+        if (!co->tsan_fiber && !tsan_fork_child) {
+            co->tsan_fiber = __tsan_create_fiber(0); /* first enter of this life */
+        }
+        tsan_switch(sh, co);
     }
 #endif
+    CoroSwitch s = enter_prepare(sh, co);
     do_switch(sh, s.from, co);
 }
 
@@ -715,6 +733,11 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
 {
     CoroShard *sh = tls_shard();
     Coroutine *to;
+#ifdef CORO_TSAN
+    if (sh && sh->current) { /* else yield_prepare aborts */
+        tsan_switch(sh, sh->current->caller);
+    }
+#endif
     CoroSwitch s = yield_prepare(sh, &to);
     do_switch(sh, s.from, to);
 }
@@ -796,6 +819,7 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
         e.tsan_thread_fiber = sh->leader_tsan_fiber;
         sh->leader_tsan_fiber = __tsan_create_fiber(0);
     }
+    tsan_switch(sh, NULL);
 #endif
 #ifdef CORO_C_SWITCH
     void *fake = NULL;
