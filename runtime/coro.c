@@ -312,11 +312,13 @@ static inline __attribute__((always_inline)) void eh_swap(CoroShard *sh, CoroReg
 
 /* The fields the stall watchdog (inspect/watchdog.c) reads from its own thread while this one
  * switches: the running coroutine of a shard and a record's switch count. Only the owning
- * thread writes them, so a relaxed store is all it takes (a plain mov on x86, as the
- * assembly fast path does); plain C stores would race with those reads. */
+ * thread writes them, so atomic stores without a read-modify-write do (a plain mov on x86,
+ * as the assembly fast path does); plain C stores would race with those reads. current is
+ * a release store: the watchdog, loading it with acquire, then reads the record it names
+ * (whose memory may be a slab just calloc'ed). */
 static inline void set_current(CoroShard *sh, Coroutine *co)
 {
-    __atomic_store_n(&sh->current, co, __ATOMIC_RELAXED);
+    __atomic_store_n(&sh->current, co, __ATOMIC_RELEASE);
 }
 
 static inline void set_switch_count(Coroutine *co, uint64_t n)
