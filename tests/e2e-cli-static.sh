@@ -107,7 +107,7 @@ if [ -z "$SAN" ] && ${CC:-cc} -static -std=gnu11 -O2 -g -Iinclude -o "$FULL" "$S
         bad "full static: no core"
     fi
 else
-    echo "skip - fully static link (ASan build, or static libraries missing)"
+    echo "skip - fully static link (sanitizer build, or static libraries missing)"
 fi
 
 # ---------------------------------------------------------------- library replaced while running
