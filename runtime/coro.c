@@ -116,7 +116,8 @@ static void free_zombie(CoroShard *sh);
  * costs none: gcc 12's TSan has room for ~8k live threads and fibers together) and ends
  * with its life: a fiber cannot destroy itself, so the terminating coroutine leaves it in
  * its shard's tsan_dead_fiber and the context it switches to destroys it
- * (san_finish_switch). An escape (coro_escape_to_thread) runs on a fiber of its own.
+ * (san_finish_switch). An escape (coro_escape_to_thread) runs on
+ * the thread's own fiber (escape_entry).
  *
  * In a fork child TSan ignores the accesses and synchronisation of the forking context
  * whenever the parent had more than one thread — and every fiber counts as one. Fibers
@@ -256,7 +257,7 @@ static inline __attribute__((always_inline)) void san_finish_switch(void *fake)
     __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
 #ifdef CORO_TSAN
-    /* The fiber of a context that ended (a terminated coroutine, a finished escape). */
+    /* The fiber of a coroutine that has just terminated. */
     CoroShard *sh = tls_shard();
     if (sh->tsan_dead_fiber) {
         __tsan_destroy_fiber(sh->tsan_dead_fiber);
@@ -750,13 +751,17 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
 struct escape {
     void (*fn)(void *);
     void *arg;
-    void *tsan_thread_fiber; /* TSan: the thread's own fiber, back when the escape ends */
 };
 
 /* The first function of the escape context, on the thread's own stack (its caller is the
  * trampoline, where unwinders stop). e lives on the escaping coroutine's stack, which stays
- * mapped: that coroutine is suspended. */
-static __attribute__((noreturn)) void escape_entry(void *opaque)
+ * mapped: that coroutine is suspended.
+ *
+ * TSan: it runs on the thread's own fiber, whose shadow call stack still ends in the
+ * outermost coro_enter(), where the escape ends (by returning or by fn's longjmp, e.g. a
+ * cmocka assertion, which TSan unwinds on that fiber). No shadow frame of its own
+ * (no_sanitize_thread): it never returns, and one left behind per escape would pile up. */
+static __attribute__((noreturn, no_sanitize_thread)) void escape_entry(void *opaque)
 {
     /* Copied first: once fn has run, the escaping coroutine may have been entered again
      * and ended, and *opaque with its stack. */
@@ -766,18 +771,10 @@ static __attribute__((noreturn)) void escape_entry(void *opaque)
 #endif
     e.fn(e.arg);
     /* fn returned: the outermost coro_enter() of the thread returns, as after a yield. Same
-     * stack: ASan hears of the jump up the stack; TSan goes back to the thread's fiber, which
-     * destroys this escape's. */
+     * stack, same TSan fiber; ASan hears of the jump up the stack. */
     CoroShard *sh = tls_shard();
 #ifdef CORO_ASAN
     __sanitizer_start_switch_fiber(NULL, sh->leader_stack_bottom, sh->leader_stack_size);
-#endif
-#ifdef CORO_TSAN
-    if (!tsan_fork_child && e.tsan_thread_fiber) {
-        sh->tsan_dead_fiber = sh->leader_tsan_fiber;
-        sh->leader_tsan_fiber = e.tsan_thread_fiber;
-        __tsan_switch_to_fiber(sh->leader_tsan_fiber, 0);
-    }
 #endif
     coro__switch_exit(&sh->leader);
 }
@@ -803,7 +800,7 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     /* A context that calls escape_entry on the thread's own stack, below the frame of the
      * outermost coro_enter() (nothing below its saved rsp is in use), with the thread's
      * floating-point control and C++ exception state. */
-    struct escape e = { fn, arg, NULL };
+    struct escape e = { fn, arg };
     CoroRegs esc = sh->leader;
     esc.rsp = (sh->leader.rsp - 256) & ~(uint64_t)15;
     esc.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
@@ -813,15 +810,7 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     esc.r13 = (uint64_t)(uintptr_t)&e;
     eh_swap(sh, &self->regs, &sh->leader);
 #ifdef CORO_TSAN
-    /* fn runs on a fiber of its own, which stands for the thread's stack until it returns
-     * (coroutines fn enters go back to it): TSan keeps a shadow call stack per fiber, and
-     * the thread's own fiber is still inside the outermost coro_enter(), where the escape
-     * ends. */
-    if (!tsan_fork_child) {
-        e.tsan_thread_fiber = sh->leader_tsan_fiber;
-        sh->leader_tsan_fiber = __tsan_create_fiber(0);
-    }
-    tsan_switch(sh, NULL);
+    tsan_switch(sh, NULL); /* fn runs as the thread's own fiber (escape_entry) */
 #endif
 #ifdef CORO_C_SWITCH
     void *fake = NULL;
