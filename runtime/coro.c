@@ -751,6 +751,7 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
 struct escape {
     void (*fn)(void *);
     void *arg;
+    CoroRegs leader; /* the outermost coro_enter(), where the escape ends if fn returns */
 };
 
 /* The first function of the escape context, on the thread's own stack (its caller is the
@@ -771,8 +772,12 @@ static __attribute__((noreturn, no_sanitize_thread)) void escape_entry(void *opa
 #endif
     e.fn(e.arg);
     /* fn returned: the outermost coro_enter() of the thread returns, as after a yield. Same
-     * stack, same TSan fiber; ASan hears of the jump up the stack. */
+     * stack, same TSan fiber; ASan hears of the jump up the stack. sh->leader no longer holds
+     * that coro_enter() if fn entered coroutines (each enter saved fn's context there). */
     CoroShard *sh = tls_shard();
+    uint32_t seq = sh->leader.seq;
+    sh->leader = e.leader;
+    sh->leader.seq = seq;
 #ifdef CORO_ASAN
     __sanitizer_start_switch_fiber(NULL, sh->leader_stack_bottom, sh->leader_stack_size);
 #endif
@@ -800,7 +805,7 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     /* A context that calls escape_entry on the thread's own stack, below the frame of the
      * outermost coro_enter() (nothing below its saved rsp is in use), with the thread's
      * floating-point control and C++ exception state. */
-    struct escape e = { fn, arg };
+    struct escape e = { fn, arg, sh->leader };
     CoroRegs esc = sh->leader;
     esc.rsp = (sh->leader.rsp - 256) & ~(uint64_t)15;
     esc.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
