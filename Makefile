@@ -69,13 +69,14 @@ BASE_CFLAGS  := -std=gnu11 -O2 -g -fPIC -fvisibility=hidden $(WARN) -Iinclude \
 ALL_CFLAGS   = $(BASE_CFLAGS) $(LAYER_INC) $(CFLAGS)
 
 # Layers: each compiles with include/ and its own -int.h files, so an include that crosses a
-# layer upwards does not compile. runtime/ sees only itself; inspect/ sees itself, and two
-# files still read the runtime's record and shard structs directly (the signal snapshot and
-# the crash report copy raw records, signal-safe): docs/architecture.md.
+# layer upwards does not compile. runtime/ sees only itself; inspect/ sees itself, and three
+# files still read the runtime's record and shard structs directly (the signal snapshot, its
+# normalisation and the crash report work on raw records, signal-safe): docs/architecture.md.
 # The CLI builds on inspect/'s internal API; tests see everything.
 $(B)/runtime/%.o: LAYER_INC := -Iruntime
 $(B)/inspect/%.o: LAYER_INC := -Iinspect
-$(B)/inspect/signal-hold.o $(B)/inspect/signal-crash.o: LAYER_INC := -Iinspect -Iruntime
+$(B)/inspect/signal-hold.o $(B)/inspect/signal-normalize.o $(B)/inspect/signal-crash.o: \
+    LAYER_INC := -Iinspect -Iruntime
 $(B)/cli/%.o: LAYER_INC := -Iinspect
 $(B)/tests/%: LAYER_INC := -Iruntime -Iinspect
 ALL_LDFLAGS  := $(SAN) $(LDFLAGS)

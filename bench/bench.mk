@@ -28,16 +28,18 @@ OBJ := $(BD)/bench.o $(BD)/cpuinfo.o $(BD)/stack-alloc.o $(BD)/impl-coroscope.o 
 CXX_OBJ := $(BD)/bench-cxx.o $(BD)/cpuinfo.o $(BD)/stack-alloc.o $(BD)/impl-coroscope.o \
            $(BD)/impl-boost.o
 
-.PHONY: run install-scratch introspection
+.PHONY: run install-scratch introspection gdb
 run: $(BD)/bench $(BD)/bench-cxx $(BD)/bench-boost.so
 	$(Q)$(BD)/bench --command "$(CMD)" $(BENCH_ARGS) > $(BD)/results.md.tmp
 	$(Q)$(BD)/bench-cxx --command "$(CMD)" $(BENCH_ARGS) >> $(BD)/results.md.tmp
 	$(Q)mv $(BD)/results.md.tmp $(BD)/results.md && cat $(BD)/results.md
 	$(Q)$(MAKE) --no-print-directory -f bench/bench.mk B=$(B) introspection
 
-# The readers' side: the in-process dump (issue 3) and the CLI against eu-stack (issue 4);
-# then waiting: the primitives, dumps of waiting coroutines, and echo against libuv.
-introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench
+# The readers' side: the in-process dump (issue 3), the CLI against eu-stack (issue 4) and the
+# gdb extension at 100,000 coroutines; then waiting: the primitives, dumps of waiting
+# coroutines, and echo against libuv.
+introspection: $(BD)/dump-bench $(BD)/gdb-bench-prog $(BD)/wait-bench $(BD)/echo-bench \
+               $(BD)/watch-target
 	@echo
 	@echo '### coro_dump of 10,000 suspended coroutines parked 8 calls deep (bench/dump-bench.c)'
 	$(Q)$(BD)/dump-bench
@@ -46,11 +48,21 @@ introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench
 	$(Q)$(MAKE) --no-print-directory -f Makefile B=$(B) $(B)/tests/prog-cli >/dev/null
 	$(Q)sh bench/cli-bench.sh $(B)
 	@echo
+	@echo '### gdb extension at 100,000 coroutines, live (bench/gdb-bench.sh)'
+	$(Q)sh bench/gdb-bench.sh $(BD)/gdb-bench-prog $(PREFIX_DIR)/share/coroscope 100000
+	@echo
 	@echo '### Waiting: CoMutex, CoQueue hand-off, dumps of waiting coroutines (bench/wait-bench.c)'
 	$(Q)CORO_LEAK_CHECK=0 $(BD)/wait-bench
 	@echo
 	@echo '### Echo over loopback against libuv (bench/echo-bench.c, bench/echo-bench.sh)'
 	$(Q)sh bench/echo-bench.sh $(BD)/echo-bench
+	@echo
+	@echo '### Watching: the target switching alone, with coroscope top attached, with the stall watchdog (bench/watch-bench.sh)'
+	$(Q)sh bench/watch-bench.sh $(BD)/watch-target $(B)/coroscope
+
+$(BD)/watch-target: bench/watch-target.c install-scratch
+	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
+	    $$($(PC) --libs coroscope) -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
 
 $(BD)/wait-bench: bench/wait-bench.c install-scratch
 	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
@@ -62,6 +74,14 @@ $(BD)/echo-bench: bench/echo-bench.c install-scratch
 	    -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
 
 $(BD)/dump-bench: bench/dump-bench.c install-scratch
+	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
+	    $$($(PC) --libs coroscope) -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
+
+# The gdb part alone: make -f bench/bench.mk B=build gdb
+gdb: $(BD)/gdb-bench-prog
+	$(Q)sh bench/gdb-bench.sh $(BD)/gdb-bench-prog $(PREFIX_DIR)/share/coroscope 100000
+
+$(BD)/gdb-bench-prog: bench/gdb-bench-prog.c install-scratch
 	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
 	    $$($(PC) --libs coroscope) -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
 

@@ -220,11 +220,11 @@ int top_sample(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const TopArg
 void top_row_text(const TopRow *r, char *buf, size_t size)
 {
     if (!r) {
-        snprintf(buf, size, "%-8s %-20s %-9s %-36s %10s %8s %-8s %s", "ID", "NAME", "STATE",
+        snprintf(buf, size, "%-8s %-20s %-9s %-44s %10s %8s %-8s %s", "ID", "NAME", "STATE",
                  "WAIT", "FOR", "SW/s", "THREAD", "CREATED AT");
         return;
     }
-    snprintf(buf, size, "%-8" PRIu64 " %-20s %-9s %-36s %10s %8s %-8d %s", r->id, r->name,
+    snprintf(buf, size, "%-8" PRIu64 " %-20s %-9s %-44s %10s %8s %-8d %s", r->id, r->name,
              r->state, r->wait, r->dur, r->rate_s, r->tid, r->site);
 }
 
@@ -312,9 +312,13 @@ static int parse_top(int argc, char **argv, TopArgs *a)
             break;
         case 'h':
             fputs(top_usage, stdout);
+            fputs("\n", stdout);
+            fputs(cli_exit_status_text, stdout);
             return CLI_EXIT_ALL;
         case ':':
-            return top_usage_error("an option needs a value", argv[optind - 1]);
+            fprintf(stderr, "coroscope: top: option %s needs a value\n%s", argv[optind - 1],
+                    top_usage);
+            return CLI_EXIT_USAGE;
         default:
             return top_usage_error("unknown option", argv[optind - 1]);
         }

@@ -84,6 +84,15 @@ int coro__sig_hold_signo(void);
  * t->ops->close(t). NULL on ENOMEM. */
 CoroTarget *coro__sig_target_create(SigSnapshot *s);
 
+/* Shared by the capture (signal-hold.c) and its normalisation (signal-normalize.c). A record
+ * state that has a stack; the thread slot of tid, NULL none; whether the registers' stack
+ * pointer is on [base, top] or in the guard page below base (an overflow); and the pass
+ * that makes every copied record say where its stack really was. */
+bool coro__sig_live_state(uint32_t st);
+SigThread *coro__sig_find_thread(SigSnapshot *s, int32_t tid);
+bool coro__sig_on_stack(const CoroMachineRegs *r, uint64_t base, uint64_t top);
+void coro__sig_normalize(SigSnapshot *s);
+
 /* Sorts s->regions by address (after the capture, before lookups). */
 void coro__sig_regions_sort(SigSnapshot *s);
 /* The copy of [addr, addr + len) or NULL; *fenced tells whether the range lies in memory

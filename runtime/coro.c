@@ -45,6 +45,7 @@ _Static_assert(offsetof(Coroutine, state) == CORO_REC_STATE, "asm layout");
 _Static_assert(offsetof(Coroutine, tid) == CORO_REC_TID, "asm layout");
 _Static_assert(offsetof(Coroutine, caller) == CORO_REC_CALLER, "asm layout");
 _Static_assert(offsetof(Coroutine, switch_count) == CORO_REC_SWITCH_COUNT, "asm layout");
+_Static_assert(offsetof(Coroutine, id) == CORO_REC_ID, "asm layout");
 _Static_assert(offsetof(CoroShard, current) == CORO_SHARD_CURRENT, "asm layout");
 _Static_assert(offsetof(CoroShard, eh) == CORO_SHARD_EH, "asm layout");
 _Static_assert(offsetof(CoroShard, tid) == CORO_SHARD_TID, "asm layout");
@@ -729,6 +730,7 @@ CORO_EXPORT void coro_enter(Coroutine *co)
     }
 #endif
     CoroSwitch s = enter_prepare(sh, co);
+    CORO_PROBE_ENTER(co);
     do_switch(sh, s.from, co);
 }
 
@@ -736,12 +738,14 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
 {
     CoroShard *sh = tls_shard();
     Coroutine *to;
+    Coroutine *self = sh ? sh->current : NULL;
 #ifdef CORO_TSAN
-    if (sh && sh->current) { /* else yield_prepare aborts */
-        tsan_switch(sh, sh->current->caller);
+    if (self) { /* else yield_prepare aborts */
+        tsan_switch(sh, self->caller);
     }
 #endif
     CoroSwitch s = yield_prepare(sh, &to);
+    CORO_PROBE_YIELD(self);
     do_switch(sh, s.from, to);
 }
 #endif
@@ -814,6 +818,7 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     esc.r12 = (uint64_t)(uintptr_t)escape_entry;
     esc.r13 = (uint64_t)(uintptr_t)&e;
     eh_swap(sh, &self->regs, &sh->leader);
+    coro__stack_valgrind_reuse_below(esc.rsp);
 #ifdef CORO_TSAN
     tsan_switch(sh, NULL); /* fn runs as the thread's own fiber (escape_entry) */
 #endif

@@ -14,13 +14,7 @@ CLI=$(realpath "$B/coroscope")
 export TMUX_TMPDIR=$T   # a tmux server of our own, gone with $T
 S=coroscope-top
 
-"$B/tests/prog-stall" >"$T/ready" 2>&1 &
-pid=$!
-pids="$pids $pid"
-i=0
-while ! grep -q ready "$T/ready" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 200 ] && { bad "prog-stall did not get ready"; exit 1; }; sleep 0.05
-done
+start_cmd "$B/tests/prog-stall" || exit 1
 
 screen() { tmux capture-pane -t $S -p >"$T/screen"; }
 # wait_for NAME EREGEX: up to 5 s for the screen to show it.

@@ -9,13 +9,7 @@ SRC=tests/prog-stall.c
 . tests/cli-harness.sh
 CLI=$B/coroscope
 
-"$B/tests/prog-stall" >"$T/ready" 2>&1 &
-pid=$!
-pids="$pids $pid"
-i=0
-while ! grep -q ready "$T/ready" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 200 ] && { bad "prog-stall did not get ready"; exit 1; }; sleep 0.05
-done
+start_cmd "$B/tests/prog-stall" || exit 1
 "$CLI" top -p "$pid" -b -n 4 -d 0.3 >"$T/top" 2>"$T/err" &
 top=$!
 tracer=0
