@@ -91,7 +91,7 @@ LIB_OBJ      := $(patsubst %.c,$(B)/%.o,$(RUNTIME_SRC) $(INSPECT_SRC)) \
 LIB_LIBS     := $(DEP_LIBS) -lpthread
 SONAME       := libcoroscope.so.$(SOVERSION)
 
-.PHONY: all lib install uninstall clean check check-asan check-valgrind bench demo deps help
+.PHONY: all lib install uninstall clean check check-asan check-tsan check-valgrind bench demo deps help
 all: lib cli
 
 lib: $(B)/$(SONAME) $(B)/libcoroscope.so $(B)/libcoroscope.a $(B)/coroscope.pc
@@ -310,6 +310,13 @@ check-asan:
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    check
 
+# ThreadSanitizer: the runtime tells TSan about every stack switch (fibers) and every hand-off
+# of a coroutine between threads; tests/tsan.supp holds the few suppressions, each justified.
+TSAN_OPTIONS_CHECK := suppressions=$(CURDIR)/tests/tsan.supp die_after_fork=0 second_deadlock_stack=1
+check-tsan:
+	$(Q)TSAN_OPTIONS="$(TSAN_OPTIONS_CHECK) $${TSAN_OPTIONS:-}" $(MAKE) --no-print-directory \
+	    B=build-tsan SAN="-fsanitize=thread" check
+
 check-valgrind: all $(TEST_BIN) $(TEST_HELPERS)
 	$(Q)B=$(B) TEST_TIMEOUT=1800 TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
 	    --errors-for-leak-kinds=definite,indirect --show-leak-kinds=definite,indirect" \
@@ -328,12 +335,13 @@ deps:
 	$(Q)$(DEPS_SH) $(DEB_PACKAGES) $(FUZZ_DEB_PACKAGES)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
 help:
 	@echo "make            build libcoroscope.so/.a, coroscope.pc and the coroscope CLI"
 	@echo "make demo       build and run the demo"
-	@echo "make check      run every test (check-asan: under ASan+UBSan; check-valgrind)"
+	@echo "make check      run every test (check-asan: under ASan+UBSan; check-tsan: under"
+	@echo "                ThreadSanitizer; check-valgrind)"
 	@echo "make bench      run the benchmarks"
 	@echo "make fuzz       run the libFuzzer targets (clang-14): FUZZ_SECONDS=60 or FUZZ_RUNS=N"
 	@echo "make deps       install missing Debian packages (as root) or print the apt-get line"
