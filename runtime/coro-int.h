@@ -129,5 +129,37 @@ void coro__pool_unlock(void);
 /* coro.c */
 void coro__die(const char *fmt, ...) __attribute__((noreturn, format(printf, 1, 2), cold));
 void coro__describe(const Coroutine *co, char *buf, size_t size);
+/* coro_enter(co) from self on a record in state (0 for co NULL): one line, then abort. */
+void coro__enter_misuse(Coroutine *co, Coroutine *self, uint32_t state)
+    __attribute__((noreturn, cold));
+
+/* What switch-x86_64.S assumes of these structs (backend-int.h's offsets). */
+_Static_assert(offsetof(CoroRegs, rsp) == CORO_REGS_RSP, "asm layout");
+_Static_assert(offsetof(CoroRegs, rip) == CORO_REGS_RIP, "asm layout");
+_Static_assert(offsetof(CoroRegs, rbp) == CORO_REGS_RBP, "asm layout");
+_Static_assert(offsetof(CoroRegs, rbx) == CORO_REGS_RBX, "asm layout");
+_Static_assert(offsetof(CoroRegs, r12) == CORO_REGS_R12, "asm layout");
+_Static_assert(offsetof(CoroRegs, r15) == CORO_REGS_R15, "asm layout");
+_Static_assert(offsetof(CoroRegs, mxcsr) == CORO_REGS_FP, "asm layout");
+_Static_assert(offsetof(CoroRegs, fpucw) == CORO_REGS_FP + 4, "asm layout");
+_Static_assert(offsetof(CoroRegs, seq) == CORO_REGS_SEQ, "asm layout");
+_Static_assert(offsetof(CoroRegs, eh_caught) == CORO_REGS_EH, "asm layout");
+_Static_assert(offsetof(CoroRegs, eh_uncaught) == CORO_REGS_EH + 8, "asm layout");
+_Static_assert(offsetof(CoroEhGlobals, uncaught) == 8, "asm layout");
+_Static_assert(sizeof(CoroRegs) == CORO_REGS_SIZE, "asm layout");
+_Static_assert(offsetof(Coroutine, regs) == 0, "asm layout");
+_Static_assert(offsetof(Coroutine, state) == CORO_REC_STATE, "asm layout");
+_Static_assert(offsetof(Coroutine, tid) == CORO_REC_TID, "asm layout");
+_Static_assert(offsetof(Coroutine, caller) == CORO_REC_CALLER, "asm layout");
+_Static_assert(offsetof(Coroutine, switch_count) == CORO_REC_SWITCH_COUNT, "asm layout");
+_Static_assert(offsetof(Coroutine, id) == CORO_REC_ID, "asm layout");
+_Static_assert(offsetof(CoroShard, current) == CORO_SHARD_CURRENT, "asm layout");
+_Static_assert(offsetof(CoroShard, eh) == CORO_SHARD_EH, "asm layout");
+_Static_assert(offsetof(CoroShard, tid) == CORO_SHARD_TID, "asm layout");
+_Static_assert(offsetof(CoroShard, leader) == CORO_SHARD_LEADER, "asm layout");
+_Static_assert(CORO_STATE_CREATED == CORO_ASM_STATE_CREATED, "asm constants");
+_Static_assert(CORO_STATE_RUNNING == CORO_ASM_STATE_RUNNING, "asm constants");
+_Static_assert(CORO_STATE_SUSPENDED == CORO_ASM_STATE_SUSPENDED, "asm constants");
+_Static_assert(CORO_STATE_NESTED == CORO_ASM_STATE_NESTED, "asm constants");
 
 #endif /* COROSCOPE_CORO_INT_H */

@@ -27,33 +27,6 @@
 #include <sanitizer/tsan_interface.h>
 #endif
 
-_Static_assert(offsetof(CoroRegs, rsp) == CORO_REGS_RSP, "asm layout");
-_Static_assert(offsetof(CoroRegs, rip) == CORO_REGS_RIP, "asm layout");
-_Static_assert(offsetof(CoroRegs, rbp) == CORO_REGS_RBP, "asm layout");
-_Static_assert(offsetof(CoroRegs, rbx) == CORO_REGS_RBX, "asm layout");
-_Static_assert(offsetof(CoroRegs, r12) == CORO_REGS_R12, "asm layout");
-_Static_assert(offsetof(CoroRegs, r15) == CORO_REGS_R15, "asm layout");
-_Static_assert(offsetof(CoroRegs, mxcsr) == CORO_REGS_FP, "asm layout");
-_Static_assert(offsetof(CoroRegs, fpucw) == CORO_REGS_FP + 4, "asm layout");
-_Static_assert(offsetof(CoroRegs, seq) == CORO_REGS_SEQ, "asm layout");
-_Static_assert(offsetof(CoroRegs, eh_caught) == CORO_REGS_EH, "asm layout");
-_Static_assert(offsetof(CoroRegs, eh_uncaught) == CORO_REGS_EH + 8, "asm layout");
-_Static_assert(offsetof(CoroEhGlobals, uncaught) == 8, "asm layout");
-_Static_assert(sizeof(CoroRegs) == CORO_REGS_SIZE, "asm layout");
-_Static_assert(offsetof(Coroutine, regs) == 0, "asm layout");
-_Static_assert(offsetof(Coroutine, state) == CORO_REC_STATE, "asm layout");
-_Static_assert(offsetof(Coroutine, tid) == CORO_REC_TID, "asm layout");
-_Static_assert(offsetof(Coroutine, caller) == CORO_REC_CALLER, "asm layout");
-_Static_assert(offsetof(Coroutine, switch_count) == CORO_REC_SWITCH_COUNT, "asm layout");
-_Static_assert(offsetof(Coroutine, id) == CORO_REC_ID, "asm layout");
-_Static_assert(offsetof(CoroShard, current) == CORO_SHARD_CURRENT, "asm layout");
-_Static_assert(offsetof(CoroShard, eh) == CORO_SHARD_EH, "asm layout");
-_Static_assert(offsetof(CoroShard, tid) == CORO_SHARD_TID, "asm layout");
-_Static_assert(offsetof(CoroShard, leader) == CORO_SHARD_LEADER, "asm layout");
-_Static_assert(CORO_STATE_CREATED == CORO_ASM_STATE_CREATED, "asm constants");
-_Static_assert(CORO_STATE_RUNNING == CORO_ASM_STATE_RUNNING, "asm constants");
-_Static_assert(CORO_STATE_SUSPENDED == CORO_ASM_STATE_SUSPENDED, "asm constants");
-_Static_assert(CORO_STATE_NESTED == CORO_ASM_STATE_NESTED, "asm constants");
 
 /* Terminated coroutines a thread keeps for itself; the overflow goes to the shared pool in
  * batches of half this. */
@@ -620,55 +593,17 @@ void coro__terminate(Coroutine *co)
 
 /* ---- enter and yield ---- */
 
-static __attribute__((noinline, noreturn)) void enter_misuse(Coroutine *co, Coroutine *self,
-                                                             uint32_t state)
-{
-    char who[96], whom[96];
-    coro__describe(self, who, sizeof(who));
-    if (!co) {
-        coro__die("coro_enter(NULL) from %s: no coroutine to enter (coro_create() returns NULL "
-                  "when it fails)", who);
-    }
-    if (state == CORO_STATE_RUNNING || state == CORO_STATE_NESTED) {
-        coro__describe(co, whom, sizeof(whom));
-        char inner[128] = "";
-        if (state == CORO_STATE_NESTED && co != self) {
-            /* Name the coroutine it is waiting on, when it is this thread's chain. */
-            for (Coroutine *c = self; c; c = c->caller) {
-                if (c->caller == co) {
-                    char d[96];
-                    coro__describe(c, d, sizeof(d));
-                    snprintf(inner, sizeof(inner), ", which has entered %s", d);
-                    break;
-                }
-            }
-        }
-        coro__die("Co-routine re-entered recursively: %s entered %s%s while it is %s",
-                  who, whom, inner, state == CORO_STATE_RUNNING ? "running" : "still running");
-    }
-    if (state == CORO_STATE_FREE || state == CORO_STATE_TERMINATED) {
-        coro__die("coro_enter(%p) from %s: that coroutine has terminated (use after "
-                  "termination)", (void *)co, who);
-    }
-    coro__die("coro_enter(%p) from %s: not a coroutine (state %u)", (void *)co, who, state);
-}
-
-__attribute__((noinline, noreturn)) void coro__yield_misuse(void)
-{
-    coro__die("coro_yield() called outside a coroutine, on thread %d", (int)gettid());
-}
-
 /* Everything coro_enter(co) does before the switch. */
 static inline __attribute__((always_inline)) CoroSwitch enter_prepare(CoroShard *sh,
                                                                       Coroutine *co)
 {
     Coroutine *self = sh->current;
     if (unlikely(!co)) {
-        enter_misuse(co, self, 0);
+        coro__enter_misuse(co, self, 0);
     }
     uint32_t state = atomic_load_explicit(&co->state, memory_order_relaxed);
     if (unlikely(state != CORO_STATE_SUSPENDED && state != CORO_STATE_CREATED)) {
-        enter_misuse(co, self, state);
+        coro__enter_misuse(co, self, state);
     }
     CoroRegs *from;
     if (self) {

@@ -45,3 +45,43 @@ void coro__die(const char *fmt, ...)
     backtrace_symbols_fd(pcs, depth, STDERR_FILENO);
     abort();
 }
+
+/* The misuse messages of coro_enter and coro_yield (coro.c's slow paths; switch-x86_64.S calls
+ * coro__yield_misuse). */
+__attribute__((noinline, noreturn)) void coro__enter_misuse(Coroutine *co, Coroutine *self,
+                                                            uint32_t state)
+{
+    char who[96], whom[96];
+    coro__describe(self, who, sizeof(who));
+    if (!co) {
+        coro__die("coro_enter(NULL) from %s: no coroutine to enter (coro_create() returns NULL "
+                  "when it fails)", who);
+    }
+    if (state == CORO_STATE_RUNNING || state == CORO_STATE_NESTED) {
+        coro__describe(co, whom, sizeof(whom));
+        char inner[128] = "";
+        if (state == CORO_STATE_NESTED && co != self) {
+            /* Name the coroutine it is waiting on, when it is this thread's chain. */
+            for (Coroutine *c = self; c; c = c->caller) {
+                if (c->caller == co) {
+                    char d[96];
+                    coro__describe(c, d, sizeof(d));
+                    snprintf(inner, sizeof(inner), ", which has entered %s", d);
+                    break;
+                }
+            }
+        }
+        coro__die("Co-routine re-entered recursively: %s entered %s%s while it is %s",
+                  who, whom, inner, state == CORO_STATE_RUNNING ? "running" : "still running");
+    }
+    if (state == CORO_STATE_FREE || state == CORO_STATE_TERMINATED) {
+        coro__die("coro_enter(%p) from %s: that coroutine has terminated (use after "
+                  "termination)", (void *)co, who);
+    }
+    coro__die("coro_enter(%p) from %s: not a coroutine (state %u)", (void *)co, who, state);
+}
+
+__attribute__((noinline, noreturn)) void coro__yield_misuse(void)
+{
+    coro__die("coro_yield() called outside a coroutine, on thread %d", (int)gettid());
+}
