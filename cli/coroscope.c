@@ -650,6 +650,7 @@ int main(int argc, char **argv)
             .sym_flags = a.no_inlines ? CORO_SYM_NO_INLINES : 0,
         },
         .want = cli_want, .after = cli_after, .arg = &ctx,
+        .prefetch_stacks = true, /* the process is stopped (or a core: no prefetch there) */
     };
     CoroCollection col;
     rc = coro__collect(t, abi_addr, &opts, &col);

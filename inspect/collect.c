@@ -60,6 +60,43 @@ static void resolve_holders(CoroTarget *t, CoroRegistry *reg)
     }
 }
 
+/*
+ * Copies the stack tops of the wanted coroutines from index *from on (the next batch) into
+ * the target's prefetch: [rsp, min(top, rsp + CORO_COLLECT_PREFETCH_BYTES)), the window the
+ * unwinder reads first and where the CLI looks for an all-zeros stack. Every value is
+ * untrusted: only a saved rsp inside the coroutine's own stack counts, lengths are capped.
+ * Returns the index after the batch.
+ */
+static size_t prefetch_batch(CoroTarget *t, const CoroRegistry *reg, const bool *wanted,
+                             size_t from, uint64_t *addrs, uint64_t *lens)
+{
+    size_t n = 0, i = from;
+    for (; i < reg->ncoros && n < CORO_COLLECT_PREFETCH_BATCH; i++) {
+        const CoroInfo *ci = &reg->coros[i];
+        uint64_t top = ci->stack_base + ci->stack_size;
+        if ((wanted && !wanted[i]) || ci->state == CORO_STATE_CREATED ||
+            ci->state == CORO_STATE_RUNNING || !(ci->regs.valid & CORO_MREG_RSP) ||
+            top < ci->stack_base || ci->regs.rsp < ci->stack_base || ci->regs.rsp >= top) {
+            continue;
+        }
+        uint64_t lo = ci->regs.rsp & ~(uint64_t)7;
+        uint64_t len = top - lo < CORO_COLLECT_PREFETCH_BYTES ? top - lo
+                                                              : CORO_COLLECT_PREFETCH_BYTES;
+        /* Stacks do not overlap unless the registry is corrupt; the prefetch refuses
+         * overlapping ranges, so leave out one that overlaps the one before. */
+        if (n && lo < addrs[n - 1] + lens[n - 1] && addrs[n - 1] < lo + len) {
+            continue;
+        }
+        addrs[n] = lo;
+        lens[n] = len;
+        n++;
+    }
+    if (n && t->ops->prefetch(t, addrs, lens, n) < 0) {
+        t->ops->prefetch(t, NULL, NULL, 0);    /* refused (overlaps): none, reads go one by one */
+    }
+    return i;
+}
+
 /* "Now" for wait durations: the reader's clock for a live target (same machine, same
  * CLOCK_MONOTONIC), the registry's last clock reading for a core. */
 static void set_now(const CoroTarget *t, CoroCollection *out)
@@ -111,10 +148,37 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
     if (o->prepare) {
         o->prepare(reg, o->arg);
     }
+    /* Which coroutines are wanted, decided once, before anything is done per coroutine. */
+    bool *wanted = NULL;
+    if (o->want) {
+        wanted = malloc(reg->ncoros ? reg->ncoros : 1);
+        if (!wanted) {
+            snprintf(t->error, sizeof(t->error), "cannot set up unwinding: out of memory");
+            coro__collection_free(out);
+            return -ENOMEM;
+        }
+        for (size_t i = 0; i < reg->ncoros; i++) {
+            wanted[i] = o->want(&reg->coros[i], o->arg);
+        }
+    }
+    uint64_t *pf_addrs = NULL, *pf_lens = NULL;
+    size_t pf_next = 0;
+    if (o->prefetch_stacks && !o->records_only && t->ops->prefetch) {
+        pf_addrs = malloc(CORO_COLLECT_PREFETCH_BATCH * sizeof(*pf_addrs));
+        pf_lens = malloc(CORO_COLLECT_PREFETCH_BATCH * sizeof(*pf_lens));
+        if (!pf_addrs || !pf_lens) {
+            free(pf_addrs);
+            free(pf_lens);
+            pf_addrs = pf_lens = NULL;      /* no prefetch: slower, same answer */
+        }
+    }
     for (size_t i = 0; i < reg->ncoros; i++) {
         CoroInfo *co = &reg->coros[i];
-        if (o->want && !o->want(co, o->arg)) {
+        if (wanted && !wanted[i]) {
             continue;
+        }
+        if (pf_addrs && i >= pf_next) {
+            pf_next = prefetch_batch(t, reg, wanted, i, pf_addrs, pf_lens);
         }
         if (o->records_only) {
             out->bts[out->n++].info = *co;
@@ -136,13 +200,22 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
         if (rc < 0) {
             coro__backtrace_fini(bt);
             snprintf(t->error, sizeof(t->error), "out of memory building backtraces");
-            coro__collection_free(out);
-            return rc;
+            break;
         }
         out->n++;
         if (bt->error[0] && !(bt->truncated && bt->nframes > 0)) {
             out->incomplete++;
         }
+    }
+    free(wanted);
+    if (pf_addrs) {
+        t->ops->prefetch(t, NULL, NULL, 0);     /* the copies are not needed any more */
+        free(pf_addrs);
+        free(pf_lens);
+    }
+    if (rc < 0) {
+        coro__collection_free(out);
+        return rc;
     }
     set_now(t, out);
     rc = coro__deadlocks_find(out->bts, out->n, &out->deadlocks, &out->ndeadlocks);

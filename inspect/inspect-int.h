@@ -444,6 +444,11 @@ typedef struct CoroCollectOptions {
     CoroSymbolizer *symbolizer;   /* borrowed, or NULL: likewise */
     bool records_only;            /* no unwinding: bts[i].info only (coroscope top); no
                                      unwinder is made, the symbolizer only if given */
+    /* The target does not change while it is read (a stopped process): before unwinding, copy
+     * the top of each wanted suspended coroutine's stack (CORO_COLLECT_PREFETCH_BYTES above its
+     * saved stack pointer) a batch of CORO_COLLECT_PREFETCH_BATCH at a time through
+     * t->ops->prefetch, when the target has one. */
+    bool prefetch_stacks;
     /* Called once the registry is read and sorted, before any backtrace is built (e.g. to
      * prefetch stacks); may be NULL. */
     void (*prepare)(const CoroRegistry *reg, void *arg);
@@ -459,6 +464,9 @@ typedef struct CoroCollectOptions {
                  CoroBacktrace *bt, void *arg);
     void *arg;
 } CoroCollectOptions;
+
+#define CORO_COLLECT_PREFETCH_BYTES 4096u   /* the unwinder's first stack window */
+#define CORO_COLLECT_PREFETCH_BATCH 1024u   /* IOV_MAX: one syscall per batch */
 
 /* The result: every coroutine read, in id order, with the partial-record counts. */
 typedef struct CoroCollection {
