@@ -553,6 +553,15 @@ static int cli_after(const CoroRegistry *reg, const CoroInfo *co, const CoroMach
                  "(gdb's gcore cannot read coroutine stacks with guard pages: use a kernel "
                  "core)", c->a->pid ? "process" : "core");
     }
+    if (strcmp(c->a->command, "ps") == 0 && co->state != CORO_STATE_CREATED) {
+        /* ps shows one frame: keep only that one (100,000 coroutines, 8 frames each, would
+         * otherwise hold ~50 MB of frames). where_frame() of the one kept gives it again. */
+        const CoroFrame *f = where_frame(c->t->dwfl, bt);
+        if (f) {
+            bt->frames[0] = *f;
+        }
+        bt->nframes = f ? 1 : 0;
+    }
     if (bt->error[0]) {
         char desc[128];
         cli_clean(bt->error);

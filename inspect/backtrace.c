@@ -49,6 +49,9 @@ static bool in_runtime_module(CoroSymbolizer *s, const struct coro_debug_abi *ab
 static int push(CoroBacktrace *bt, size_t *cap, const CoroFrame *f)
 {
     if (bt->nframes == *cap) {
+        if (bt->frames_borrowed) {
+            return -ENOMEM;     /* frames_cap below the frame limit: the caller's mistake */
+        }
         size_t ncap = *cap ? *cap * 2 : 16;
         CoroFrame *nf = realloc(bt->frames, ncap * sizeof(*nf));
         if (!nf) {
@@ -96,6 +99,11 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
     }
 
     size_t cap = 0;
+    if (opts->frames_buf && opts->frames_cap) {
+        out->frames = opts->frames_buf;
+        out->frames_borrowed = true;
+        cap = opts->frames_cap;
+    }
     if (co->state == CORO_STATE_CREATED) {
         return push(out, &cap, &out->entry);
     }
@@ -156,7 +164,10 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
 
 void coro__backtrace_fini(CoroBacktrace *bt)
 {
-    free(bt->frames);
+    if (!bt->frames_borrowed) {
+        free(bt->frames);
+    }
     bt->frames = NULL;
     bt->nframes = 0;
+    bt->frames_borrowed = false;
 }

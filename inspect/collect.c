@@ -97,6 +97,42 @@ static size_t prefetch_batch(CoroTarget *t, const CoroRegistry *reg, const bool 
     return i;
 }
 
+#define FRAME_BLOCK 4096u   /* frames per arena block (224 KiB) */
+
+/* Moves bt's frames into the collection's blocks: one allocation per FRAME_BLOCK frames
+ * instead of one (16 frames, 896 bytes at first) per coroutine. 0 or -ENOMEM. */
+static int pack_frames(CoroCollection *c, CoroBacktrace *bt)
+{
+    size_t n = bt->nframes;
+    CoroFrame *dst = NULL;
+    if (n) {
+        if (!c->nblocks || c->block_cap - c->block_used < n) {
+            size_t cap = n > FRAME_BLOCK ? n : FRAME_BLOCK;
+            CoroFrame **nb = realloc(c->frame_blocks, (c->nblocks + 1) * sizeof(*nb));
+            if (!nb) {
+                return -ENOMEM;
+            }
+            c->frame_blocks = nb;
+            nb[c->nblocks] = malloc(cap * sizeof(CoroFrame));
+            if (!nb[c->nblocks]) {
+                return -ENOMEM;
+            }
+            c->nblocks++;
+            c->block_used = 0;
+            c->block_cap = cap;
+        }
+        dst = c->frame_blocks[c->nblocks - 1] + c->block_used;
+        memcpy(dst, bt->frames, n * sizeof(*dst));
+        c->block_used += n;
+    }
+    if (!bt->frames_borrowed) {
+        free(bt->frames);
+    }
+    bt->frames = dst;
+    bt->frames_borrowed = true;
+    return 0;
+}
+
 /* "Now" for wait durations: the reader's clock for a live target (same machine, same
  * CLOCK_MONOTONIC), the registry's last clock reading for a core. */
 static void set_now(const CoroTarget *t, CoroCollection *out)
@@ -161,6 +197,20 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
             wanted[i] = o->want(&reg->coros[i], o->arg);
         }
     }
+    CoroBacktraceOptions bto = o->bt;
+    CoroFrame *scratch = NULL;
+    if (!o->records_only) {
+        /* Each backtrace is built here, then packed (pack_frames). */
+        scratch = malloc(CORO_UNWIND_MAX_FRAMES * sizeof(*scratch));
+        if (!scratch) {
+            free(wanted);
+            snprintf(t->error, sizeof(t->error), "cannot set up unwinding: out of memory");
+            coro__collection_free(out);
+            return -ENOMEM;
+        }
+        bto.frames_buf = scratch;
+        bto.frames_cap = CORO_UNWIND_MAX_FRAMES;
+    }
     uint64_t *pf_addrs = NULL, *pf_lens = NULL;
     size_t pf_next = 0;
     if (o->prefetch_stacks && !o->records_only && t->ops->prefetch) {
@@ -193,9 +243,12 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
             }
         }
         CoroBacktrace *bt = &out->bts[out->n];
-        rc = coro__backtrace_build(out->u, out->s, &reg->abi, co, live, &o->bt, bt);
+        rc = coro__backtrace_build(out->u, out->s, &reg->abi, co, live, &bto, bt);
         if (rc == 0 && o->after) {
             rc = o->after(reg, co, live, bt, o->arg);
+        }
+        if (rc == 0) {
+            rc = pack_frames(out, bt);
         }
         if (rc < 0) {
             coro__backtrace_fini(bt);
@@ -208,6 +261,7 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
         }
     }
     free(wanted);
+    free(scratch);
     if (pf_addrs) {
         t->ops->prefetch(t, NULL, NULL, 0);     /* the copies are not needed any more */
         free(pf_addrs);
@@ -244,6 +298,10 @@ void coro__collection_free(CoroCollection *c)
         coro__backtrace_fini(&c->bts[i]);
     }
     free(c->bts);
+    for (size_t i = 0; i < c->nblocks; i++) {
+        free(c->frame_blocks[i]);
+    }
+    free(c->frame_blocks);
     free(c->deadlocks);
     if (c->own_s) {
         coro__symbolizer_destroy(c->own_s);

@@ -256,9 +256,12 @@ typedef struct CoroBacktrace {
     CoroInfo info;
     CoroFrame entry;          /* the entry function (exact address) */
     CoroFrame created_at;     /* function file:line of the coro_create call; pc 0: unknown */
-    CoroFrame *frames;        /* innermost first; owned (coro__backtrace_fini frees) */
+    CoroFrame *frames;        /* innermost first; owned (coro__backtrace_fini frees) unless
+                                 frames_borrowed */
     size_t nframes;
     bool truncated;           /* stopped by the frame limit */
+    bool frames_borrowed;     /* frames live in storage of the caller's (the options'
+                                 frames_buf, a collection's arena): fini does not free them */
     char error[128];          /* "" or why frames are missing or incomplete, one line */
 } CoroBacktrace;
 
@@ -266,6 +269,10 @@ typedef struct CoroBacktraceOptions {
     size_t max_frames;        /* 0: CORO_UNWIND_MAX_FRAMES */
     unsigned sym_flags;       /* CORO_SYM_* */
     unsigned unwind_flags;    /* CORO_UNWIND_* */
+    /* Where to build the frames instead of a malloc'd array (NULL: malloc), with room for
+     * frames_cap >= the frame limit; the backtrace then borrows it (frames_borrowed). */
+    CoroFrame *frames_buf;
+    size_t frames_cap;
 } CoroBacktraceOptions;
 
 /*
@@ -275,7 +282,7 @@ typedef struct CoroBacktraceOptions {
  * and error "running on thread N". Frame 0 of a saved context is the public coroscope
  * function it is suspended in (coroscope-internal inline frames there are dropped). 0 or
  * -ENOMEM; unwind problems go to out->error with the frames found so far. Release with
- * coro__backtrace_fini().
+ * coro__backtrace_fini() (which frees the frames unless they are borrowed).
  */
 int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_debug_abi *abi,
                           const CoroInfo *co, const CoroMachineRegs *live,
@@ -484,6 +491,10 @@ typedef struct CoroCollection {
     CoroSymbolizer *s;
     CoroUnwinder *own_u;
     CoroSymbolizer *own_s;
+    /* Every backtrace's frames, packed into blocks (no allocation per coroutine): bts[i].frames
+     * borrow from them until coro__collection_free. */
+    CoroFrame **frame_blocks;
+    size_t nblocks, block_used, block_cap;
 } CoroCollection;
 
 /*
