@@ -578,7 +578,7 @@ static size_t report_partial(const CoroCollection *col, const char *what)
     if (col->truncated) {
         fprintf(stderr, "coroscope: the coroutine registry of %s is corrupt (a list is cyclic "
                 "or longer than its count): showing the %zu coroutines read before that\n",
-                what, col->reg.ncoros);
+                what, col->reg.nlive);
         nfailed++;
     }
     if (col->unreadable) {
@@ -660,6 +660,7 @@ int main(int argc, char **argv)
         },
         .want = cli_want, .after = cli_after, .arg = &ctx,
         .prefetch_stacks = true, /* the process is stopped (or a core: no prefetch there) */
+        .ids = a.nids ? a.ids : NULL, .nids = a.nids, /* bt ID...: store only those */
     };
     CoroCollection col;
     rc = coro__collect(t, abi_addr, &opts, &col);
@@ -681,7 +682,7 @@ int main(int argc, char **argv)
             nfailed++;
         }
     }
-    if (col.reg.ncoros == 0 && nfailed == 0) {
+    if (col.reg.nlive == 0 && nfailed == 0) {
         fprintf(stderr, "coroscope: %s has no live coroutines\n", what);
     }
 

@@ -86,6 +86,8 @@ typedef struct CoroRegistry {
     struct coro_debug_abi abi;    /* the target's descriptor, checked by coro__abi_read() */
     CoroInfo *coros;              /* live coroutines, in registry order (newest slab first) */
     size_t ncoros;
+    size_t nlive;                 /* live records seen: ncoros, or more when only some ids
+                                     were kept (coro__registry_read_ids) */
     CoroThreadInfo *threads;
     size_t nthreads;
     size_t unreadable;            /* records skipped because they could not be read */
@@ -128,6 +130,10 @@ int coro__registry_read_one(CoroTarget *t, const struct coro_debug_abi *abi, uin
 /* Reads the descriptor at abi_addr and the whole registry into *out (allocated: release with
  * coro__registry_free()). 0 or -errno (t->error says why). */
 int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out);
+/* The same, keeping only the records whose id is one of ids[0..nids) (ids NULL: all): every
+ * record is still read and checked, but only those are stored (nlive counts them all). */
+int coro__registry_read_ids(CoroTarget *t, uint64_t abi_addr, const uint64_t *ids, size_t nids,
+                            CoroRegistry *out);
 void coro__registry_free(CoroRegistry *r);
 
 /* ------------------------------------------------------------------ targets */
@@ -456,11 +462,15 @@ typedef struct CoroCollectOptions {
      * saved stack pointer) a batch of CORO_COLLECT_PREFETCH_BATCH at a time through
      * t->ops->prefetch, when the target has one. */
     bool prefetch_stacks;
-    /* Called once the registry is read and sorted, before any backtrace is built (e.g. to
+    /* Called once the registry is read, before any backtrace is built (e.g. to
      * prefetch stacks); may be NULL. */
     void (*prepare)(const CoroRegistry *reg, void *arg);
     /* Leaves a coroutine out when it returns false (not counted anywhere). */
     bool (*want)(const CoroInfo *co, void *arg);
+    /* When ids is not NULL, only records with one of these ids are even kept from the
+     * registry (coro__registry_read_ids): reg.ncoros counts those, reg.nlive all. */
+    const uint64_t *ids;
+    size_t nids;
     /* Registers to unwind a coroutine from instead of its record (e.g. the caller's captured
      * context for the coroutine running the dump): buf is storage for the answer. NULL: the
      * default rule above. */
@@ -477,7 +487,7 @@ typedef struct CoroCollectOptions {
 
 /* The result: every coroutine read, in id order, with the partial-record counts. */
 typedef struct CoroCollection {
-    CoroRegistry reg;             /* coros sorted by id */
+    CoroRegistry reg;             /* coros in registry order (bts are in id order) */
     CoroBacktrace *bts;           /* n backtraces, in id order */
     size_t n;
     size_t incomplete;            /* kept, but bts[i].error says frames are missing */
@@ -499,8 +509,8 @@ typedef struct CoroCollection {
 
 /*
  * The one way every reader (CLI, coro_dump, the leak checks, the signal dump) collects: reads
- * the registry described at abi_addr, sorts it by id and builds each wanted coroutine's
- * backtrace. The partial-record rule (collect.c): a record read is always kept, marked by its
+ * the registry described at abi_addr and builds each wanted coroutine's backtrace, in id
+ * order. The partial-record rule (collect.c): a record read is always kept, marked by its
  * backtrace's error and counted in incomplete; an unreadable record is counted in unreadable.
  * 0 or -errno (t->error says why); release with coro__collection_free().
  */

@@ -224,8 +224,8 @@ static bool brent_step(Brent *b, uint64_t next)
 }
 
 /*
- * Reads the run of up to RUN_RECORDS records starting at addr, twice. Returns how many
- * records the run holds (0 when even one record cannot be read).
+ * Reads the run of up to RUN_RECORDS records starting at addr, twice (once when b is NULL).
+ * Returns how many records the run holds (0 when even one record cannot be read).
  */
 static unsigned read_run(CoroTarget *t, uint32_t rs, uint64_t addr, unsigned want,
                          unsigned char *a, unsigned char *b)
@@ -239,7 +239,7 @@ static unsigned read_run(CoroTarget *t, uint32_t rs, uint64_t addr, unsigned wan
             }
             continue;
         }
-        if (t->ops->read(t, addr, a, len) == 0 && t->ops->read(t, addr, b, len) == 0) {
+        if (t->ops->read(t, addr, a, len) == 0 && (!b || t->ops->read(t, addr, b, len) == 0)) {
             return want;
         }
         want = want > 1 ? 1 : 0;
@@ -271,13 +271,24 @@ static bool settle_record(CoroTarget *t, const struct coro_debug_abi *abi, uint6
     }
 }
 
-/* The all-records walk (see coro__registry_read_into). bufa, bufb: RUN_BYTES each. */
+/* The all-records walk (see coro__registry_read_into). bufa, bufb: run_bytes each. */
+static bool id_kept(const uint64_t *ids, size_t nids, uint64_t id)
+{
+    for (size_t i = 0; i < nids; i++) {
+        if (ids[i] == id) {
+            return true;
+        }
+    }
+    return false;
+}
+
 static void walk_records(CoroTarget *t, const struct coro_debug_abi *abi, CoroInfo *coros,
-                         size_t cap, size_t *ncoros, size_t *unreadable, bool *truncated,
-                         unsigned char *bufa, unsigned char *bufb)
+                         size_t cap, size_t *ncoros, size_t *nlive, const uint64_t *ids,
+                         size_t nids, size_t *unreadable, bool *truncated,
+                         unsigned char *bufa, unsigned char *bufb, size_t run_bytes)
 {
     uint32_t rs = abi->record_size;
-    unsigned run_max = (unsigned)(RUN_BYTES / rs);
+    unsigned run_max = (unsigned)(run_bytes / rs);
     if (run_max > RUN_RECORDS) {
         run_max = RUN_RECORDS;
     }
@@ -308,7 +319,7 @@ static void walk_records(CoroTarget *t, const struct coro_debug_abi *abi, CoroIn
             idx = (unsigned)((addr - run_addr) / rs);
         } else {
             run_addr = addr;
-            run_n = read_run(t, rs, addr, run_max, bufa, bufb);
+            run_n = read_run(t, rs, addr, run_max, bufa, t->frozen_memory ? NULL : bufb);
             idx = 0;
             if (run_n == 0) {
                 (*unreadable)++;
@@ -316,20 +327,27 @@ static void walk_records(CoroTarget *t, const struct coro_debug_abi *abi, CoroIn
                 break;
             }
         }
-        unsigned char *ra = bufa + (size_t)idx * rs, *rb = bufb + (size_t)idx * rs;
+        /* A frozen target (every thread stopped) reads each run once: the copies would be
+         * equal anyway, and the second was half the syscalls of `bt -p PID ID`. */
+        unsigned char *ra = bufa + (size_t)idx * rs;
+        unsigned char *rb = (t->frozen_memory ? bufa : bufb) + (size_t)idx * rs;
         bool torn = !settle_record(t, abi, addr, ra, rb);
         uint64_t next = get_u64(rb, abi->off_next);
         uint32_t state = get_u32(rb, abi->off_state);
         if (live_state(state)) {
-            if (*ncoros >= cap) {
+            if (*nlive >= cap) {
                 *truncated = true;
                 break;
             }
-            CoroInfo *ci = &coros[(*ncoros)++];
+            (*nlive)++;
+            CoroInfo *ci = &coros[*ncoros];
             decode(abi, addr, rb, ci);
             if (torn) {
                 ci->torn = true;
                 ci->regs.valid = 0;
+            }
+            if (!ids || id_kept(ids, nids, ci->id)) {
+                (*ncoros)++;
             }
         }
         if (brent_step(&br, next)) {
@@ -378,6 +396,26 @@ static void walk_shards(CoroTarget *t, const struct coro_debug_abi *abi,
     }
 }
 
+static void read_into(CoroTarget *t, const struct coro_debug_abi *abi, CoroInfo *coros,
+                      size_t cap, size_t *ncoros, size_t *nlive, const uint64_t *ids,
+                      size_t nids, CoroThreadInfo *threads, size_t tcap,
+                      size_t *nthreads, size_t *unreadable, bool *truncated,
+                      unsigned char *bufa, unsigned char *bufb, size_t run_bytes)
+{
+    *ncoros = 0;
+    *nlive = 0;
+    if (nthreads) {
+        *nthreads = 0;
+    }
+    *unreadable = 0;
+    *truncated = false;
+    walk_records(t, abi, coros, cap, ncoros, nlive, ids, nids, unreadable, truncated, bufa,
+                 bufb, run_bytes);
+    if (threads && nthreads) {
+        walk_shards(t, abi, threads, tcap, nthreads, truncated, bufa);
+    }
+}
+
 int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
                              CoroInfo *coros, size_t cap, size_t *ncoros,
                              CoroThreadInfo *threads, size_t tcap, size_t *nthreads,
@@ -386,16 +424,9 @@ int coro__registry_read_into(CoroTarget *t, const struct coro_debug_abi *abi,
     /* Two copies of a run of records, on the stack (32 KiB): no allocation, for signal-safe
      * callers with room (helper threads; not a small alternate signal stack). */
     unsigned char bufa[RUN_BYTES], bufb[RUN_BYTES];
-    *ncoros = 0;
-    if (nthreads) {
-        *nthreads = 0;
-    }
-    *unreadable = 0;
-    *truncated = false;
-    walk_records(t, abi, coros, cap, ncoros, unreadable, truncated, bufa, bufb);
-    if (threads && nthreads) {
-        walk_shards(t, abi, threads, tcap, nthreads, truncated, bufa);
-    }
+    size_t nlive;
+    read_into(t, abi, coros, cap, ncoros, &nlive, NULL, 0, threads, tcap, nthreads, unreadable,
+              truncated, bufa, bufb, RUN_BYTES);
     return 0;
 }
 
@@ -429,6 +460,12 @@ int coro__registry_read_one(CoroTarget *t, const struct coro_debug_abi *abi, uin
 
 int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out)
 {
+    return coro__registry_read_ids(t, abi_addr, NULL, 0, out);
+}
+
+int coro__registry_read_ids(CoroTarget *t, uint64_t abi_addr, const uint64_t *ids, size_t nids,
+                            CoroRegistry *out)
+{
     memset(out, 0, sizeof(*out));
     out->abi_addr = abi_addr;
     int rc = coro__abi_read(t, abi_addr, &out->abi);
@@ -453,9 +490,24 @@ int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out)
                      cap);
             return -ENOMEM;
         }
-        rc = coro__registry_read_into(t, &out->abi, out->coros, cap, &out->ncoros,
-                                      out->threads, tcap, &out->nthreads, &out->unreadable,
-                                      &out->truncated);
+        /* A whole slab (RUN_RECORDS) per run, twice: half the reads of the stack buffers'
+         * runs (a syscall each for a live process). */
+        size_t run_bytes = (size_t)RUN_RECORDS * out->abi.record_size;
+        if (run_bytes < RUN_BYTES) {
+            run_bytes = RUN_BYTES;      /* walk_shards reuses it: room for MAX_SHARD_SIZE */
+        }
+        unsigned char *bufs = malloc(2 * run_bytes);
+        if (bufs) {
+            read_into(t, &out->abi, out->coros, cap, &out->ncoros, &out->nlive, ids, nids,
+                      out->threads, tcap, &out->nthreads, &out->unreadable, &out->truncated,
+                      bufs, bufs + run_bytes, run_bytes);
+            free(bufs);
+            rc = 0;
+        } else {
+            snprintf(t->error, sizeof(t->error), "out of memory reading %zu coroutine records",
+                     cap);
+            rc = -ENOMEM;
+        }
         if (rc < 0 || !out->truncated || attempt == 1) {
             break;
         }
@@ -479,5 +531,5 @@ void coro__registry_free(CoroRegistry *r)
     free(r->threads);
     r->coros = NULL;
     r->threads = NULL;
-    r->ncoros = r->nthreads = 0;
+    r->ncoros = r->nlive = r->nthreads = 0;
 }

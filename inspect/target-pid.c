@@ -192,7 +192,7 @@ static int pid_read(CoroTarget *t, uint64_t addr, void *buf, size_t len)
 static int pid_prefetch(CoroTarget *t, const uint64_t *addrs, const uint64_t *lens, size_t n)
 {
     PidTarget *p = (PidTarget *)t;
-    if (!p->vm_readv_ok || p->nthreads == 0) {
+    if (!p->vm_readv_ok || !t->frozen_memory) {
         p->pre.n = 0;   /* refused, or not stopped: memory may change under us */
         return 0;
     }
@@ -558,6 +558,8 @@ int coro__target_pid_open_mode(pid_t pid, bool stop, CoroTarget **out, char *err
         return p->e.tids ? -ESRCH : -ENOMEM;
     }
     p->e.ntids = nstopped;
+    /* A thread that did not reach its stop in time still runs and may write anywhere. */
+    p->e.base.frozen_memory = nstopped == p->nthreads;
 modules:;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
@@ -592,6 +594,7 @@ void coro__target_resume(CoroTarget *t)
     if (t->ops == &pid_ops) {
         /* Running again: the copies would go stale. */
         ((PidTarget *)t)->pre.n = 0;
+        t->frozen_memory = false;
         detach_all((PidTarget *)t);
     }
 }
