@@ -272,15 +272,15 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
     for (size_t i = 0; i < n; i++) {
         const CoroBacktrace *bt = &bts[i];
         char name[CORO_INFO_NAME_SIZE];
-        snprintf(name, sizeof(name), "%s", bt->info.name[0] ? bt->info.name : "-");
+        snprintf(name, sizeof(name), "%s", bt->info->name[0] ? bt->info->name : "-");
         cli_clean(name);
         char tid[16] = "-";
-        if (bt->info.tid > 0) {
-            snprintf(tid, sizeof(tid), "%d", (int)bt->info.tid);
+        if (bt->info->tid > 0) {
+            snprintf(tid, sizeof(tid), "%d", (int)bt->info->tid);
         }
         char where[512] = "?";
         const CoroFrame *f =
-            bt->info.state == CORO_STATE_CREATED ? &bt->entry : where_frame(dwfl, bt);
+            bt->info->state == CORO_STATE_CREATED ? &bt->entry : where_frame(dwfl, bt);
         if (f && f->function) {
             const char *file = f->file ? strrchr(f->file, '/') : NULL;
             file = file ? file + 1 : f->file;
@@ -295,10 +295,10 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
         }
         cli_clean(where);
         char wait[160];
-        cli_wait_cell(&bt->info, meta->now_ns, true, wait, sizeof(wait));
+        cli_wait_cell(bt->info, meta->now_ns, true, wait, sizeof(wait));
         cli_clean(wait);
-        printf("%-8" PRIu64 " %-9s %-20s %-8s %-48s %s\n", bt->info.id,
-               coro__waiting(&bt->info) ? "waiting" : coro__state_name(bt->info.state), name,
+        printf("%-8" PRIu64 " %-9s %-20s %-8s %-48s %s\n", bt->info->id,
+               coro__waiting(bt->info) ? "waiting" : coro__state_name(bt->info->state), name,
                tid, wait, where);
     }
     fflush(stdout);

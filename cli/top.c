@@ -126,7 +126,7 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
         return -ENOMEM;
     }
     for (size_t i = 0; i < col.n; i++) {
-        const CoroInfo *ci = &col.bts[i].info;
+        const CoroInfo *ci = col.bts[i].info;
         const Seen *was = find_seen(st, ci->id);
         seen[i] = (Seen){ .id = ci->id, .switches = ci->switch_count, .state = ci->state,
                           .wait_kind = ci->wait_kind };
@@ -156,7 +156,7 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
         if (col.reg.threads[i].tid > 0) {
             size_t on = 0;
             for (size_t k = 0; k < col.n; k++) {
-                on += col.bts[k].info.tid == col.reg.threads[i].tid;
+                on += col.bts[k].info->tid == col.reg.threads[i].tid;
             }
             printf(" %d (%zu)", (int)col.reg.threads[i].tid, on);
         }
@@ -179,7 +179,7 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
     for (size_t i = 0; i < col.reg.nthreads; i++) {
         const CoroThreadInfo *th = &col.reg.threads[i];
         for (size_t k = 0; th->tid > 0 && th->current && k < col.n; k++) {
-            const CoroInfo *ci = &col.bts[k].info;
+            const CoroInfo *ci = col.bts[k].info;
             if (ci->record == th->current && ci->state == CORO_STATE_RUNNING && st->at &&
                 now - seen[k].state_since >= a->stall_ns) {
                 char d[32];
@@ -198,7 +198,7 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
     printf("%-8s %-20s %-9s %-36s %10s %8s %-8s %s\n", "ID", "NAME", "STATE", "WAIT", "FOR",
            "SW/s", "THREAD", "CREATED AT");
     for (size_t k = 0; k < col.n; k++) {
-        const CoroInfo *ci = &col.bts[k].info;
+        const CoroInfo *ci = col.bts[k].info;
         const Seen *was = find_seen(st, ci->id);
         char name[CORO_INFO_NAME_SIZE], wait[64], dur[32] = "-", rate[16] = "-", site[160];
         snprintf(name, sizeof(name), "%s", ci->name[0] ? ci->name : "-");

@@ -77,7 +77,7 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
         max = CORO_UNWIND_MAX_FRAMES;
     }
     memset(out, 0, sizeof(*out));
-    out->info = *co;
+    out->info = co;
     CoroFrame tmp[MAX_SYM_FRAMES];
     int k;
 

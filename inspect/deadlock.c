@@ -24,13 +24,13 @@ static size_t index_of(const CoroBacktrace *bts, size_t n, uint64_t id)
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (bts[mid].info.id < id) {
+        if (bts[mid].info->id < id) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    return lo < n && bts[lo].info.id == id ? lo : SIZE_MAX;
+    return lo < n && bts[lo].info->id == id ? lo : SIZE_MAX;
 }
 
 int coro__deadlocks_find(const CoroBacktrace *bts, size_t n, CoroDeadlock **out, size_t *nout)
@@ -47,7 +47,7 @@ int coro__deadlocks_find(const CoroBacktrace *bts, size_t n, CoroDeadlock **out,
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        const CoroInfo *ci = &bts[i].info;
+        const CoroInfo *ci = bts[i].info;
         next[i] = waits_for_holder(ci) ? index_of(bts, n, ci->wait_holder) : SIZE_MAX;
     }
     size_t cap = 0;

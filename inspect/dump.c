@@ -178,7 +178,10 @@ static int recheck(const CoroRegistry *reg, const CoroInfo *ci, CoroBacktrace *b
             return 0;
         }
         coro__backtrace_fini(bt);
-        rc = coro__backtrace_build(unwinder, symbolizer, &reg->abi, &again, NULL, NULL, bt);
+        /* bt borrows its CoroInfo: the record as read now replaces the collection's copy (ci
+         * is that copy, in the collection's registry, which the driver owns). */
+        *(CoroInfo *)ci = again;
+        rc = coro__backtrace_build(unwinder, symbolizer, &reg->abi, ci, NULL, NULL, bt);
         if (rc < 0) {
             return rc;
         }

@@ -262,9 +262,9 @@ int coro__format_pprof(int fd, const CoroDumpMeta *meta, const CoroBacktrace *bt
             i = j + 1;
         }
         field_u64(&sample, 2, g[k].count);
-        label(&pr, &sample, "state", coro__group_state(&rep->info));
-        if (coro__waiting(&rep->info)) {
-            label(&pr, &sample, "wait", coro__wait_kind_name(rep->info.wait_kind));
+        label(&pr, &sample, "state", coro__group_state(rep->info));
+        if (coro__waiting(rep->info)) {
+            label(&pr, &sample, "wait", coro__wait_kind_name(rep->info->wait_kind));
         }
         field_msg(&pr.out, 2, &sample);
     }

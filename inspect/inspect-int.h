@@ -259,7 +259,8 @@ int coro__symbolize(CoroSymbolizer *s, uint64_t pc, bool is_return_address, unsi
 
 /* One coroutine ready to print. */
 typedef struct CoroBacktrace {
-    CoroInfo info;
+    const CoroInfo *info;     /* borrowed: the CoroInfo it was built from (in a collection,
+                                 its registry's record: no copy of 376 bytes per coroutine) */
     CoroFrame entry;          /* the entry function (exact address) */
     CoroFrame created_at;     /* function file:line of the coro_create call; pc 0: unknown */
     CoroFrame *frames;        /* innermost first; owned (coro__backtrace_fini frees) unless
@@ -287,8 +288,9 @@ typedef struct CoroBacktraceOptions {
  * live when given (its thread's or the caller's captured registers), else it gets no frames
  * and error "running on thread N". Frame 0 of a saved context is the public coroscope
  * function it is suspended in (coroscope-internal inline frames there are dropped). 0 or
- * -ENOMEM; unwind problems go to out->error with the frames found so far. Release with
- * coro__backtrace_fini() (which frees the frames unless they are borrowed).
+ * -ENOMEM; unwind problems go to out->error with the frames found so far. out->info points
+ * to co, which must outlive out. Release with coro__backtrace_fini() (which frees the frames
+ * unless they are borrowed).
  */
 int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_debug_abi *abi,
                           const CoroInfo *co, const CoroMachineRegs *live,

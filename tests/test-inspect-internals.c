@@ -76,7 +76,7 @@ static void fake_close(CoroTarget *t)
 {
 }
 
-static const CoroTargetOps fake_ops = { fake_read, fake_regs, fake_modules, fake_close };
+static const CoroTargetOps fake_ops = { fake_read, fake_regs, fake_modules, fake_close, NULL };
 
 #define REC0 (FAKE_BASE + 4096)
 
