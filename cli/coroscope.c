@@ -180,6 +180,28 @@ static bool system_frame(Dwfl *dwfl, const CoroFrame *f)
     return false;
 }
 
+/* own_frame() and system_frame() of f, remembered per (pc, function): 100,000 parked
+ * coroutines share a few dozen distinct frames, and each answer costs module lookups and
+ * ~20 string compares. Bit 0: own, bit 1: system. */
+static unsigned frame_kind(Dwfl *dwfl, const CoroFrame *f)
+{
+    static struct {
+        uint64_t pc;
+        const char *function;
+        unsigned kind;           /* 0: empty slot */
+    } cache[1024];
+    uint64_t h = (f->pc ^ (uint64_t)(uintptr_t)f->function) * 0x9e3779b97f4a7c15ull;
+    size_t slot = (size_t)(h >> 54);
+    if (cache[slot].kind && cache[slot].pc == f->pc && cache[slot].function == f->function) {
+        return cache[slot].kind & 3;
+    }
+    unsigned kind = (own_frame(dwfl, f) ? 1u : 0u) | (system_frame(dwfl, f) ? 2u : 0u);
+    cache[slot].pc = f->pc;
+    cache[slot].function = f->function;
+    cache[slot].kind = kind | 4u;
+    return kind;
+}
+
 /* ps's "where": the innermost user frame with source information, else the innermost user
  * frame, else the innermost frame outside coroscope, else frame 0. */
 static const CoroFrame *where_frame(Dwfl *dwfl, const CoroBacktrace *bt)
@@ -187,14 +209,15 @@ static const CoroFrame *where_frame(Dwfl *dwfl, const CoroBacktrace *bt)
     const CoroFrame *user = NULL, *other = NULL;
     for (size_t i = 0; i < bt->nframes; i++) {
         const CoroFrame *f = &bt->frames[i];
-        if (!system_frame(dwfl, f)) {
+        unsigned kind = frame_kind(dwfl, f);
+        if (!(kind & 2)) {
             if (f->file && f->line > 0) {
                 return f;
             }
             if (!user) {
                 user = f;
             }
-        } else if (!other && !own_frame(dwfl, f)) {
+        } else if (!other && !(kind & 1)) {
             other = f;
         }
     }
