@@ -35,8 +35,9 @@ run: $(BD)/bench $(BD)/bench-cxx $(BD)/bench-boost.so
 	$(Q)mv $(BD)/results.md.tmp $(BD)/results.md && cat $(BD)/results.md
 	$(Q)$(MAKE) --no-print-directory -f bench/bench.mk B=$(B) introspection
 
-# The readers' side: the in-process dump (issue 3) and the CLI against eu-stack (issue 4);
-# then waiting: the primitives, dumps of waiting coroutines, and echo against libuv.
+# The readers' side: the in-process dump (issue 3), the CLI against eu-stack (issue 4) and on
+# a live process with 100,001 coroutines (issue 13); then waiting: the primitives, dumps of
+# waiting coroutines, and echo against libuv.
 introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench
 	@echo
 	@echo '### coro_dump of 10,000 suspended coroutines parked 8 calls deep (bench/dump-bench.c)'
@@ -45,6 +46,9 @@ introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench
 	@echo '### coroscope bt --json on kernel cores, against eu-stack on threads (bench/cli-bench.sh)'
 	$(Q)$(MAKE) --no-print-directory -f Makefile B=$(B) $(B)/tests/prog-cli >/dev/null
 	$(Q)sh bench/cli-bench.sh $(B)
+	@echo
+	@echo '### coroscope ps, bt of one, top on a live process with 100,001 coroutines (bench/reader-bench.sh)'
+	$(Q)sh bench/reader-bench.sh $(B)
 	@echo
 	@echo '### Waiting: CoMutex, CoQueue hand-off, dumps of waiting coroutines (bench/wait-bench.c)'
 	$(Q)CORO_LEAK_CHECK=0 $(BD)/wait-bench
