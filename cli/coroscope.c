@@ -572,9 +572,9 @@ static int cli_after(const CoroRegistry *reg, const CoroInfo *co, const CoroMach
     CliCtx *c = arg;
     const CoroMachineRegs *sp_regs = live ? live : &co->regs;
     if (co->state != CORO_STATE_CREATED && !bt->error[0] && stack_all_zero(c->t, co, sp_regs)) {
-        snprintf(bt->error, sizeof(bt->error), "its stack reads as all zeros in this %s "
-                 "(gdb's gcore cannot read coroutine stacks with guard pages: use a kernel "
-                 "core)", c->a->pid ? "process" : "core");
+        coro__backtrace_error(bt, "its stack reads as all zeros in this %s (gdb's gcore "
+                              "cannot read coroutine stacks with guard pages: use a kernel "
+                              "core)", c->a->pid ? "process" : "core");
     }
     if (strcmp(c->a->command, "ps") == 0 && co->state != CORO_STATE_CREATED) {
         /* ps shows one frame: keep only that one (100,000 coroutines, 8 frames each, would

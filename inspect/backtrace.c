@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -77,6 +78,7 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
         max = CORO_UNWIND_MAX_FRAMES;
     }
     memset(out, 0, sizeof(*out));
+    out->error = coro__bt_no_error;
     out->info = co;
     CoroFrame tmp[MAX_SYM_FRAMES];
     int k;
@@ -115,12 +117,9 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
     }
     if (!regs) {
         if (co->state == CORO_STATE_RUNNING) {
-            snprintf(out->error, sizeof(out->error), "running on thread %d", (int)co->tid);
-        } else {
-            snprintf(out->error, sizeof(out->error), "saved registers could not be read "
-                     "consistently");
+            return coro__backtrace_error(out, "running on thread %d", (int)co->tid);
         }
-        return 0;
+        return coro__backtrace_error(out, "saved registers could not be read consistently");
     }
     uint64_t pcs[CORO_UNWIND_MAX_FRAMES];
     size_t n = 0;
@@ -128,10 +127,13 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
     if (hi < lo || co->stack_size == 0) {
         lo = hi = 0;
     }
-    int rc = coro__unwind(u, regs, lo, hi, opts->unwind_flags, pcs, max, &n, out->error,
-                          sizeof(out->error));
+    char why[CORO_BT_ERROR_MAX];
+    int rc = coro__unwind(u, regs, lo, hi, opts->unwind_flags, pcs, max, &n, why, sizeof(why));
     if (rc == 1) {
         out->truncated = true;
+    }
+    if (why[0] && coro__backtrace_error(out, "%s", why) < 0) {
+        return -ENOMEM;
     }
     bool saved = regs->rip_is_return_address;
     for (size_t i = 0; i < n; i++) {
@@ -162,6 +164,34 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
     return 0;
 }
 
+char coro__bt_no_error[1];
+static char out_of_memory[] = "out of memory";
+
+static void error_free(CoroBacktrace *bt)
+{
+    if (bt->error && bt->error != coro__bt_no_error && bt->error != out_of_memory) {
+        free(bt->error);
+    }
+    bt->error = coro__bt_no_error;
+}
+
+int coro__backtrace_error(CoroBacktrace *bt, const char *fmt, ...)
+{
+    char buf[CORO_BT_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    char *e = strdup(buf);
+    error_free(bt);
+    if (!e) {
+        bt->error = out_of_memory;
+        return -ENOMEM;
+    }
+    bt->error = e;
+    return 0;
+}
+
 void coro__backtrace_fini(CoroBacktrace *bt)
 {
     if (!bt->frames_borrowed) {
@@ -170,4 +200,5 @@ void coro__backtrace_fini(CoroBacktrace *bt)
     bt->frames = NULL;
     bt->nframes = 0;
     bt->frames_borrowed = false;
+    error_free(bt);
 }

@@ -266,6 +266,7 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
             pf_next = prefetch_batch(t, reg, sel, nsel, k, pf_addrs, pf_lens);
         }
         if (o->records_only) {
+            out->bts[out->n].error = coro__bt_no_error;
             out->bts[out->n++].info = co;
             continue;
         }

@@ -269,8 +269,14 @@ typedef struct CoroBacktrace {
     bool truncated;           /* stopped by the frame limit */
     bool frames_borrowed;     /* frames live in storage of the caller's (the options'
                                  frames_buf, a collection's arena): fini does not free them */
-    char error[128];          /* "" or why frames are missing or incomplete, one line */
+    char *error;              /* "" or why frames are missing or incomplete, one line (at most
+                                 CORO_BT_ERROR_MAX bytes). Set with coro__backtrace_error();
+                                 "" is coro__bt_no_error, shared; a message is owned (fini
+                                 frees it): no 128 bytes per coroutine that has none */
 } CoroBacktrace;
+
+#define CORO_BT_ERROR_MAX 128
+extern char coro__bt_no_error[1];
 
 typedef struct CoroBacktraceOptions {
     size_t max_frames;        /* 0: CORO_UNWIND_MAX_FRAMES */
@@ -296,6 +302,10 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
                           const CoroInfo *co, const CoroMachineRegs *live,
                           const CoroBacktraceOptions *opts, CoroBacktrace *out);
 void coro__backtrace_fini(CoroBacktrace *bt);
+/* Sets bt->error (printf format; cut at CORO_BT_ERROR_MAX - 1 bytes), replacing any message
+ * it had. 0 or -ENOMEM (then the message is the placeholder "out of memory"). */
+int coro__backtrace_error(CoroBacktrace *bt, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /* ------------------------------------------------------------------ formatting */
 
