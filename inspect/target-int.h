@@ -59,9 +59,9 @@ struct CoroTarget {
     char error[256];           /* last error, one line: what, which, why (per handle) */
     bool frozen_clock;         /* a core file: no clock of its own; "waiting for" durations
                                   use the registry's last clock reading (debug-abi.h) */
-    bool frozen_memory;        /* nothing changes its memory while it is read (a process
-                                  with every thread in a ptrace stop): one read of a record
-                                  is as good as two */
+    bool frozen_memory;        /* nothing changes its memory while it is read (a core, a
+                                  process with every thread in a ptrace stop): one read of a
+                                  record is as good as two */
 };
 
 /* Copies of many ranges of a live process (prefetch.c), for the targets' prefetch op. */
