@@ -614,7 +614,8 @@ static int cli_after(const CoroRegistry *reg, const CoroInfo *co, const CoroMach
                      CoroBacktrace *bt, void *arg)
 {
     CliCtx *c = arg;
-    const CoroMachineRegs *sp_regs = live ? live : &co->regs;
+    CoroMachineRegs saved = coro__saved_regs(&co->regs);
+    const CoroMachineRegs *sp_regs = live ? live : &saved;
     if (co->state != CORO_STATE_CREATED && !bt->error[0] && stack_all_zero(c->t, co, sp_regs)) {
         coro__backtrace_error(bt, "its stack reads as all zeros in this %s (gdb's gcore "
                               "cannot read coroutine stacks with guard pages: use a kernel "

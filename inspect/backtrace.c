@@ -110,10 +110,12 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
         return push(out, &cap, &out->entry);
     }
     const CoroMachineRegs *regs = NULL;
+    CoroMachineRegs from_record;
     if (live) {
         regs = live;
     } else if (co->state != CORO_STATE_RUNNING && (co->regs.valid & CORO_MREG_RSP)) {
-        regs = &co->regs;
+        from_record = coro__saved_regs(&co->regs);
+        regs = &from_record;
     }
     if (!regs) {
         if (co->state == CORO_STATE_RUNNING) {

@@ -39,6 +39,26 @@
 #define CORO_SNAPSHOT_MAX_SHARDS (1u * 1024u * 1024u)
 #define CORO_INFO_NAME_SIZE 64   /* names longer than this (target's name_size) are cut */
 
+/* A record's saved context: the callee-saved part of CoroMachineRegs (a record never holds
+ * the others), 72 bytes instead of 144 in each of 100,000 CoroInfo. */
+typedef struct CoroSavedRegs {
+    uint64_t rip, rsp, rbp, rbx, r12, r13, r14, r15;
+    unsigned valid;               /* CORO_MREG_* bits */
+    bool rip_is_return_address;
+} CoroSavedRegs;
+
+/* The full register set an unwinder starts from, from a saved context. */
+static inline CoroMachineRegs coro__saved_regs(const CoroSavedRegs *s)
+{
+    CoroMachineRegs m = {
+        .rip = s->rip, .rsp = s->rsp, .rbp = s->rbp, .rbx = s->rbx,
+        .r12 = s->r12, .r13 = s->r13, .r14 = s->r14, .r15 = s->r15,
+        .valid = s->valid & CORO_MREG_CALLEE_SAVED,
+        .rip_is_return_address = s->rip_is_return_address,
+    };
+    return m;
+}
+
 /* One live coroutine as read from a target's registry. Plain data: copy it freely. */
 typedef struct CoroInfo {
     uint64_t record;              /* target address of its registry record */
@@ -46,7 +66,7 @@ typedef struct CoroInfo {
     char name[CORO_INFO_NAME_SIZE]; /* NUL-terminated untrusted bytes; "" = unnamed */
     uint32_t state;               /* CORO_STATE_CREATED, _RUNNING, _SUSPENDED or _NESTED */
     int32_t tid;                  /* kernel tid it runs or last ran on; 0 unknown */
-    CoroMachineRegs regs;         /* saved context: valid == CORO_MREG_CALLEE_SAVED and
+    CoroSavedRegs regs;           /* saved context: valid == CORO_MREG_CALLEE_SAVED and
                                      rip_is_return_address, or valid == 0 when the record
                                      holds none (RUNNING) or it could not be read consistently */
     uint64_t stack_base;          /* lowest usable address */
