@@ -22,7 +22,7 @@ SAN          ?=
 # Debian packages the build, the tests, the benchmarks and the demo need (make deps).
 DEB_PACKAGES := build-essential pkg-config libdw-dev libelf-dev libunwind-dev libcmocka-dev \
                 libboost-context-dev elfutils gdb valgrind python3 python3-jsonschema g++ \
-                libuv1-dev systemtap-sdt-dev zlib1g-dev golang-go
+                libuv1-dev systemtap-sdt-dev zlib1g-dev golang-go libncurses-dev tmux
 
 ifeq ($(V),1)
 Q :=
@@ -47,7 +47,7 @@ endif
 $(B)/config.mk: Makefile scripts/deps.sh
 	@mkdir -p $(B)
 	$(Q)$(DEPS_SH) $(DEB_PACKAGES)
-	$(Q)for p in $(DEP_PKGS) cmocka; do \
+	$(Q)for p in $(DEP_PKGS) cmocka ncursesw; do \
 	    $(PKG_CONFIG) --exists $$p || { \
 	        echo "coroscope: pkg-config does not find '$$p' although its package is installed;" \
 	             "check PKG_CONFIG ($(PKG_CONFIG)) and PKG_CONFIG_PATH" >&2; exit 1; }; \
@@ -57,6 +57,8 @@ $(B)/config.mk: Makefile scripts/deps.sh
 	  echo 'DEP_LIBS      := '"$$($(PKG_CONFIG) --libs $(DEP_PKGS))"; \
 	  echo 'CMOCKA_CFLAGS := '"$$($(PKG_CONFIG) --cflags cmocka)"; \
 	  echo 'CMOCKA_LIBS   := '"$$($(PKG_CONFIG) --libs cmocka)"; \
+	  echo 'CURSES_CFLAGS := '"$$($(PKG_CONFIG) --cflags ncursesw)"; \
+	  echo 'CURSES_LIBS   := '"$$($(PKG_CONFIG) --libs ncursesw)"; \
 	  echo 'UNWIND_CFLAGS := '"$$($(PKG_CONFIG) --cflags libunwind 2>/dev/null)"; \
 	  echo 'UNWIND_LIBS   := '"$$($(PKG_CONFIG) --libs libunwind 2>/dev/null || echo -lunwind)"; \
 	} > $@.tmp && mv $@.tmp $@
@@ -68,12 +70,12 @@ ALL_CFLAGS   = $(BASE_CFLAGS) $(LAYER_INC) $(CFLAGS)
 
 # Layers: each compiles with include/ and its own -int.h files, so an include that crosses a
 # layer upwards does not compile. runtime/ sees only itself; inspect/ sees itself, and three
-# files still read the runtime's record and shard structs directly (the signal snapshot and
-# the crash report copy raw records; dump.c aborts through coro__die): docs/architecture.md.
+# files still read the runtime's record and shard structs directly (the signal snapshot, its
+# normalisation and the crash report work on raw records, signal-safe): docs/architecture.md.
 # The CLI builds on inspect/'s internal API; tests see everything.
 $(B)/runtime/%.o: LAYER_INC := -Iruntime
 $(B)/inspect/%.o: LAYER_INC := -Iinspect
-$(B)/inspect/signal-hold.o $(B)/inspect/signal-crash.o $(B)/inspect/dump.o: \
+$(B)/inspect/signal-hold.o $(B)/inspect/signal-normalize.o $(B)/inspect/signal-crash.o: \
     LAYER_INC := -Iinspect -Iruntime
 $(B)/cli/%.o: LAYER_INC := -Iinspect
 $(B)/tests/%: LAYER_INC := -Iruntime -Iinspect
@@ -139,9 +141,11 @@ CLI_BIN      := $(if $(CLI_SRC),$(B)/coroscope)
 .PHONY: cli
 cli: $(CLI_BIN)
 $(B)/cli/%.o: ALL_CFLAGS += -DCORO_VERSION='"$(VERSION)"'
+# top's interactive interface (cli/top-ui.c) draws with ncurses; the rest of the CLI does not.
+$(B)/cli/top-ui.o: ALL_CFLAGS += $(CURSES_CFLAGS)
 $(B)/coroscope: $(patsubst %.c,$(B)/%.o,$(CLI_SRC)) $(B)/libcoroscope.a
 	@$(if $(Q),echo "  LD      $@")
-	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(B)/libcoroscope.a $(LIB_LIBS)
+	$(Q)$(CC) $(ALL_LDFLAGS) -o $@ $(filter %.o,$^) $(B)/libcoroscope.a $(LIB_LIBS) $(CURSES_LIBS)
 
 # ---------------------------------------------------------------- gdb extension
 # gdb/coroscope-gdb.py (what `source` loads) and its package go to $(DATADIR)/coroscope; the

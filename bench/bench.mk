@@ -38,7 +38,7 @@ run: $(BD)/bench $(BD)/bench-cxx $(BD)/bench-boost.so
 # The readers' side: the in-process dump (issue 3), the CLI against eu-stack (issue 4) and on
 # a live process with 100,001 coroutines (issue 13); then waiting: the primitives, dumps of
 # waiting coroutines, and echo against libuv.
-introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench
+introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench $(BD)/watch-target
 	@echo
 	@echo '### coro_dump of 10,000 suspended coroutines parked 8 calls deep (bench/dump-bench.c)'
 	$(Q)$(BD)/dump-bench
@@ -55,6 +55,13 @@ introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench
 	@echo
 	@echo '### Echo over loopback against libuv (bench/echo-bench.c, bench/echo-bench.sh)'
 	$(Q)sh bench/echo-bench.sh $(BD)/echo-bench
+	@echo
+	@echo '### Watching: the target switching alone, with coroscope top attached, with the stall watchdog (bench/watch-bench.sh)'
+	$(Q)sh bench/watch-bench.sh $(BD)/watch-target $(B)/coroscope
+
+$(BD)/watch-target: bench/watch-target.c install-scratch
+	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
+	    $$($(PC) --libs coroscope) -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
 
 $(BD)/wait-bench: bench/wait-bench.c install-scratch
 	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \

@@ -15,6 +15,9 @@ enum {
     CLI_EXIT_USAGE = 64,
 };
 
+/* The exit-status table (coroscope.c): one rule for every command, printed by --help. */
+extern const char cli_exit_status_text[];
+
 /* Replaces control characters (and other bytes a terminal would act on) in place. */
 void cli_clean(char *s);
 /* A name in quotes, cleaned: for the deadlock lines. */

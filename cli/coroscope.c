@@ -1,13 +1,17 @@
 /*
  * coroscope: eu-stack for coroutines. Lists (ps) and backtraces (bt) the coroutines of a live
- * process or of a core file, through the target's coroutine registry (debug ABI).
+ * process or of a core file, through the target's coroutine registry (debug ABI); `top`
+ * (top.c) follows them over time.
  *
  * This file is argument parsing and output choice only: targets live in inspect/target-*.c,
- * registry reading, unwinding, symbolizing and the three output formats in inspect/ (the
- * same code as the in-process dump, so both print the same thing for the same stack).
+ * registry reading, unwinding, symbolizing, the frame rules (ps's WHERE) and the output
+ * formats in inspect/ (the same code as the in-process dump, so both print the same thing for
+ * the same stack).
  *
- * Exit codes (as eu-stack): 0 every coroutine shown, 1 some could not be shown (one message
- * each on stderr, the others still shown), 2 nothing could be shown, 64 usage.
+ * Exit status: one rule for every command, the table of --help (cli_exit_status_text) and
+ * docs/cli.md: 0 everything asked for was shown; 1 the target was read but something asked
+ * for is not shown or not whole (one message each on stderr, the rest still shown); 2 the
+ * target could not be read at all; 3 ps found a deadlock; 64 usage.
  */
 #define _GNU_SOURCE
 #include <ctype.h>
@@ -16,6 +20,7 @@
 #include <getopt.h>
 #include <inttypes.h>
 #include <limits.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -43,7 +48,7 @@ static const char usage_text[] =
     "Usage: coroscope ps (-p PID | --core FILE [-e EXECUTABLE])\n"
     "       coroscope bt (-p PID | --core FILE [-e EXECUTABLE]) [ID...]\n"
     "                    [--json | --folded | --pprof FILE] [--group] [-n MAXFRAMES]\n"
-    "                    [--no-inlines]\n"
+    "                    [--no-inlines] [--long-wait S] [--never-entered S]\n"
     "       coroscope top -p PID [-b] [-n ITERATIONS] [-d SECONDS] [--stall-ms MS]\n"
     "                     [--long-wait S] [--never-entered S]\n"
     "       coroscope --help | --version\n";
@@ -57,11 +62,14 @@ static const char help_text[] =
     "                     innermost frame outside coroscope and the system's libraries,\n"
     "                     preferring one with file:line); then one line per deadlock\n"
     "                     and per warning (long wait, never entered: docs/live.md)\n"
-    "  bt [ID...]         backtraces of the given coroutines (default: all)\n"
+    "  bt [ID...]         backtraces of the given coroutines (default: all; an ID\n"
+    "                     given twice is shown once)\n"
     "  top                the coroutines over time, read without stopping the process:\n"
     "                     state, wait, time in it, switches/s, creation site, and the\n"
-    "                     warnings stalled, long wait and deadlock (docs/live.md);\n"
-    "                     -b plain tables (batch), -n refreshes, -d seconds between them\n"
+    "                     warnings stalled, long wait, never entered and deadlock\n"
+    "                     (docs/live.md); keys: q quit, space pause, < > sort, r reverse,\n"
+    "                     / filter, b backtrace of the selected row; -b plain tables\n"
+    "                     (batch), -n refreshes, -d seconds between them\n"
     "\n"
     "Input:\n"
     "  -p, --pid PID      a live process: its threads are stopped while it is read\n"
@@ -76,22 +84,38 @@ static const char help_text[] =
     "                     sample per group of identical stacks, coroutines/count\n"
     "      --group        identical stacks (state, wait kind, frames) once, with a count\n"
     "                     and their ids, largest first; with --json: a \"groups\" array\n"
-    "  -n, --max-frames N at most N frames per coroutine\n"
+    "  -n, --max-frames N at most N frames per coroutine (1..256)\n"
     "      --no-inlines   no separate frames for inlined calls\n"
     "Warnings (ps, bt; top too):\n"
     "      --long-wait S  waiting S seconds or more on an fd or a queue with no deadline\n"
     "                     (default 60)\n"
     "      --never-entered S  created S seconds ago or more and never entered (default 60)\n"
     "  -h, --help         this text;   -V, --version   the version\n"
-    "\n"
-    "Exit status: 0 every coroutine shown, 1 some could not be shown (a message each on\n"
-    "stderr), 2 nothing could be shown, 3 (ps) all shown and a deadlock found, 64 usage\n"
-    "error.\n";
+    "\n";
 
-static int usage_error(const char *fmt, const char *arg)
+/* One table for every command: coroscope --help and coroscope top --help print it. */
+const char cli_exit_status_text[] =
+    "Exit status (ps, bt and top alike):\n"
+    "  0   everything asked for was shown (also: a process with no live coroutine)\n"
+    "  1   the target was read, but something asked for is not shown or not whole:\n"
+    "      an ID that does not exist (even when it is the only one), a coroutine that\n"
+    "      cannot be unwound, a registry found corrupt part way, output that cannot be\n"
+    "      written, a top refresh after the first that cannot read the registry; one\n"
+    "      line on stderr for each, the rest is shown\n"
+    "  2   the target cannot be read: it cannot be opened or attached, or has no\n"
+    "      readable coroutine registry (one line on stderr)\n"
+    "  3   ps only: everything was shown and a deadlock was found (a deadlock: line\n"
+    "      after the table names each cycle); 1 and 2 take precedence\n"
+    "  64  usage error (one line on stderr, then the usage)\n";
+
+static int usage_error(const char *fmt, ...) __attribute__((format(printf, 1, 2)));
+static int usage_error(const char *fmt, ...)
 {
+    va_list ap;
+    va_start(ap, fmt);
     fputs("coroscope: ", stderr);
-    fprintf(stderr, fmt, arg);
+    vfprintf(stderr, fmt, ap);
+    va_end(ap);
     fputs("\n", stderr);
     fputs(usage_text, stderr);
     return EXIT_USAGE;
@@ -118,116 +142,6 @@ static const char *describe_co(const CoroInfo *co, char *buf, size_t len)
         snprintf(buf, len, "coroutine %" PRIu64, co->id);
     }
     return buf;
-}
-
-/* Frames that are not the user's: coroscope's own functions, and code in the system's
- * libraries (libc's nanosleep is not where a person looks for a hung coroutine). */
-/*
- * coroscope's own frames: every frame in the module that holds the registry when that is
- * libcoroscope.so (its address range), and in a program linked statically the runtime's
- * functions by name — a fixed list, so that a user's own coro_read stays visible.
- */
-static const char *own_module; /* basename of the registry's module when it is the shared
-                                  library, else NULL */
-
-static bool own_frame(Dwfl *dwfl, const CoroFrame *f)
-{
-    static const char *const own[] = {
-        "coro_yield", "coro_enter", "coro__park", "wait_fd", "coro_wait_fd",
-        "coro_wait_fd_until", "coro_sleep_ns", "coro_queue_wait", "coro_mutex_lock",
-        "wait_granted_unlock", "coro_rwlock_rdlock", "coro_rwlock_wrlock", "rw_wait",
-        "coro_rwlock_upgrade", "coro__switch", "coro__trampoline", "coro_dump",
-        "coro_leak_check", "coro_leak_check_since",
-    };
-    Dwfl_Module *m = own_module && dwfl ? dwfl_addrmodule(dwfl, f->pc) : NULL;
-    if (m) {
-        const char *mainfile = NULL;
-        const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, &mainfile, NULL);
-        const char *path = mainfile ? mainfile : name;
-        const char *base = path ? strrchr(path, '/') : NULL;
-        base = base ? base + 1 : path;
-        if (base && strcmp(base, own_module) == 0) {
-            return true;
-        }
-    }
-    for (size_t i = 0; f->function && i < sizeof(own) / sizeof(own[0]); i++) {
-        if (strcmp(f->function, own[i]) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-static bool system_frame(Dwfl *dwfl, const CoroFrame *f)
-{
-    static const char *const dirs[] = { "/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/" };
-    if (own_frame(dwfl, f)) {
-        return true;
-    }
-    /* The file the module was loaded from (in a core, module names are only sonames). */
-    const char *path = f->module;
-    Dwfl_Module *m = dwfl ? dwfl_addrmodule(dwfl, f->pc) : NULL;
-    if (m) {
-        const char *mainfile = NULL;
-        const char *name = dwfl_module_info(m, NULL, NULL, NULL, NULL, NULL, &mainfile, NULL);
-        path = mainfile ? mainfile : name;
-    }
-    for (size_t i = 0; path && i < sizeof(dirs) / sizeof(dirs[0]); i++) {
-        if (strncmp(path, dirs[i], strlen(dirs[i])) == 0) {
-            return true;
-        }
-    }
-    return false;
-}
-
-/* own_frame() and system_frame() of f, remembered per (pc, function): 100,000 parked
- * coroutines share a few dozen distinct frames, and each answer costs module lookups and
- * ~20 string compares. Bit 0: own, bit 1: system. */
-static unsigned frame_kind(Dwfl *dwfl, const CoroFrame *f)
-{
-    static struct {
-        uint64_t pc;
-        const char *function;
-        unsigned kind;           /* 0: empty slot */
-    } cache[1024];
-    uint64_t h = (f->pc ^ (uint64_t)(uintptr_t)f->function) * 0x9e3779b97f4a7c15ull;
-    size_t slot = (size_t)(h >> 54);
-    if (cache[slot].kind && cache[slot].pc == f->pc && cache[slot].function == f->function) {
-        return cache[slot].kind & 3;
-    }
-    unsigned kind = (own_frame(dwfl, f) ? 1u : 0u) | (system_frame(dwfl, f) ? 2u : 0u);
-    cache[slot].pc = f->pc;
-    cache[slot].function = f->function;
-    cache[slot].kind = kind | 4u;
-    return kind;
-}
-
-/* ps's "where": the innermost user frame with source information, else the innermost user
- * frame, else the innermost frame outside coroscope, else frame 0. */
-static const CoroFrame *where_frame(Dwfl *dwfl, const CoroBacktrace *bt)
-{
-    const CoroFrame *user = NULL, *other = NULL;
-    for (size_t i = 0; i < bt->nframes; i++) {
-        const CoroFrame *f = &bt->frames[i];
-        unsigned kind = frame_kind(dwfl, f);
-        if (!(kind & 2)) {
-            if (f->file && f->line > 0) {
-                return f;
-            }
-            if (!user) {
-                user = f;
-            }
-        } else if (!other && !(kind & 1)) {
-            other = f;
-        }
-    }
-    if (user) {
-        return user;
-    }
-    if (other) {
-        return other;
-    }
-    return bt->nframes ? &bt->frames[0] : NULL;
 }
 
 /* The WAIT column: "fd 9 readable, 3.2 s", "mutex 0x... held by coroutine 5, 12 ms", "-". */
@@ -289,44 +203,40 @@ void cli_quoted(CoroOut *o, const char *s)
     coro__out_str(o, "\"");
 }
 
-/* Appends s to *p, padded with spaces to width (printf's %-Ns), and one space. */
-static char *cell(char *p, const char *s, size_t width)
+/* Untrusted text, cleaned as cli_clean does, whatever its length. */
+static void put_clean(const char *s)
 {
-    size_t n = strlen(s);
-    memcpy(p, s, n);
-    for (; n < width; n++) {
-        p[n] = ' ';
+    for (; *s; s++) {
+        putchar(isprint((unsigned char)*s) ? *s : '?');
     }
-    p[n] = ' ';
-    return p + n + 1;
 }
 
-/* The WHERE text of frame f (NULL: "?"). */
-static void where_text(const CoroFrame *f, char *where, size_t size)
+/* ps's WHERE cell, unbounded (a long module path is named whole): "function (file:line)",
+ * "function (module)", or the address. */
+static void print_where(const CoroFrame *f)
 {
-    snprintf(where, size, "?");
-    if (f && f->function) {
+    if (!f) {
+        putchar('?');
+    } else if (f->function) {
         const char *file = f->file ? strrchr(f->file, '/') : NULL;
         file = file ? file + 1 : f->file;
+        put_clean(f->function);
+        fputs(" (", stdout);
         if (file && f->line > 0) {
-            snprintf(where, size, "%s (%s:%d)", f->function, file, f->line);
+            put_clean(file);
+            printf(":%d)", f->line);
         } else {
-            snprintf(where, size, "%s (%s)", f->function, f->module ? f->module : "?");
+            put_clean(f->module ? f->module : "?");
+            putchar(')');
         }
-    } else if (f) {
-        snprintf(where, size, "0x%" PRIx64, f->pc);
+    } else {
+        printf("0x%" PRIx64, f->pc);
     }
-    cli_clean(where);
 }
 
-static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta)
+static void print_ps(const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta)
 {
     printf("%-8s %-9s %-20s %-8s %-48s %s\n", "ID", "STATE", "NAME", "THREAD", "WAIT", "WHERE");
-    /* The WHERE of the previous line: neighbours usually share it (the symbolizer hands out
-     * the same strings for the same frame), and 100,000 snprintf calls showed in profiles. */
-    char where[512];
-    CoroFrame last = { 0 };
-    bool have_last = false, last_null = false;
     for (size_t i = 0; i < n; i++) {
         const CoroBacktrace *bt = &bts[i];
         char name[CORO_INFO_NAME_SIZE];
@@ -336,37 +246,14 @@ static void print_ps(Dwfl *dwfl, const CoroBacktrace *bts, size_t n, const CoroD
         if (bt->info->tid > 0) {
             snprintf(tid, sizeof(tid), "%d", (int)bt->info->tid);
         }
-        const CoroFrame *f =
-            bt->info->state == CORO_STATE_CREATED ? &bt->entry : where_frame(dwfl, bt);
-        bool same = have_last && (f ? !last_null && f->function == last.function &&
-                                          f->file == last.file && f->line == last.line &&
-                                          f->module == last.module &&
-                                          (f->function || f->pc == last.pc)
-                                    : last_null);
-        if (!same) {
-            where_text(f, where, sizeof(where));
-            have_last = true;
-            last_null = !f;
-            if (f) {
-                last = *f;
-            }
-        }
         char wait[160];
         cli_wait_cell(bt->info, meta->now_ns, true, wait, sizeof(wait));
         cli_clean(wait);
-        /* "%-8" PRIu64 " %-9s %-20s %-8s %-48s %s\n", without printf's per-call cost. */
-        char id[24], line[sizeof(id) + 16 + sizeof(name) + sizeof(tid) + sizeof(wait) +
-                          sizeof(where) + 64];
-        snprintf(id, sizeof(id), "%" PRIu64, bt->info->id);
-        char *p = cell(line, id, 8);
-        p = cell(p, coro__waiting(bt->info) ? "waiting" : coro__state_name(bt->info->state), 9);
-        p = cell(p, name, 20);
-        p = cell(p, tid, 8);
-        p = cell(p, wait, 48);
-        size_t wl = strlen(where);
-        memcpy(p, where, wl);
-        p[wl] = '\n';
-        fwrite(line, 1, (size_t)(p + wl + 1 - line), stdout);
+        printf("%-8" PRIu64 " %-9s %-20s %-8s %-48s ", bt->info->id,
+               coro__waiting(bt->info) ? "waiting" : coro__state_name(bt->info->state), name,
+               tid, wait);
+        print_where(coro__backtrace_where(bt));
+        putchar('\n');
     }
     fflush(stdout);
     CoroOut o;
@@ -405,8 +292,11 @@ static bool stack_all_zero(CoroTarget *t, const CoroInfo *co, const CoroMachineR
     return true;
 }
 
+/* ------------------------------------------------------------------ arguments */
+
 typedef struct Args {
     const char *command;
+    bool ps;              /* the command is ps (else bt) */
     pid_t pid;
     const char *core;
     const char *exe;
@@ -420,150 +310,196 @@ typedef struct Args {
     size_t nids;
 } Args;
 
-static int parse_args(int argc, char **argv, Args *a)
+/* The output options as given, before they are checked against each other. */
+typedef struct OutputFlags {
+    bool json, folded, group;
+} OutputFlags;
+
+enum { OPT_CORE = 256, OPT_JSON, OPT_FOLDED, OPT_NO_INLINES, OPT_GROUP, OPT_PPROF,
+       OPT_LONG_WAIT, OPT_NEVER_ENTERED };
+
+static const struct option longopts[] = {
+    { "pid", required_argument, NULL, 'p' },
+    { "core", required_argument, NULL, OPT_CORE },
+    { "executable", required_argument, NULL, 'e' },
+    { "json", no_argument, NULL, OPT_JSON },
+    { "folded", no_argument, NULL, OPT_FOLDED },
+    { "group", no_argument, NULL, OPT_GROUP },
+    { "pprof", required_argument, NULL, OPT_PPROF },
+    { "max-frames", required_argument, NULL, 'n' },
+    { "no-inlines", no_argument, NULL, OPT_NO_INLINES },
+    { "long-wait", required_argument, NULL, OPT_LONG_WAIT },
+    { "never-entered", required_argument, NULL, OPT_NEVER_ENTERED },
+    { "help", no_argument, NULL, 'h' },
+    { "version", no_argument, NULL, 'V' },
+    { NULL, 0, NULL, 0 },
+};
+
+static int pid_option(const char *arg, Args *a)
 {
-    enum { OPT_CORE = 256, OPT_JSON, OPT_FOLDED, OPT_NO_INLINES, OPT_GROUP, OPT_PPROF,
-           OPT_LONG_WAIT, OPT_NEVER_ENTERED };
-    static const struct option longopts[] = {
-        { "pid", required_argument, NULL, 'p' },
-        { "core", required_argument, NULL, OPT_CORE },
-        { "executable", required_argument, NULL, 'e' },
-        { "json", no_argument, NULL, OPT_JSON },
-        { "folded", no_argument, NULL, OPT_FOLDED },
-        { "group", no_argument, NULL, OPT_GROUP },
-        { "pprof", required_argument, NULL, OPT_PPROF },
-        { "max-frames", required_argument, NULL, 'n' },
-        { "no-inlines", no_argument, NULL, OPT_NO_INLINES },
-        { "long-wait", required_argument, NULL, OPT_LONG_WAIT },
-        { "never-entered", required_argument, NULL, OPT_NEVER_ENTERED },
-        { "help", no_argument, NULL, 'h' },
-        { "version", no_argument, NULL, 'V' },
-        { NULL, 0, NULL, 0 },
-    };
-    bool json = false, folded = false, group = false;
-    int c;
-    opterr = 0;
-    /* The leading ':' makes a missing value ':' (not '?'), so it can be said as such. */
-    while ((c = getopt_long(argc, argv, ":p:e:n:hV", longopts, NULL)) != -1) {
-        char *end;
-        switch (c) {
-        case 'p': {
-            errno = 0;
-            long v = strtol(optarg, &end, 10);
-            if (errno || *end || end == optarg || v <= 0 || v > INT_MAX) {
-                return usage_error("invalid process id '%s'", optarg);
-            }
-            if (a->pid) {
-                return usage_error("-p given twice%s", "");
-            }
-            a->pid = (pid_t)v;
-            break;
-        }
-        case OPT_CORE:
-            a->core = optarg;
-            break;
-        case 'e':
-            a->exe = optarg;
-            break;
-        case OPT_JSON:
-            json = true;
-            break;
-        case OPT_FOLDED:
-            folded = true;
-            break;
-        case OPT_GROUP:
-            group = true;
-            break;
-        case OPT_PPROF:
-            a->pprof = optarg;
-            break;
-        case 'n': {
-            errno = 0;
-            unsigned long v = strtoul(optarg, &end, 10);
-            if (errno || *end || end == optarg || optarg[0] == '-' || v == 0 ||
-                v > CORO_UNWIND_MAX_FRAMES) {
-                fprintf(stderr, "coroscope: -n wants a number of frames from 1 to %d, not "
-                        "'%s'\n%s", CORO_UNWIND_MAX_FRAMES, optarg, usage_text);
-                return EXIT_USAGE;
-            }
-            a->max_frames = v;
-            break;
-        }
-        case OPT_NO_INLINES:
-            a->no_inlines = true;
-            break;
-        case OPT_LONG_WAIT:
-        case OPT_NEVER_ENTERED: {
-            double v;
-            if (!cli_number(optarg, 0.001, 1e7, &v)) {
-                return usage_error(c == OPT_LONG_WAIT ? "--long-wait wants seconds > 0, not '%s'"
-                                                      : "--never-entered wants seconds > 0, not '%s'",
-                                   optarg);
-            }
-            *(c == OPT_LONG_WAIT ? &a->warn.long_wait_ns : &a->warn.never_entered_ns) =
-                (int64_t)(v * 1e9);
-            break;
-        }
-        case 'h':
-            fputs(usage_text, stdout);
-            fputs("\n", stdout);
-            fputs(help_text, stdout);
-            exit(EXIT_ALL);
-        case 'V':
-            printf("coroscope %s\n", CORO_VERSION);
-            exit(EXIT_ALL);
-        case ':':
-            return usage_error("option %s needs a value", argv[optind - 1]);
-        default:
-            return usage_error("unknown option '%s'", argv[optind - 1]);
-        }
+    char *end;
+    errno = 0;
+    long v = strtol(arg, &end, 10);
+    if (errno || *end || end == arg || v <= 0 || v > INT_MAX) {
+        return usage_error("invalid process id '%s'", arg);
     }
-    if (optind >= argc) {
-        return usage_error("no command given (ps or bt)%s", "");
+    if (a->pid) {
+        return usage_error("-p given twice");
     }
-    a->command = argv[optind++];
-    bool bt = strcmp(a->command, "bt") == 0;
-    if (!bt && strcmp(a->command, "ps") != 0) {
-        return usage_error("unknown command '%s' (ps or bt)", a->command);
+    a->pid = (pid_t)v;
+    return -1;
+}
+
+static int max_frames_option(const char *arg, Args *a)
+{
+    char *end;
+    errno = 0;
+    unsigned long v = strtoul(arg, &end, 10);
+    if (errno || *end || end == arg || arg[0] == '-' || v == 0 || v > CORO_UNWIND_MAX_FRAMES) {
+        return usage_error("-n wants a number of frames from 1 to %d, not '%s'",
+                           CORO_UNWIND_MAX_FRAMES, arg);
+    }
+    a->max_frames = v;
+    return -1;
+}
+
+/* --long-wait S, --never-entered S: a warning's threshold in seconds. */
+static int threshold_option(int c, const char *arg, Args *a)
+{
+    double v;
+    const char *name = c == OPT_LONG_WAIT ? "--long-wait" : "--never-entered";
+    if (!cli_number(arg, 0.001, 1e7, &v)) {
+        return usage_error("%s wants seconds > 0, not '%s'", name, arg);
+    }
+    *(c == OPT_LONG_WAIT ? &a->warn.long_wait_ns : &a->warn.never_entered_ns) =
+        (int64_t)(v * 1e9);
+    return -1;
+}
+
+/* A file option given once: a second --core or -e would silently replace the first. */
+static int file_option(const char **slot, const char *arg, const char *name)
+{
+    if (*slot) {
+        return usage_error("%s given twice", name);
+    }
+    *slot = arg;
+    return -1;
+}
+
+/* getopt's complaint (opterr is 0, the optstring starts with ':'): a value missing, a value
+ * given to an option that takes none (--json=1), an option unknown. */
+static int option_error(int c, char **argv)
+{
+    const char *arg = argv[optind - 1];
+    if (c == ':') {
+        return usage_error("option %s needs a value", arg);
+    }
+    /* getopt_long leaves optopt at the option's value for a known long option given a
+     * value, at 0 for an unknown long option. */
+    bool long_opt = arg[0] == '-' && arg[1] == '-';
+    if (long_opt && optopt && strchr(arg, '=')) {
+        return usage_error("option %.*s takes no value", (int)strcspn(arg, "="), arg);
+    }
+    if (!long_opt && optopt) {
+        return usage_error("unknown option '-%c'", optopt);
+    }
+    return usage_error("unknown option '%s'", arg);
+}
+
+/* One option (getopt's c and optarg) into a and f; -1 to go on, else the exit status (--help
+ * and --version end here with 0). */
+static int parse_option(int c, char **argv, Args *a, OutputFlags *f)
+{
+    switch (c) {
+    case 'p':
+        return pid_option(optarg, a);
+    case OPT_CORE:
+        return file_option(&a->core, optarg, "--core");
+    case 'e':
+        return file_option(&a->exe, optarg, "-e");
+    case OPT_JSON:
+        f->json = true;
+        return -1;
+    case OPT_FOLDED:
+        f->folded = true;
+        return -1;
+    case OPT_GROUP:
+        f->group = true;
+        return -1;
+    case OPT_PPROF:
+        return file_option(&a->pprof, optarg, "--pprof");
+    case 'n':
+        return max_frames_option(optarg, a);
+    case OPT_NO_INLINES:
+        a->no_inlines = true;
+        return -1;
+    case OPT_LONG_WAIT:
+    case OPT_NEVER_ENTERED:
+        return threshold_option(c, optarg, a);
+    case 'h':
+        fputs(usage_text, stdout);
+        fputs("\n", stdout);
+        fputs(help_text, stdout);
+        fputs(cli_exit_status_text, stdout);
+        return EXIT_ALL;
+    case 'V':
+        printf("coroscope %s\n", CORO_VERSION);
+        return EXIT_ALL;
+    default:
+        return option_error(c, argv);
+    }
+}
+
+/* The command, the target and the output options together; -1 to go on. */
+static int check_args(Args *a, const OutputFlags *f)
+{
+    if (strcmp(a->command, "top") == 0) {
+        return usage_error("top comes first, its options after it (coroscope top -p PID)");
+    }
+    if (!a->ps && strcmp(a->command, "bt") != 0) {
+        return usage_error("unknown command '%s' (ps, bt or top)", a->command);
     }
     if (!!a->pid + !!a->core != 1) {
-        return usage_error("give exactly one target: -p PID or --core FILE%s", "");
+        return usage_error("give exactly one target: -p PID or --core FILE");
     }
     if (a->exe && !a->core) {
-        return usage_error("-e names the executable of a core file: it needs --core%s", "");
+        return usage_error("-e names the executable of a core file: it needs --core");
     }
-    if (json && folded) {
-        return usage_error("--json and --folded exclude each other%s", "");
+    if (f->json && f->folded) {
+        return usage_error("--json and --folded exclude each other");
     }
-    if (!bt && (json || folded || group || a->max_frames)) {
+    if (a->ps && (f->json || f->folded || f->group || a->max_frames)) {
         return usage_error("ps takes no output options (--json, --folded, --group, -n belong "
-                           "to bt)%s", "");
+                           "to bt)");
     }
-    if (a->pprof && (json || folded || group)) {
-        return usage_error("--pprof FILE writes a profile: it takes no other output option%s",
-                           "");
+    if (a->pprof && (f->json || f->folded || f->group)) {
+        return usage_error("--pprof FILE writes a profile: it takes no other output option");
     }
-    if (!bt && a->pprof) {
-        return usage_error("--pprof belongs to bt%s", "");
+    if (a->ps && a->pprof) {
+        return usage_error("--pprof belongs to bt");
     }
-    if (group && folded) {
+    if (f->group && f->folded) {
         return usage_error("--group and --folded exclude each other (folded output is "
-                           "grouped already)%s", "");
+                           "grouped already)");
     }
-    a->format = json ? CORO_DUMP_JSON : folded ? CORO_DUMP_FOLDED : group ? CORO_DUMP_GROUPED :
-                a->pprof ? CORO_DUMP_PPROF : CORO_DUMP_TEXT;
-    a->group = group;
-    if (!bt && optind < argc) {
-        return usage_error("ps takes no coroutine ids ('%s')", argv[optind]);
-    }
-    a->nids = (size_t)(argc - optind);
-    a->ids = calloc(a->nids ? a->nids : 1, sizeof(*a->ids));
+    a->format = f->json ? CORO_DUMP_JSON : f->folded ? CORO_DUMP_FOLDED :
+                f->group ? CORO_DUMP_GROUPED : a->pprof ? CORO_DUMP_PPROF : CORO_DUMP_TEXT;
+    a->group = f->group;
+    return -1;
+}
+
+/* The coroutine ids after bt, in the order given (a repeated one is found by cli_want and
+ * reported once by report_missing_ids). */
+static int parse_ids(char **ids, size_t n, Args *a)
+{
+    a->ids = calloc(n ? n : 1, sizeof(*a->ids));
     if (!a->ids) {
         fprintf(stderr, "coroscope: out of memory\n");
         return EXIT_NONE;
     }
-    for (size_t i = 0; i < a->nids; i++) {
-        const char *s = argv[optind + (int)i];
+    a->nids = n;
+    for (size_t i = 0; i < n; i++) {
+        const char *s = ids[i];
         char *end;
         errno = 0;
         unsigned long long v = strtoull(s, &end, 10);
@@ -573,6 +509,32 @@ static int parse_args(int argc, char **argv, Args *a)
         a->ids[i] = v;
     }
     return -1;
+}
+
+/* Returns -1 to go on, else the exit status (--help and --version too). */
+static int parse_args(int argc, char **argv, Args *a)
+{
+    OutputFlags f = { 0 };
+    int c, rc;
+    opterr = 0;
+    /* The leading ':' makes a missing value ':' (not '?'), so it can be said as such. */
+    while ((c = getopt_long(argc, argv, ":p:e:n:hV", longopts, NULL)) != -1) {
+        if ((rc = parse_option(c, argv, a, &f)) >= 0) {
+            return rc;
+        }
+    }
+    if (optind >= argc) {
+        return usage_error("no command given (ps, bt or top)");
+    }
+    a->command = argv[optind++];
+    a->ps = strcmp(a->command, "ps") == 0;
+    if ((rc = check_args(a, &f)) >= 0) {
+        return rc;
+    }
+    if (a->ps && optind < argc) {
+        return usage_error("ps takes no coroutine ids ('%s')", argv[optind]);
+    }
+    return parse_ids(argv + optind, (size_t)(argc - optind), a);
 }
 
 /* What main() tells the collect driver. */
@@ -621,10 +583,11 @@ static int cli_after(const CoroRegistry *reg, const CoroInfo *co, const CoroMach
                               "cannot read coroutine stacks with guard pages: use a kernel "
                               "core)", c->a->pid ? "process" : "core");
     }
-    if (strcmp(c->a->command, "ps") == 0 && co->state != CORO_STATE_CREATED) {
+    if (c->a->ps && co->state != CORO_STATE_CREATED) {
         /* ps shows one frame: keep only that one (100,000 coroutines, 8 frames each, would
-         * otherwise hold ~50 MB of frames). where_frame() of the one kept gives it again. */
-        const CoroFrame *f = where_frame(c->t->dwfl, bt);
+         * otherwise hold ~50 MB of frames). coro__backtrace_where() of the one kept gives it
+         * again: a user or system frame stays one alone, and a lone frame is its own answer. */
+        const CoroFrame *f = coro__backtrace_where(bt);
         if (f) {
             bt->frames[0] = *f;
         }
@@ -657,6 +620,178 @@ static size_t report_partial(const CoroCollection *col, const char *what)
     return nfailed;
 }
 
+/* ------------------------------------------------------------------ one run */
+
+/* One run of ps or bt: the target, where its registry is, and what was read from it. */
+typedef struct Run {
+    const Args *a;
+    CoroTarget *t;
+    const char *what;             /* "process 42", "core file /tmp/core" */
+    uint64_t abi_addr;            /* the registry's debug descriptor */
+    const char *module;           /* the module that holds it */
+    struct timespec when;         /* when the target was read (a core: its mtime) */
+    bool *found;                  /* per requested id: seen */
+    CoroCollection col;
+    bool collected;
+    size_t nfailed;               /* asked for, not shown or not whole: a line each said */
+} Run;
+
+/* Opens the pid or the core and finds its registry; -1, or EXIT_NONE with the line said. */
+static int open_target(Run *r)
+{
+    const Args *a = r->a;
+    char err[3 * 4096]; /* room for two whole paths: messages never cut one */
+    int rc;
+    clock_gettime(CLOCK_REALTIME, &r->when);
+    if (a->pid) {
+        rc = coro__target_pid_open(a->pid, &r->t, err, sizeof(err));
+    } else {
+        struct stat st;
+        if (stat(a->core, &st) == 0) {
+            r->when = st.st_mtim; /* when the process died, near enough */
+        }
+        rc = coro__target_core_open(a->core, a->exe, &r->t, err, sizeof(err));
+    }
+    if (rc == 0) {
+        r->what = coro__target_describe(r->t);
+        rc = coro__target_find_registry(r->t, &r->abi_addr, &r->module, err, sizeof(err));
+    }
+    if (rc < 0) {
+        fprintf(stderr, "coroscope: %s\n", err);
+        return EXIT_NONE;
+    }
+    return -1;
+}
+
+/* Frames in a module whose file is gone cannot be unwound: said once, up front. */
+static void warn_missing_modules(const Run *r)
+{
+    const char *missing[4];
+    size_t nmissing = coro__target_missing_modules(r->t, missing, 4);
+    for (size_t i = 0; i < nmissing && i < 4; i++) {
+        fprintf(stderr, "coroscope: warning: %s: module %s is missing or is not the file that "
+                "ran (build-id differs): frames in it cannot be unwound or named%s\n", r->what,
+                missing[i], r->a->core && !r->a->exe ? " (pass the program with -e)" : "");
+    }
+    if (nmissing > 4) {
+        fprintf(stderr, "coroscope: warning: %s: %zu more modules missing\n", r->what,
+                nmissing - 4);
+    }
+}
+
+/* Reads the registry and unwinds the coroutines asked for, then lets a live process go;
+ * -1, or EXIT_NONE with the line said. */
+static int read_coroutines(Run *r)
+{
+    const Args *a = r->a;
+    r->found = calloc(a->nids ? a->nids : 1, sizeof(*r->found));
+    if (!r->found) {
+        fprintf(stderr, "coroscope: out of memory\n");
+        return EXIT_NONE;
+    }
+    r->t->error[0] = '\0';
+    CliCtx ctx = { .a = a, .t = r->t, .found = r->found };
+    CoroCollectOptions opts = {
+        .bt = {
+            .max_frames = a->ps ? PS_MAX_FRAMES : a->max_frames,
+            .sym_flags = a->no_inlines ? CORO_SYM_NO_INLINES : 0,
+        },
+        .want = cli_want, .after = cli_after, .arg = &ctx,
+        .prefetch_stacks = true, /* the process is stopped (or a core: no prefetch there) */
+        .ids = a->nids ? a->ids : NULL, .nids = a->nids, /* bt ID...: store only those */
+    };
+    int rc = coro__collect(r->t, r->abi_addr, &opts, &r->col);
+    if (rc < 0) {
+        fprintf(stderr, "coroscope: cannot read the coroutine registry of %s (in %s): %s\n",
+                r->what, r->module, r->t->error[0] ? r->t->error : strerror(-rc));
+        return EXIT_NONE;
+    }
+    r->collected = true;
+    /* Everything is read: let a live process go before printing. */
+    coro__target_resume(r->t);
+    return -1;
+}
+
+/* An id asked for that the registry does not hold: a line each (once for a repeated id). */
+static void report_missing_ids(Run *r)
+{
+    const Args *a = r->a;
+    for (size_t i = 0; i < a->nids; i++) {
+        if (!r->found[i] && !repeated(a->ids, i)) {
+            fprintf(stderr, "coroscope: no coroutine %" PRIu64 " in %s\n", a->ids[i], r->what);
+            r->nfailed++;
+        }
+    }
+}
+
+/* bt's output: a dump format on stdout, or the profile in --pprof's file. */
+static void print_bt(Run *r, const CoroDumpMeta *meta)
+{
+    const Args *a = r->a;
+    if (a->format == CORO_DUMP_TEXT && r->col.n == 0) {
+        return; /* nothing to print; the messages on stderr say why */
+    }
+    int out = STDOUT_FILENO;
+    if (a->pprof) {
+        out = open(a->pprof, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
+        if (out < 0) {
+            fprintf(stderr, "coroscope: cannot write the profile %s: %s\n", a->pprof,
+                    strerror(errno));
+            r->nfailed++;
+            return;
+        }
+    }
+    int rc = coro__format_dump(out, a->format, meta, r->col.bts, r->col.n,
+                               a->group ? CORO_FORMAT_GROUPS : 0, NULL);
+    if (out != STDOUT_FILENO && close(out) < 0 && rc == 0) {
+        rc = -errno;
+    }
+    if (rc < 0 && rc != -EPIPE) {
+        fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(-rc));
+        r->nfailed++;
+    }
+}
+
+/* Everything read is shown; the exit status of the table (cli_exit_status_text). */
+static int show(Run *r)
+{
+    r->nfailed += report_partial(&r->col, r->what);
+    report_missing_ids(r);
+    if (r->col.reg.nlive == 0 && r->nfailed == 0) {
+        fprintf(stderr, "coroscope: %s has no live coroutines\n", r->what);
+    }
+    fflush(stdout);
+    CoroDumpMeta meta = { .pid = (int)r->t->pid, .time = r->when };
+    coro__collection_meta(&r->col, &meta);
+    meta.warn = r->a->warn;
+    if (r->a->ps) {
+        print_ps(r->col.bts, r->col.n, &meta);
+    } else {
+        print_bt(r, &meta);
+    }
+    if (fflush(stdout) != 0 && errno != EPIPE) {
+        fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(errno));
+        r->nfailed++;
+    }
+    /* The target was read: whatever is missing, that is 1, never 2 (not even when the one
+     * id asked for does not exist, or no coroutine could be unwound). */
+    if (r->nfailed) {
+        return EXIT_SOME;
+    }
+    return r->a->ps && r->col.ndeadlocks ? EXIT_DEADLOCK : EXIT_ALL;
+}
+
+static void run_fini(Run *r)
+{
+    if (r->collected) {
+        coro__collection_free(&r->col);
+    }
+    if (r->t) {
+        r->t->ops->close(r->t);
+    }
+    free(r->found);
+}
+
 int main(int argc, char **argv)
 {
     if (argc > 1 && strcmp(argv[1], "top") == 0) {
@@ -664,136 +799,16 @@ int main(int argc, char **argv)
     }
     Args a = { 0 };
     int rc = parse_args(argc, argv, &a);
-    if (rc >= 0) {
-        return rc;
-    }
-    bool ps = strcmp(a.command, "ps") == 0;
-
-    char err[3 * 4096]; /* room for two whole paths: messages never cut one */
-    CoroTarget *t = NULL;
-    struct timespec when;
-    clock_gettime(CLOCK_REALTIME, &when);
-    if (a.pid) {
-        rc = coro__target_pid_open(a.pid, &t, err, sizeof(err));
-    } else {
-        struct stat st;
-        if (stat(a.core, &st) == 0) {
-            when = st.st_mtim; /* when the process died, near enough */
-        }
-        rc = coro__target_core_open(a.core, a.exe, &t, err, sizeof(err));
-    }
     if (rc < 0) {
-        fprintf(stderr, "coroscope: %s\n", err);
-        free(a.ids);
-        return EXIT_NONE;
-    }
-    const char *what = coro__target_describe(t);
-
-    uint64_t abi_addr;
-    const char *module;
-    if (coro__target_find_registry(t, &abi_addr, &module, err, sizeof(err)) < 0) {
-        fprintf(stderr, "coroscope: %s\n", err);
-        t->ops->close(t);
-        free(a.ids);
-        return EXIT_NONE;
-    }
-    const char *mbase = strrchr(module, '/');
-    mbase = mbase ? mbase + 1 : module;
-    own_module = strncmp(mbase, "libcoroscope.so", 15) == 0 ? mbase : NULL;
-    /* Frames in a module whose file is gone cannot be unwound: say so once, up front. */
-    const char *missing[4];
-    size_t nmissing = coro__target_missing_modules(t, missing, 4);
-    for (size_t i = 0; i < nmissing && i < 4; i++) {
-        fprintf(stderr, "coroscope: warning: %s: module %s is missing or is not the file that "
-                "ran (build-id differs): frames in it cannot be unwound or named%s\n", what,
-                missing[i], a.core && !a.exe ? " (pass the program with -e)" : "");
-    }
-    if (nmissing > 4) {
-        fprintf(stderr, "coroscope: warning: %s: %zu more modules missing\n", what,
-                nmissing - 4);
-    }
-    bool *found_ids = calloc(a.nids ? a.nids : 1, sizeof(*found_ids));
-    if (!found_ids) {
-        fprintf(stderr, "coroscope: out of memory\n");
-        t->ops->close(t);
-        free(a.ids);
-        return EXIT_NONE;
-    }
-    t->error[0] = '\0';
-    CliCtx ctx = { .a = &a, .t = t, .found = found_ids };
-    CoroCollectOptions opts = {
-        .bt = {
-            .max_frames = ps ? PS_MAX_FRAMES : a.max_frames,
-            .sym_flags = a.no_inlines ? CORO_SYM_NO_INLINES : 0,
-        },
-        .want = cli_want, .after = cli_after, .arg = &ctx,
-        .prefetch_stacks = true, /* the process is stopped (or a core: no prefetch there) */
-        .ids = a.nids ? a.ids : NULL, .nids = a.nids, /* bt ID...: store only those */
-    };
-    CoroCollection col;
-    rc = coro__collect(t, abi_addr, &opts, &col);
-    if (rc < 0) {
-        fprintf(stderr, "coroscope: cannot read the coroutine registry of %s (in %s): %s\n",
-                what, module, t->error[0] ? t->error : strerror(-rc));
-        t->ops->close(t);
-        free(a.ids);
-        free(found_ids);
-        return EXIT_NONE;
-    }
-    /* Everything is read: let a live process go before printing. */
-    coro__target_resume(t);
-
-    size_t nfailed = report_partial(&col, what);
-    for (size_t i = 0; i < a.nids; i++) {
-        if (!found_ids[i] && !repeated(a.ids, i)) {
-            fprintf(stderr, "coroscope: no coroutine %" PRIu64 " in %s\n", a.ids[i], what);
-            nfailed++;
-        }
-    }
-    if (col.reg.nlive == 0 && nfailed == 0) {
-        fprintf(stderr, "coroscope: %s has no live coroutines\n", what);
-    }
-
-    int status = EXIT_ALL;
-    fflush(stdout);
-    CoroDumpMeta meta = { .pid = (int)t->pid, .time = when };
-    coro__collection_meta(&col, &meta);
-    meta.warn = a.warn;
-    if (ps) {
-        print_ps(t->dwfl, col.bts, col.n, &meta);
-    } else if (a.format == CORO_DUMP_TEXT && col.n == 0) {
-        /* Nothing to print; the messages above say why. */
-    } else {
-        int out = STDOUT_FILENO;
-        if (a.pprof) {
-            out = open(a.pprof, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0644);
-            if (out < 0) {
-                fprintf(stderr, "coroscope: cannot write the profile %s: %s\n", a.pprof,
-                        strerror(errno));
-                nfailed++;
+        Run r = { .a = &a };
+        if ((rc = open_target(&r)) < 0) {
+            warn_missing_modules(&r);
+            if ((rc = read_coroutines(&r)) < 0) {
+                rc = show(&r);
             }
         }
-        rc = out < 0 ? 0 : coro__format_dump(out, a.format, &meta, col.bts, col.n,
-                                             a.group ? CORO_FORMAT_GROUPS : 0, NULL);
-        if (out >= 0 && out != STDOUT_FILENO && close(out) < 0 && rc == 0) {
-            rc = -errno;
-        }
-        if (rc < 0 && rc != -EPIPE) {
-            fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(-rc));
-            nfailed++;
-        }
+        run_fini(&r);
     }
-    if (fflush(stdout) != 0 && errno != EPIPE) {
-        fprintf(stderr, "coroscope: cannot write the output: %s\n", strerror(errno));
-    }
-    if (nfailed) {
-        status = col.n > col.incomplete ? EXIT_SOME : EXIT_NONE;
-    } else if (ps && col.ndeadlocks) {
-        status = EXIT_DEADLOCK;
-    }
-    coro__collection_free(&col);
-    t->ops->close(t);
     free(a.ids);
-    free(found_ids);
-    return status;
+    return rc;
 }

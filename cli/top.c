@@ -12,8 +12,8 @@
  *   never entered  created >= --never-entered seconds ago (default 60), never entered }
  *   deadlock    a wait-for cycle (inspect/deadlock.c)
  *
- * Batch mode (-b) prints plain tables, as `top -b` does; without -b the screen is redrawn
- * each refresh until interrupted (no interactive keys yet).
+ * Batch mode (-b) prints plain tables, as `top -b` does; without -b it is a curses interface
+ * with keys (top-ui.c).
  */
 #define _GNU_SOURCE
 #include <errno.h>
@@ -27,31 +27,9 @@
 #include <unistd.h>
 
 #include "cli-int.h"
+#include "top-int.h"
 #include "elf-target-int.h"
 #include "inspect-int.h"
-
-typedef struct TopArgs {
-    pid_t pid;
-    bool batch;
-    long iterations;      /* 0: until interrupted */
-    double delay;         /* seconds between refreshes */
-    int64_t stall_ns;
-    CoroWarnLimits warn;
-} TopArgs;
-
-/* What the previous refresh saw of a coroutine, by id. */
-typedef struct Seen {
-    uint64_t id, switches;
-    uint32_t state, wait_kind;
-    int64_t state_since;  /* when this state was first seen; 0 unknown */
-} Seen;
-
-typedef struct TopState {
-    Seen *seen;
-    size_t nseen;
-    int64_t at;           /* CLOCK_MONOTONIC of that refresh */
-    uint64_t created, terminated;
-} TopState;
 
 static volatile sig_atomic_t interrupted;
 
@@ -102,9 +80,8 @@ static void cell_site(CoroSymbolizer *s, uint64_t site, char *buf, size_t size)
     }
 }
 
-/* One refresh: read, compare with the previous one, print. 0, or -errno (t->error says). */
-static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const TopArgs *a,
-                   TopState *st, long iteration)
+int top_sample(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const TopArgs *a,
+               TopState *st, long iteration, FILE *out)
 {
     CoroCollectOptions opts = { .records_only = true, .symbolizer = s };
     CoroCollection col;
@@ -144,36 +121,33 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
     time_t wall = time(NULL);
     struct tm tm;
     localtime_r(&wall, &tm);
-    if (!a->batch) {
-        fputs("\033[H\033[2J", stdout);
-    }
-    printf("coroscope top - %02d:%02d:%02d  process %d  refresh %ld: %zu coroutines: %zu created, "
+    fprintf(out, "coroscope top - %02d:%02d:%02d  process %d  refresh %ld: %zu coroutines: %zu created, "
            "%zu running, %zu suspended, %zu waiting\n", tm.tm_hour, tm.tm_min, tm.tm_sec,
            (int)t->pid, iteration + 1, col.n, by_state[CORO_STATE_CREATED],
            by_state[CORO_STATE_RUNNING], by_state[CORO_STATE_SUSPENDED], waiting);
-    printf("threads:");
+    fprintf(out, "threads:");
     for (size_t i = 0; i < col.reg.nthreads; i++) {
         if (col.reg.threads[i].tid > 0) {
             size_t on = 0;
             for (size_t k = 0; k < col.n; k++) {
                 on += col.bts[k].info->tid == col.reg.threads[i].tid;
             }
-            printf(" %d (%zu)", (int)col.reg.threads[i].tid, on);
+            fprintf(out, " %d (%zu)", (int)col.reg.threads[i].tid, on);
         }
     }
     if (dt > 0) {
-        printf("; created/s %.1f, terminated/s %.1f\n", (double)(created - st->created) / dt,
+        fprintf(out, "; created/s %.1f, terminated/s %.1f\n", (double)(created - st->created) / dt,
                (double)(terminated - st->terminated) / dt);
     } else {
-        printf("; created/s -, terminated/s - (rates from the second refresh)\n");
+        fprintf(out, "; created/s -, terminated/s - (rates from the second refresh)\n");
     }
 
     /* Warnings. */
     CoroDumpMeta meta = { 0 };
     coro__collection_meta(&col, &meta);
-    fflush(stdout);
+    fflush(out);
     CoroOut o;
-    coro__out_init(&o, STDOUT_FILENO);
+    coro__out_init(&o, fileno(out));
     coro__out_deadlocks_text(&o, col.bts, &meta, "warning: ", cli_quoted);
     coro__out_flush(&o);
     for (size_t i = 0; i < col.reg.nthreads; i++) {
@@ -184,41 +158,55 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
                 now - seen[k].state_since >= a->stall_ns) {
                 char d[32];
                 cli_duration_cell(now - seen[k].state_since, d, sizeof(d));
-                printf("warning: stalled: coroutine %" PRIu64 " \"%s\" on thread %d has not "
-                       "yielded for at least %s\n", ci->id, ci->name, (int)th->tid, d);
+                char name[CORO_INFO_NAME_SIZE];
+                snprintf(name, sizeof(name), "%s", ci->name);
+                cli_clean(name);
+                fprintf(out, "warning: stalled: coroutine %" PRIu64 " \"%s\" on thread %d has "
+                        "not yielded for at least %s\n", ci->id, name, (int)th->tid, d);
             }
         }
     }
     meta.warn = a->warn;
-    fflush(stdout);
-    coro__out_init(&o, STDOUT_FILENO);
+    fflush(out);
+    coro__out_init(&o, fileno(out));
     coro__out_warnings_text(&o, col.bts, col.n, &meta, "", cli_quoted);
     coro__out_flush(&o);
 
-    printf("%-8s %-20s %-9s %-36s %10s %8s %-8s %s\n", "ID", "NAME", "STATE", "WAIT", "FOR",
-           "SW/s", "THREAD", "CREATED AT");
+    TopRow *rows = calloc(col.n ? col.n : 1, sizeof(*rows));
+    if (!rows) {
+        free(seen);
+        coro__collection_free(&col);
+        return -ENOMEM;
+    }
     for (size_t k = 0; k < col.n; k++) {
         const CoroInfo *ci = col.bts[k].info;
         const Seen *was = find_seen(st, ci->id);
-        char name[CORO_INFO_NAME_SIZE], wait[64], dur[32] = "-", rate[16] = "-", site[160];
-        snprintf(name, sizeof(name), "%s", ci->name[0] ? ci->name : "-");
-        cli_clean(name);
-        cli_wait_cell(ci, now, false, wait, sizeof(wait));
-        cli_clean(wait);
+        TopRow *r = &rows[k];
+        *r = (TopRow){ .id = ci->id, .state = state_word(ci), .for_ns = -1, .rate = -1,
+                       .tid = (int)ci->tid, .dur = "-", .rate_s = "-" };
+        snprintf(r->name, sizeof(r->name), "%s", ci->name[0] ? ci->name : "-");
+        cli_clean(r->name);
+        cli_wait_cell(ci, now, false, r->wait, sizeof(r->wait));
+        cli_clean(r->wait);
         if (coro__waiting(ci) && ci->wait_since) {
-            cli_duration_cell(now - (int64_t)ci->wait_since, dur, sizeof(dur));
+            r->for_ns = now - (int64_t)ci->wait_since;
         } else if (st->at) {
-            cli_duration_cell(now - seen[k].state_since, dur, sizeof(dur));
+            r->for_ns = now - seen[k].state_since;
+        }
+        if (r->for_ns >= 0) {
+            cli_duration_cell(r->for_ns, r->dur, sizeof(r->dur));
         }
         if (was && dt > 0) {
-            snprintf(rate, sizeof(rate), "%.0f", (double)(ci->switch_count - was->switches) / dt);
+            r->rate = (double)(ci->switch_count - was->switches) / dt;
+            snprintf(r->rate_s, sizeof(r->rate_s), "%.0f", r->rate);
         }
-        cell_site(s, ci->create_site, site, sizeof(site));
-        cli_clean(site);
-        printf("%-8" PRIu64 " %-20s %-9s %-36s %10s %8s %-8d %s\n", ci->id, name,
-               state_word(ci), wait, dur, rate, (int)ci->tid, site);
+        cell_site(s, ci->create_site, r->site, sizeof(r->site));
+        cli_clean(r->site);
     }
-    fflush(stdout);
+    fflush(out);
+    free(st->rows);
+    st->rows = rows;
+    st->nrows = col.n;
     free(st->seen);
     st->seen = seen;
     st->nseen = col.n;
@@ -227,6 +215,29 @@ static int refresh(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const To
     st->terminated = terminated;
     coro__collection_free(&col);
     return 0;
+}
+
+void top_row_text(const TopRow *r, char *buf, size_t size)
+{
+    if (!r) {
+        snprintf(buf, size, "%-8s %-20s %-9s %-44s %10s %8s %-8s %s", "ID", "NAME", "STATE",
+                 "WAIT", "FOR", "SW/s", "THREAD", "CREATED AT");
+        return;
+    }
+    snprintf(buf, size, "%-8" PRIu64 " %-20s %-9s %-44s %10s %8s %-8d %s", r->id, r->name,
+             r->state, r->wait, r->dur, r->rate_s, r->tid, r->site);
+}
+
+static void print_rows(const TopState *st)
+{
+    char line[512];
+    top_row_text(NULL, line, sizeof(line));
+    puts(line);
+    for (size_t k = 0; k < st->nrows; k++) {
+        top_row_text(&st->rows[k], line, sizeof(line));
+        puts(line);
+    }
+    fflush(stdout);
 }
 
 static const char top_usage[] =
@@ -301,9 +312,13 @@ static int parse_top(int argc, char **argv, TopArgs *a)
             break;
         case 'h':
             fputs(top_usage, stdout);
+            fputs("\n", stdout);
+            fputs(cli_exit_status_text, stdout);
             return CLI_EXIT_ALL;
         case ':':
-            return top_usage_error("an option needs a value", argv[optind - 1]);
+            fprintf(stderr, "coroscope: top: option %s needs a value\n%s", argv[optind - 1],
+                    top_usage);
+            return CLI_EXIT_USAGE;
         default:
             return top_usage_error("unknown option", argv[optind - 1]);
         }
@@ -343,10 +358,14 @@ int cli_top(int argc, char **argv)
         t->ops->close(t);
         return CLI_EXIT_NONE;
     }
+    int status = CLI_EXIT_ALL;
+    TopState st = { 0 };
+    if (!a.batch) {
+        status = top_ui_run(t, abi_addr, s, &a);
+        goto out;
+    }
     signal(SIGINT, on_int);
     signal(SIGTERM, on_int);
-    TopState st = { 0 };
-    int status = CLI_EXIT_ALL;
     for (long i = 0; !interrupted && (a.iterations == 0 || i < a.iterations); i++) {
         if (i > 0) {
             struct timespec d = { (time_t)a.delay, (long)((a.delay - (time_t)a.delay) * 1e9) };
@@ -355,19 +374,20 @@ int cli_top(int argc, char **argv)
             if (interrupted) {
                 break;
             }
-            if (a.batch) {
-                putchar('\n');
-            }
+            putchar('\n');
         }
         t->error[0] = '\0';
-        rc = refresh(t, abi_addr, s, &a, &st, i);
+        rc = top_sample(t, abi_addr, s, &a, &st, i, stdout);
         if (rc < 0) {
             fprintf(stderr, "coroscope: cannot read the coroutine registry of process %d: %s\n",
                     (int)a.pid, t->error[0] ? t->error : strerror(-rc));
             status = i ? CLI_EXIT_SOME : CLI_EXIT_NONE;
             break;
         }
+        print_rows(&st);
     }
+out:
+    free(st.rows);
     free(st.seen);
     coro__symbolizer_destroy(s);
     t->ops->close(t);

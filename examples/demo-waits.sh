@@ -26,6 +26,9 @@ conn=$("$b/coroscope" ps -p "$pid" | awk '$3 ~ /^conn-/ { print $1; exit }')
 echo "\$ coroscope bt -p $pid $conn"
 "$b/coroscope" bt -p "$pid" "$conn"
 echo
+echo "\$ coroscope top -b -n 2 -d 0.5 --long-wait 1 -p $pid    # over time, never stopping it; without -b: keys"
+"$b/coroscope" top -b -n 2 -d 0.5 --long-wait 1 -p "$pid" | sed -n '/refresh 2:/,$p'
+echo
 echo "\$ kill -USR1 $pid; cat FILE    # the signal dump (CORO_DUMP_SIGNAL=USR1), first lines"
 kill -USR1 "$pid"
 i=0

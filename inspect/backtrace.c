@@ -17,6 +17,7 @@
 #include <string.h>
 
 #include "inspect-int.h"
+#include "own-functions-int.h"
 
 #define MAX_SYM_FRAMES 17 /* a pc with up to 16 inlined instances */
 
@@ -203,4 +204,75 @@ void coro__backtrace_fini(CoroBacktrace *bt)
     bt->nframes = 0;
     bt->frames_borrowed = false;
     error_free(bt);
+}
+
+/* ------------------------------------------------------------------ one-line summary */
+
+typedef enum { FRAME_USER, FRAME_SYSTEM, FRAME_OWN } FrameKind;
+
+static bool same_module(const char *a, const char *b)
+{
+    return a && b && (a == b || strcmp(a, b) == 0);
+}
+
+/* coroscope's shared library: every function in it is coroscope's. */
+static bool coroscope_library(const char *module)
+{
+    const char *base = module ? strrchr(module, '/') : NULL;
+    base = base ? base + 1 : module;
+    return base && strncmp(base, "libcoroscope.so", 15) == 0;
+}
+
+/* The system's libraries: libc's nanosleep is not where a person looks for a hung coroutine.
+ * CoroFrame.module is the file the module was loaded from, for every target. */
+static bool system_library(const char *module)
+{
+    static const char *const dirs[] = { "/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/" };
+    for (size_t i = 0; module && i < sizeof(dirs) / sizeof(dirs[0]); i++) {
+        if (strncmp(module, dirs[i], strlen(dirs[i])) == 0) {
+            return true;
+        }
+    }
+    return false;
+}
+
+const CoroFrame *coro__backtrace_where(const CoroBacktrace *bt)
+{
+    if (bt->info->state == CORO_STATE_CREATED) {
+        return &bt->entry;
+    }
+    /* Outermost first: a frame called by one of coroscope's public functions, in the same
+     * module, runs on its behalf (coro_dump's formatter inside a static program). */
+    const char *own_module = NULL;
+    const CoroFrame *user = NULL, *user_lines = NULL, *other = NULL;
+    for (size_t k = bt->nframes; k-- > 0;) {
+        const CoroFrame *f = &bt->frames[k];
+        FrameKind kind = FRAME_USER;
+        if (coro__own_function(f->function) || coroscope_library(f->module)) {
+            kind = FRAME_OWN;
+            own_module = f->module;
+        } else if (same_module(f->module, own_module)) {
+            kind = FRAME_OWN;
+        } else if (system_library(f->module)) {
+            kind = FRAME_SYSTEM;
+        }
+        if (kind == FRAME_USER) {
+            user = f;
+            if (f->file && f->line > 0) {
+                user_lines = f;
+            }
+        } else if (kind == FRAME_SYSTEM) {
+            other = f;
+        }
+    }
+    if (user_lines) {
+        return user_lines;
+    }
+    if (user) {
+        return user;
+    }
+    if (other) {
+        return other;
+    }
+    return bt->nframes ? &bt->frames[0] : NULL;
 }

@@ -19,7 +19,8 @@
 #include <unistd.h>
 
 #include "inspect-int.h"
-#include "coro-int.h"
+
+extern struct coro_debug_abi coroscope_debug_abi;
 
 static pthread_mutex_t engine_lock = PTHREAD_MUTEX_INITIALIZER;
 static CoroTarget *self_target;

@@ -30,6 +30,12 @@ int coro__target_pid_open(pid_t pid, CoroTarget **out, char *err, size_t errlen)
 int coro__target_pid_open_mode(pid_t pid, bool stop, CoroTarget **out, char *err,
                                size_t errlen);
 
+/* Why PTRACE_SEIZE of pid (attach) or process_vm_readv (!attach) answered EPERM and what to
+ * do, as a clause of the error line (": not allowed to trace it: ...; run coroscope as root,
+ * ..."): ptrace's user rules, kernel.yama.ptrace_scope, CAP_SYS_PTRACE, zombies, another
+ * tracer (ptrace-refusal.c). */
+void coro__ptrace_refusal(pid_t pid, bool attach, char *buf, size_t len);
+
 /*
  * Opens an x86_64 ELF core file (kernel or gdb gcore). exe, when not NULL, is the main
  * executable, checked against the build-id the core records; otherwise the modules named by

@@ -3,13 +3,17 @@
  * proto/profile.proto), so `go tool pprof`, Pyroscope and Parca read them. One sample per
  * group of identical stacks (format-group.c), value = how many coroutines, sample type
  * coroutines/count, labels "state" and "wait"; a Location per distinct pc with its inline
- * chain as Lines (innermost first), Functions with file names, a Mapping per module.
+ * chain as Lines (innermost first), Functions with file names, a Mapping per module with the
+ * GNU build id of its file (read from the file with libelf, for symbolizers that match by it).
  *
  * The encoder is a few lines of protobuf wire format (varints and length-delimited fields,
  * as Go's runtime/pprof writes them by hand); zlib makes the gzip stream.
  */
 #define _GNU_SOURCE
+#include <elfutils/libdwelf.h>
 #include <errno.h>
+#include <fcntl.h>
+#include <libelf.h>
 #include <stdlib.h>
 #include <string.h>
 #include <unistd.h>
@@ -94,7 +98,7 @@ typedef struct Profile {
     size_t nfns, capfns;
     struct Loc { uint64_t pc; size_t first; size_t nframes; uint64_t mapping; } *locs;
     size_t nlocs, caplocs;
-    struct Map { const char *file; uint64_t lo, hi; } *maps;
+    struct Map { const char *file; uint64_t lo, hi; char *build_id; } *maps;
     size_t nmaps, capmaps;
     const CoroFrame *frames; /* the frames of the location being added */
 } Profile;
@@ -147,6 +151,34 @@ static uint64_t fn_id(Profile *pr, const CoroFrame *f)
     return ++pr->nfns;
 }
 
+/* The GNU build id of the ELF file at path, in hex (malloc'd), or NULL: what pprof's symbolizers
+ * (and Pyroscope, Parca) match a mapping's debug info by. */
+static char *build_id_of(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    if (fd < 0) {
+        return NULL;
+    }
+    char *hex = NULL;
+    elf_version(EV_CURRENT);
+    Elf *elf = elf_begin(fd, ELF_C_READ_MMAP, NULL);
+    const void *id;
+    ssize_t n = elf ? dwelf_elf_gnu_build_id(elf, &id) : -1;
+    if (n > 0 && n <= 64 && (hex = malloc((size_t)n * 2 + 1))) {
+        static const char digits[] = "0123456789abcdef";
+        for (ssize_t i = 0; i < n; i++) {
+            hex[2 * i] = digits[((const unsigned char *)id)[i] >> 4];
+            hex[2 * i + 1] = digits[((const unsigned char *)id)[i] & 15];
+        }
+        hex[2 * n] = '\0';
+    }
+    if (elf) {
+        elf_end(elf);
+    }
+    close(fd);
+    return hex;
+}
+
 static uint64_t map_id(Profile *pr, const char *file, uint64_t pc)
 {
     if (!file) {
@@ -163,7 +195,7 @@ static uint64_t map_id(Profile *pr, const char *file, uint64_t pc)
         pr->out.oom = true;
         return 0;
     }
-    pr->maps[pr->nmaps] = (struct Map){ file, pc, pc + 1 };
+    pr->maps[pr->nmaps] = (struct Map){ file, pc, pc + 1, build_id_of(file) };
     return ++pr->nmaps;
 }
 
@@ -273,6 +305,9 @@ int coro__format_pprof(int fd, const CoroDumpMeta *meta, const CoroBacktrace *bt
         field_u64(&pr.tmp, 2, pr.maps[i].lo);
         field_u64(&pr.tmp, 3, pr.maps[i].hi);
         field_u64(&pr.tmp, 5, str_id(&pr, pr.maps[i].file));
+        if (pr.maps[i].build_id) {
+            field_u64(&pr.tmp, 6, str_id(&pr, pr.maps[i].build_id));
+        }
         field_u64(&pr.tmp, 7, 1); /* has_functions */
         field_u64(&pr.tmp, 8, 1); /* has_filenames */
         field_u64(&pr.tmp, 9, 1); /* has_line_numbers */
@@ -307,6 +342,9 @@ int coro__format_pprof(int fd, const CoroDumpMeta *meta, const CoroBacktrace *bt
     free(pr.strs);
     free(pr.fns);
     free(pr.locs);
+    for (size_t i = 0; i < pr.nmaps; i++) {
+        free(pr.maps[i].build_id);
+    }
     free(pr.maps);
     free(ix);
     free(g);

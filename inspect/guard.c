@@ -38,6 +38,7 @@
 #include "inspect-int.h"
 #include "signal-int.h"
 #include "sigsafe-sym-int.h"
+#include "symbol-name-int.h"
 
 extern struct coro_debug_abi coroscope_debug_abi;
 
@@ -63,10 +64,15 @@ static void out_where(CoroOut *o, uint64_t pc)
     char buf[128];
     const char *fn = coro__sigsym_function_of(pc, &off, buf, sizeof(buf));
     if (fn) {
-        /* At most 127 bytes, GCC clone suffixes cut: "recurse.isra.0" -> "recurse". */
-        size_t len = strnlen(fn, 127);
-        const char *dot = memchr(fn, '.', len);
-        coro__out_mem(o, fn, dot && dot != fn ? (size_t)(dot - fn) : len);
+        /* At most 127 bytes, GCC clone suffixes cut ("recurse.isra.0" -> "recurse"), symbol
+         * versions kept whole ("clock_nanosleep@GLIBC_2.2.5"). */
+        size_t len = strnlen(fn, 127), cut0, cut1;
+        if (coro__symbol_clone_suffix(fn, len, &cut0, &cut1)) {
+            coro__out_mem(o, fn, cut0);
+            coro__out_mem(o, fn + cut1, len - cut1);
+        } else {
+            coro__out_mem(o, fn, len);
+        }
         coro__out_str(o, " (");
     }
     coro__out_str(o, m->name);

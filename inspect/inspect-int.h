@@ -327,6 +327,16 @@ void coro__backtrace_fini(CoroBacktrace *bt);
 int coro__backtrace_error(CoroBacktrace *bt, const char *fmt, ...)
     __attribute__((format(printf, 2, 3)));
 
+/*
+ * The frame a one-line summary of bt shows (ps's WHERE): the innermost frame of the user's
+ * code with file:line, else the innermost of the user's code, else the innermost outside
+ * coroscope, else frame 0; a never-entered coroutine's entry function. Not the user's code:
+ * coroscope's public functions (own-functions-int.h, a fixed list: a program's own
+ * coro_read is its code), what they call in their module, coroscope's shared library, and
+ * the system's libraries (/lib, /usr/lib). Borrowed from bt; NULL when it has no frame.
+ */
+const CoroFrame *coro__backtrace_where(const CoroBacktrace *bt);
+
 /* ------------------------------------------------------------------ formatting */
 
 /* A wait-for cycle: coroutines (indices into CoroCollection.bts), each waiting for a mutex

@@ -209,7 +209,8 @@ void coro__sig_crash_report(int fd, int signo, const void *ucontext)
     const SigSnapshot *s = &crash_snap;
     const struct coro_debug_abi *abi = coro__sig_find(s, s->abi_addr, sizeof(*abi), &fenced);
     uint64_t addr = abi ? abi->records : 0;
-    for (uint64_t n = 0; abi && addr && n < abi->nrecords; n++) {
+    uint64_t n = 0;
+    for (; abi && addr && n < abi->nrecords; n++) {
         const Coroutine *rec = coro__sig_find(s, addr, sizeof(Coroutine), &fenced);
         if (!rec) {
             break;
@@ -241,6 +242,16 @@ void coro__sig_crash_report(int fd, int signo, const void *ucontext)
             }
         }
         addr = (uint64_t)(uintptr_t)rec->next;
+    }
+    if (abi && addr) {
+        /* The partial-record rule of the other dumps, in the signal-safe walk: say that the
+         * list went on where it could not be followed (an unreadable record, or more records
+         * than counted), so that nobody takes this for every coroutine. */
+        coro__out_str(o, "coroscope: partial: the registry walk stopped at ");
+        coro__out_hex(o, addr);
+        coro__out_str(o, n < abi->nrecords ? " (a record that could not be read)"
+                                           : " (more records than the registry counts)");
+        coro__out_str(o, ": coroutines after it are not listed\n");
     }
     coro__out_str(o, "coroscope: end of crash report; symbolize with "
                       "eu-addr2line -f -i -e MODULE OFFSET\n");

@@ -39,9 +39,6 @@
 /* How long a held thread waits for its release before it leaves on its own (the helper
  * thread should need milliseconds; this only bounds the damage if it cannot finish). */
 #define HOLD_MAX_WAIT_MS 2000
-/* Bytes from coro__trampoline_entry to the return address of its call of the entry function
- * (movq %r13, %rdi; callq *%r12), checked by a test. */
-#define TRAMPOLINE_CALL_END 6
 /* Holds retried when threads started using coroutines while the others were held. */
 #define HOLD_ATTEMPTS 4
 
@@ -236,7 +233,7 @@ static int ensure(void **buf, size_t *cap, size_t want, size_t elem)
     return 0;
 }
 
-static bool live_state(uint32_t st)
+bool coro__sig_live_state(uint32_t st)
 {
     return st == CORO_STATE_CREATED || st == CORO_STATE_RUNNING ||
            st == CORO_STATE_SUSPENDED || st == CORO_STATE_NESTED;
@@ -293,7 +290,7 @@ static int prepare(SigSnapshot *s)
                                                             __ATOMIC_ACQUIRE);
     for (uint64_t i = 0; co && i < nrec && record_readable(s, co); i++) {
         uint32_t st = atomic_load_explicit(&co->state, memory_order_relaxed);
-        if (live_state(st)) {
+        if (coro__sig_live_state(st)) {
             uint64_t top = (uint64_t)(uintptr_t)co->stack_base + co->stack_size;
             uint64_t sp = __atomic_load_n(&co->regs.rsp, __ATOMIC_RELAXED);
             uint64_t used = sp < top && top - sp < CORO_SIG_STACK_CAP ? top - sp
@@ -411,7 +408,7 @@ static bool copy_region(SigSnapshot *s, uint64_t addr, size_t len, bool trusted)
     return got == len;
 }
 
-static SigThread *find_thread(SigSnapshot *s, int32_t tid)
+SigThread *coro__sig_find_thread(SigSnapshot *s, int32_t tid)
 {
     for (size_t i = 0; i < s->nthreads; i++) {
         if (s->threads[i].tid == tid) {
@@ -423,7 +420,7 @@ static SigThread *find_thread(SigSnapshot *s, int32_t tid)
 
 /* The thread's stack pointer is on the stack [base, top) — or in the guard page below it: a
  * coroutine that overflowed was running (it faulted there). */
-static bool regs_in_stack(const CoroMachineRegs *r, uint64_t base, uint64_t top)
+bool coro__sig_on_stack(const CoroMachineRegs *r, uint64_t base, uint64_t top)
 {
     uint64_t guard = coroscope_debug_abi.guard_size ? coroscope_debug_abi.guard_size : 4096;
     return r->rsp >= (base > guard ? base - guard : 0) && r->rsp <= top;
@@ -442,8 +439,8 @@ static void copy_stack(SigSnapshot *s, const Coroutine *rec, bool all_held)
         return;
     }
     uint64_t sp = rec->regs.rsp;
-    SigThread *t = find_thread(s, rec->tid);
-    if (t && t->held && regs_in_stack(&t->regs, base, top)) {
+    SigThread *t = coro__sig_find_thread(s, rec->tid);
+    if (t && t->held && coro__sig_on_stack(&t->regs, base, top)) {
         /* it is on a CPU (or mid-switch): the live pointer counts; in the guard page (an
          * overflow), the whole stack is in use */
         sp = t->regs.rsp < base ? base : t->regs.rsp;
@@ -495,7 +492,7 @@ static void copy_all(SigSnapshot *s, bool all_held)
     /* Walk the copies (not the live records) so that what is served matches. */
     for (uint64_t i = 0; i < n; i++) {
         const Coroutine *rec = (const void *)(s->arena + first_rec_off + i * stride);
-        if (live_state(atomic_load_explicit(&rec->state, memory_order_relaxed))) {
+        if (coro__sig_live_state(atomic_load_explicit(&rec->state, memory_order_relaxed))) {
             s->ncoroutines++;
             copy_stack(s, rec, all_held);
         }
@@ -512,7 +509,7 @@ static size_t scan_shards(SigSnapshot *s, int32_t self)
     for (uint64_t i = 0; sh && i < max; i++) {
         int32_t tid = atomic_load_explicit(&sh->tid, memory_order_acquire);
         if (atomic_load_explicit(&sh->in_use, memory_order_acquire) && tid > 0 && tid != self &&
-            !find_thread(s, tid) && s->nthreads < s->threads_cap &&
+            !coro__sig_find_thread(s, tid) && s->nthreads < s->threads_cap &&
             s->nthreads < hold.slots_cap) {
             s->threads[s->nthreads] = (SigThread){ .tid = tid };
             s->nthreads++;
@@ -531,7 +528,7 @@ static bool shards_changed(SigSnapshot *s, int32_t self)
     for (uint64_t i = 0; sh && i < max; i++) {
         int32_t tid = atomic_load_explicit(&sh->tid, memory_order_acquire);
         if (atomic_load_explicit(&sh->in_use, memory_order_acquire) && tid != self &&
-            (tid <= 0 || !find_thread(s, tid))) {
+            (tid <= 0 || !coro__sig_find_thread(s, tid))) {
             return true;
         }
         sh = atomic_load_explicit(&sh->next, memory_order_acquire);
@@ -641,107 +638,6 @@ static void release_threads(uint32_t gen)
     futex(&hold.released, FUTEX_WAKE_PRIVATE, INT32_MAX, NULL);
 }
 
-/* ---- putting the copy in order ---- */
-
-static void *copy_of(SigSnapshot *s, uint64_t addr, size_t len)
-{
-    bool fenced;
-    return (void *)coro__sig_find(s, addr, len, &fenced);
-}
-
-/*
- * Makes every copied record say where its stack really was: a coroutine is shown running
- * when its thread's stack pointer was on its stack (this includes one caught in the middle
- * of yielding, whose record is still open: seq odd), and suspended (or created) when it was
- * marked running but its thread had not switched to it yet. Then each shard's current is the
- * coroutine whose stack its thread was on.
- */
-static void normalize(SigSnapshot *s)
-{
-    const struct coro_debug_abi *abi = copy_of(s, s->abi_addr, sizeof(*abi));
-    if (!abi) {
-        return;
-    }
-    uint64_t entry = (uint64_t)(uintptr_t)coro__trampoline_entry;
-    uint64_t tramp_lo = (uint64_t)(uintptr_t)coro__trampoline;
-    uint64_t tramp_hi = (uint64_t)(uintptr_t)coro__trampoline_end;
-    uint64_t switch_lo = abi->switch_start, switch_hi = abi->switch_end;
-    if (!switch_lo) {
-        switch_lo = (uint64_t)(uintptr_t)coro__switch;
-        switch_hi = (uint64_t)(uintptr_t)coro__switch_end;
-    }
-    uint64_t addr = abi->records;
-    for (uint64_t n = 0; addr && n < abi->nrecords; n++) {
-        Coroutine *rec = copy_of(s, addr, sizeof(Coroutine));
-        if (!rec) {
-            break;
-        }
-        uint32_t st = atomic_load_explicit(&rec->state, memory_order_relaxed);
-        uint32_t seq = rec->regs.seq;
-        if (live_state(st)) {
-            uint64_t base = (uint64_t)(uintptr_t)rec->stack_base;
-            uint64_t top = base + rec->stack_size;
-            SigThread *t = find_thread(s, rec->tid);
-            bool on_cpu = t && t->held && regs_in_stack(&t->regs, base, top);
-            uint64_t rip = on_cpu ? t->regs.rip : 0;
-            if (on_cpu && rip >= tramp_lo && rip < tramp_hi) {
-                /* In the trampoline: about to call the entry function (shown as never
-                 * entered), or back from it and terminating (not live any more). */
-                atomic_store_explicit(&rec->state,
-                                      rip < entry + TRAMPOLINE_CALL_END ? CORO_STATE_CREATED
-                                                                        : CORO_STATE_TERMINATED,
-                                      memory_order_relaxed);
-                rec->regs.seq &= ~1u;
-            } else if (on_cpu) {
-                atomic_store_explicit(&rec->state, CORO_STATE_RUNNING, memory_order_relaxed);
-                rec->regs.seq &= ~1u;
-                t->running = addr;
-                if (rip >= switch_lo && rip < switch_hi && !(seq & 1) &&
-                    (t->regs.rsp == rec->regs.rsp ||
-                     t->regs.rsp == rec->regs.rsp + 8)) {
-                    /* + 8: after the switch's last pop, about to jump to the address the saved
-                     * rip's `ret` returns to (runtime/switch-x86_64.S). */
-                    t->regs.rsp = rec->regs.rsp;
-                    /* Caught inside the switch with this coroutine's saved stack pointer
-                     * loaded and its record closed: the switch is loading (or has just
-                     * stored) exactly the saved context, which every unwinder understands,
-                     * while the switch's own CFI there describes a frame whose CFA does not
-                     * grow. */
-                    t->regs.rip = rec->regs.rip;
-                    t->regs.rbp = rec->regs.rbp;
-                    t->regs.rbx = rec->regs.rbx;
-                    t->regs.r12 = rec->regs.r12;
-                    t->regs.r13 = rec->regs.r13;
-                    t->regs.r14 = rec->regs.r14;
-                    t->regs.r15 = rec->regs.r15;
-                    t->regs.valid = CORO_MREG_CALLEE_SAVED;
-                    t->regs.rip_is_return_address = true;
-                }
-            } else if (st == CORO_STATE_RUNNING && t && t->held && !(rec->regs.seq & 1)) {
-                atomic_store_explicit(&rec->state,
-                                      rec->regs.rip == entry ? CORO_STATE_CREATED
-                                                             : CORO_STATE_SUSPENDED,
-                                      memory_order_relaxed);
-            }
-        }
-        addr = (uint64_t)(uintptr_t)atomic_load_explicit(&rec->next, memory_order_relaxed);
-    }
-    /* Shards of held threads: current = the record now marked running on that thread. */
-    uint64_t saddr = abi->shards;
-    for (uint64_t n = 0; saddr && n < abi->nshards; n++) {
-        CoroShard *sh = copy_of(s, saddr, sizeof(CoroShard));
-        if (!sh) {
-            break;
-        }
-        int32_t tid = atomic_load_explicit(&sh->tid, memory_order_relaxed);
-        SigThread *t = tid > 0 ? find_thread(s, tid) : NULL;
-        if (t && t->held) {
-            sh->current = (Coroutine *)(uintptr_t)t->running;
-        }
-        saddr = (uint64_t)(uintptr_t)atomic_load_explicit(&sh->next, memory_order_relaxed);
-    }
-}
-
 int coro__sig_capture(SigSnapshot *s, const CoroMachineRegs *self_regs)
 {
     /* A program that installed its own handler on our signal since would get our tgkills:
@@ -813,7 +709,7 @@ int coro__sig_capture(SigSnapshot *s, const CoroMachineRegs *self_regs)
         break;
     }
     coro__sig_regions_sort(s);
-    normalize(s);
+    coro__sig_normalize(s);
     s->capture_ns = coro__sig_now_ns() - t0;
     return 0;
 }

@@ -84,6 +84,15 @@ int coro__sig_hold_signo(void);
  * t->ops->close(t). NULL on ENOMEM. */
 CoroTarget *coro__sig_target_create(SigSnapshot *s);
 
+/* Shared by the capture (signal-hold.c) and its normalisation (signal-normalize.c). A record
+ * state that has a stack; the thread slot of tid, NULL none; whether the registers' stack
+ * pointer is on [base, top] or in the guard page below base (an overflow); and the pass
+ * that makes every copied record say where its stack really was. */
+bool coro__sig_live_state(uint32_t st);
+SigThread *coro__sig_find_thread(SigSnapshot *s, int32_t tid);
+bool coro__sig_on_stack(const CoroMachineRegs *r, uint64_t base, uint64_t top);
+void coro__sig_normalize(SigSnapshot *s);
+
 /* Sorts s->regions by address (after the capture, before lookups). */
 void coro__sig_regions_sort(SigSnapshot *s);
 /* The copy of [addr, addr + len) or NULL; *fenced tells whether the range lies in memory
@@ -121,6 +130,10 @@ uint64_t coro__sig_now_ns(void);
 /* CORO_STALL_MS from the environment, with the dump format and path already read (signal.c's
  * env_init): starts the watchdog, or one line on stderr for a bad value. */
 void coro__watchdog_env(int format, const char *path);
+
+/* Reads this process's modules for the dumps now (the watchdog, when it starts), so that its
+ * first report does not pay for it while a stall goes on. */
+void coro__sig_dump_prepare(void);
 
 struct CoroStall;
 int coro__sig_dump_stall(const char *path, int format, const struct CoroStall *stall);

@@ -271,6 +271,13 @@ out:
     return err;
 }
 
+void coro__sig_dump_prepare(void)
+{
+    pthread_mutex_lock(&dump_lock);
+    readers_prepare();
+    pthread_mutex_unlock(&dump_lock);
+}
+
 int coro__sig_dump_stall(const char *path, int format, const CoroStall *stall)
 {
     DumpConfig c = { .format = format };

@@ -20,6 +20,7 @@
 #include <string.h>
 
 #include "inspect-int.h"
+#include "symbol-name-int.h"
 
 #define MAX_INLINE 16
 
@@ -34,7 +35,7 @@ typedef struct ModSyms {
     const char *name;
     Sym *syms;
     size_t nsyms;
-    char *names;              /* bare copies of clone names (see bare_len) */
+    char *names;              /* shown names of clones (symbol-name-int.h) */
 } ModSyms;
 
 typedef struct Entry {
@@ -100,36 +101,6 @@ static int sym_cmp(const void *a, const void *b)
     return x->rank - y->rank;
 }
 
-/*
- * Length of name without GCC's clone suffixes (".isra.0", ".constprop.1", ".part.0",
- * ".cold", ".lto_priv.0", ...): people and the other readers (gdb shows the DWARF name) know
- * the function as written. 0 when there is nothing to strip.
- */
-static size_t bare_len(const char *name)
-{
-    static const char *const clones[] = { "isra", "constprop", "part", "cold", "lto_priv",
-                                          "localalias", "clone", "specialized" };
-    const char *dot = strchr(name, '.');
-    const char *at = strchr(name, '@');
-    if (!dot || dot == name || (at && at < dot)) {
-        return 0; /* nothing to strip, or the dots of a symbol version (clock_nanosleep@GLIBC_2.2.5) */
-    }
-    for (const char *p = dot; *p;) {
-        /* Each component: a known clone word or a number. */
-        const char *q = p + 1;
-        size_t len = strcspn(q, ".");
-        bool ok = len > 0 && strspn(q, "0123456789") == len;
-        for (size_t i = 0; !ok && i < sizeof(clones) / sizeof(clones[0]); i++) {
-            ok = strlen(clones[i]) == len && strncmp(q, clones[i], len) == 0;
-        }
-        if (!ok) {
-            return 0;
-        }
-        p = q + len;
-    }
-    return (size_t)(dot - name);
-}
-
 static ModSyms *mod_syms(CoroSymbolizer *s, Dwfl_Module *m)
 {
     if (s->nmods && s->mods[s->lastmod].mod == m) {
@@ -189,21 +160,27 @@ static ModSyms *mod_syms(CoroSymbolizer *s, Dwfl_Module *m)
             }
         }
         ms->nsyms = w;
-        /* Bare names: copied into one buffer (offsets first, pointers once it is final). */
-        size_t need = 0;
+        /* Clones' names as shown ("f.isra.0" -> "f", "f.part.0@V_1" -> "f@V_1"), copied
+         * into one buffer. */
+        size_t need = 0, cut0, cut1;
         for (size_t i = 0; i < ms->nsyms; i++) {
-            size_t b = bare_len(ms->syms[i].name);
-            need += b ? b + 1 : 0;
+            size_t len = strlen(ms->syms[i].name);
+            if (coro__symbol_clone_suffix(ms->syms[i].name, len, &cut0, &cut1)) {
+                need += len - (cut1 - cut0) + 1;
+            }
         }
         ms->names = need ? malloc(need) : NULL;
         size_t at = 0;
         for (size_t i = 0; ms->names && i < ms->nsyms; i++) {
-            size_t b = bare_len(ms->syms[i].name);
-            if (b) {
-                memcpy(ms->names + at, ms->syms[i].name, b);
-                ms->names[at + b] = '\0';
-                ms->syms[i].name = ms->names + at;
-                at += b + 1;
+            const char *name = ms->syms[i].name;
+            size_t len = strlen(name);
+            if (coro__symbol_clone_suffix(name, len, &cut0, &cut1)) {
+                char *d = ms->names + at;
+                memcpy(d, name, cut0);
+                memcpy(d + cut0, name + cut1, len - cut1);
+                d[cut0 + len - cut1] = '\0';
+                ms->syms[i].name = d;
+                at += cut0 + len - cut1 + 1;
             }
         }
     }
@@ -317,6 +294,51 @@ static void call_site(Dwarf_Die *die, Dwarf_Files *files, size_t nfiles, const c
     }
 }
 
+/* The DIE that names a function instance: its abstract origin, else itself. */
+static Dwarf_Off origin_of(Dwarf_Die *die, Dwarf_Die *origin)
+{
+    Dwarf_Attribute at;
+    if (!dwarf_attr(die, DW_AT_abstract_origin, &at) || !dwarf_formref_die(&at, origin)) {
+        *origin = *die;
+    }
+    return dwarf_dieoffset(origin);
+}
+
+/*
+ * GCC's partial inlining (ipa-split) moves the body of f into f.part.0, then may inline that
+ * back into f: the DWARF then holds f inlined into f, called from f's own declaration (the
+ * same file, line and column). That is one call, and gdb and eu-stack show one frame; a
+ * function that really inlines a recursive call to itself calls from a line of its body.
+ * True for such an instance chain[i], whose caller is the next function scope of the chain.
+ */
+static bool self_inline(Dwarf_Die *chain, int nc, int i, Dwarf_Files *files, size_t nfiles)
+{
+    int caller = i + 1;
+    while (caller < nc && dwarf_tag(&chain[caller]) != DW_TAG_inlined_subroutine &&
+           dwarf_tag(&chain[caller]) != DW_TAG_subprogram) {
+        caller++;
+    }
+    Dwarf_Die origin, caller_origin;
+    if (caller >= nc ||
+        origin_of(&chain[i], &origin) != origin_of(&chain[caller], &caller_origin)) {
+        return false;
+    }
+    const char *file, *decl_file = dwarf_decl_file(&origin);
+    int line, decl_line, decl_col;
+    Dwarf_Attribute at;
+    Dwarf_Word col;
+    call_site(&chain[i], files, nfiles, &file, &line);
+    if (!file || !decl_file || strcmp(file, decl_file) != 0 ||
+        dwarf_decl_line(&origin, &decl_line) != 0 || line != decl_line) {
+        return false;
+    }
+    if (dwarf_formudata(dwarf_attr(&chain[i], DW_AT_call_column, &at), &col) == 0 &&
+        dwarf_decl_column(&origin, &decl_col) == 0 && (int64_t)col != decl_col) {
+        return false;
+    }
+    return true;
+}
+
 static Entry *resolve(CoroSymbolizer *s, uint64_t a, unsigned flags)
 {
     Entry e = { .key = a, .flags = flags };
@@ -362,6 +384,11 @@ static Entry *resolve(CoroSymbolizer *s, uint64_t a, unsigned flags)
             int tag = dwarf_tag(&chain[i]);
             if (tag == DW_TAG_subprogram) {
                 break;
+            }
+            if (tag == DW_TAG_inlined_subroutine && self_inline(chain, nc, i, files, nfiles)) {
+                /* One frame: the caller's takes the line inside, from the next instance in
+                 * (or the line table), as if the call had never been split. */
+                continue;
             }
             if (tag == DW_TAG_inlined_subroutine) {
                 inl_name[ninl] = dwarf_diename(&chain[i]);

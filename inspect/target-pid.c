@@ -342,53 +342,6 @@ static int add_thread(PidTarget *p, int32_t tid)
     return 0;
 }
 
-static void ptrace_hint(pid_t pid, char *buf, size_t len)
-{
-    buf[0] = '\0';
-    /* The reasons root also meets: a zombie, or another tracer (a debugger) already there. */
-    char path[64], line[256];
-    snprintf(path, sizeof(path), "/proc/%d/status", (int)pid);
-    FILE *st = fopen(path, "r");
-    int tracer = 0;
-    char state = 0;
-    while (st && fgets(line, sizeof(line), st)) {
-        if (sscanf(line, "State: %c", &state) == 1) {
-            continue;
-        }
-        if (sscanf(line, "TracerPid: %d", &tracer) == 1) {
-            break;
-        }
-    }
-    if (st) {
-        fclose(st);
-    }
-    if (state == 'Z' || state == 'X') {
-        snprintf(buf, len, ": it has exited and is a zombie (not reaped by its parent yet)");
-        return;
-    }
-    if (tracer > 0 && tracer != (int)getpid()) {
-        snprintf(buf, len, ": it is already traced by process %d (a debugger?); detach that "
-                 "first", tracer);
-        return;
-    }
-    FILE *f = fopen("/proc/sys/kernel/yama/ptrace_scope", "r");
-    int scope = -1;
-    if (f) {
-        if (fscanf(f, "%d", &scope) != 1) {
-            scope = -1;
-        }
-        fclose(f);
-    }
-    if (scope >= 1 && geteuid() != 0) {
-        snprintf(buf, len, ": not allowed to trace it (kernel.yama.ptrace_scope is %d: run as "
-                 "root, or as root set /proc/sys/kernel/yama/ptrace_scope to 0)", scope);
-    } else if (geteuid() != 0) {
-        snprintf(buf, len, ": not allowed to trace it (run as the process's owner or as root)");
-    } else {
-        snprintf(buf, len, ": not allowed to trace it");
-    }
-}
-
 /* One pass over /proc/PID/task: seizes and interrupts the threads not seen yet. Returns how
  * many were new, or -errno. */
 /* True when thread tid of pid has exited (gone from /proc, or a zombie on its way out). */
@@ -437,8 +390,8 @@ static int attach_pass(PidTarget *p, char *err, size_t errlen)
             }
             closedir(d);
             if (e == EPERM) {
-                char hint[200];
-                ptrace_hint(p->e.base.pid, hint, sizeof(hint));
+                char hint[640];
+                coro__ptrace_refusal(p->e.base.pid, true, hint, sizeof(hint));
                 snprintf(err, errlen, "cannot attach to process %d%s", (int)p->e.base.pid, hint);
             } else {
                 snprintf(err, errlen, "cannot attach to process %d (thread %ld): %s",
@@ -480,9 +433,9 @@ static int check_readable(pid_t pid, char *err, size_t errlen)
         if (e == ESRCH) {
             snprintf(err, errlen, "cannot read process %d: no such process", (int)pid);
         } else {
-            char hint[256];
-            ptrace_hint(pid, hint, sizeof(hint));
-            snprintf(err, errlen, "cannot read process %d: not allowed (%s)", (int)pid, hint);
+            char hint[640];
+            coro__ptrace_refusal(pid, false, hint, sizeof(hint));
+            snprintf(err, errlen, "cannot read process %d%s", (int)pid, hint);
         }
         return -e;
     }

@@ -2,7 +2,8 @@
  * The warnings a single snapshot can give (docs/live.md), in the dumps' headers, in `coroscope
  * ps` and in `coroscope top`:
  *   long wait      waiting >= long_wait_ns (default 60 s) on an fd or a queue with no deadline
- *   never entered  created >= never_entered_ns ago (default 60 s) and never entered
+ *   never entered  created >= never_entered_ns ago (default 60 s) and never entered (only
+ *                  coroutines created inside a running loop have a creation time)
  * (The deadlock lines are format-wait.c's; "stalled" needs two samples: top and the in-process
  * watchdog, whose report's header is printed here too.) Durations are against the snapshot's "now" (coro__meta_now): for a core, its last
  * clock reading. No stdio, no allocation: the signal dump prints through here too.

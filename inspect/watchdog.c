@@ -113,6 +113,7 @@ static void *watchdog_main(void *arg)
     (void)arg;
     Watch *w = NULL;
     size_t nw = 0;
+    coro__sig_dump_prepare();
     pthread_mutex_lock(&lock);
     uint64_t gen = config_gen;
     while (stall_ms) {

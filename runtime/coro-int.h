@@ -43,7 +43,8 @@ struct Coroutine {
     void *opaque;
     void *create_site;
     uint64_t generation;        /* coro_debug_abi.leak_generation at creation */
-    uint64_t created_ns;        /* CLOCK_MONOTONIC_COARSE at creation ("never entered") */
+    uint64_t created_ns;        /* creating thread's loop clock (loop.c), 0 none ("never
+                                   entered") */
     void *stack_base;           /* lowest usable byte; guard page below */
     size_t stack_size;
     char name[CORO_NAME_SIZE];
@@ -87,8 +88,14 @@ struct CoroShard {
     const void *leader_stack_bottom; /* ASan: the thread stack's bounds */
     size_t leader_stack_size;
     void *leader_tsan_fiber;    /* TSan: the thread's own fiber */
+    int64_t loop_clock_ns;      /* CLOCK_MONOTONIC of this thread's loop iteration; 0 when no
+                                   loop runs (loop.c) */
     CoroShard *_Atomic next;    /* shard list: push-only */
 };
+
+/* Sets this thread's loop clock (CoroShard.loop_clock_ns), which coro_create stamps records
+ * with; loop.c calls it each iteration and with 0 when its loop stops. */
+void coro__shard_loop_clock(int64_t now);
 
 /* registry.c */
 extern struct coro_debug_abi coroscope_debug_abi;

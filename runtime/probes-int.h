@@ -5,8 +5,10 @@
  * without <sys/sdt.h>, they compile to nothing.
  *
  * Sites: create and terminate (coro.c), wait_begin / wait_end (loop.c: every coroscope wait,
- * fds, timers, queues, mutexes, rwlocks), wake (loop.c: a coroutine scheduled by a wake).
- * Not on the enter/yield fast path, whose asm is measured against Boost.Context.
+ * fds, timers, queues, mutexes, rwlocks), wake (loop.c: a coroutine scheduled by a wake),
+ * enter and yield (switch-x86_64.S, where the argument is a memory operand the tracer reads
+ * — "8@120(%rdi)", the record's id — so the fast path gains one nop and no instruction; the
+ * C switch of sanitizer builds has them too).
  */
 #ifndef COROSCOPE_PROBES_INT_H
 #define COROSCOPE_PROBES_INT_H
@@ -33,7 +35,12 @@
     STAP_PROBE3(coroscope, wait_end, (co)->id, kind, since)
 /* id of the coroutine made runnable, kind of the wait it is in (0: none) */
 #define CORO_PROBE_WAKE(co) STAP_PROBE2(coroscope, wake, (co)->id, (co)->wait_kind)
+/* id of the coroutine entered / of the one yielding (C switch only; the asm has its own) */
+#define CORO_PROBE_ENTER(co) STAP_PROBE1(coroscope, enter, (co)->id)
+#define CORO_PROBE_YIELD(co) STAP_PROBE1(coroscope, yield, (co) ? (co)->id : 0)
 #else
+#define CORO_PROBE_ENTER(co) ((void)0)
+#define CORO_PROBE_YIELD(co) ((void)0)
 #define CORO_PROBE_CREATE(co) ((void)0)
 #define CORO_PROBE_TERMINATE(co) ((void)0)
 #define CORO_PROBE_WAIT_BEGIN(co, kind, object, fd) ((void)0)

@@ -24,6 +24,46 @@
  */
 #include "backend-int.h"
 
+/*
+ * USDT probes enter and yield (runtime/probes-int.h, docs/tracing.md), written out as
+ * <sys/sdt.h> lays them out (its macros do not assemble here): a nop at the site and a
+ * .note.stapsdt entry naming it, whose one argument is a memory operand the tracer reads —
+ * the record's id at CORO_REC_ID(reg) — so the fast path gains a nop and computes nothing.
+ */
+#define CORO_STR(x) #x
+#define CORO_XSTR(x) CORO_STR(x)
+    .macro CORO_PROBE name, reg
+990\@:
+    nop
+    .pushsection .note.stapsdt, "?", "note"
+    .balign 4
+    .4byte 992\@f - 991\@f, 994\@f - 993\@f, 3
+991\@:
+    .asciz "stapsdt"
+992\@:
+    .balign 4
+993\@:
+    .8byte 990\@b
+    .8byte _.stapsdt.base
+    .8byte 0
+    .asciz "coroscope"
+    .asciz "\name"
+    .ascii "8@" CORO_XSTR(CORO_REC_ID) "("
+    .asciz "\reg)"
+994\@:
+    .balign 4
+    .popsection
+    .ifndef _.stapsdt.base
+    .pushsection .stapsdt.base, "aG", "progbits", .stapsdt.base, comdat
+    .weak _.stapsdt.base
+    .hidden _.stapsdt.base
+_.stapsdt.base:
+    .space 1
+    .size _.stapsdt.base, 1
+    .popsection
+    .endif
+    .endm
+
     .text
 
     .globl  coro__switch
@@ -194,6 +234,7 @@ coro_enter:
     testq   %rcx, %rcx
     jnz     .Lenter_eh
 .Lenter_switch:
+    CORO_PROBE enter, %rdi
     movq    %rdi, %rsi                  /* to = &co->regs */
     movq    %r8, %rdi
     leaq    .Lenter_resume(%rip), %rax
@@ -217,6 +258,7 @@ coro_enter:
     .cfi_adjust_cfa_offset -8
     movq    %rax, %rdi
     movq    %rdx, %rsi
+    CORO_PROBE enter, %rsi
     stmxcsr CORO_REGS_FP(%rdi)
     fnstcw  CORO_REGS_FP+4(%rdi)
     leaq    .Lenter_resume(%rip), %rax
@@ -254,6 +296,7 @@ coro_yield:
     testq   %rcx, %rcx
     jnz     .Lyield_eh
 .Lyield_go:
+    CORO_PROBE yield, %rdi
     leaq    .Lyield_resume(%rip), %rax
     movq    %rsp, %rdx
     jmp     coro__switch

@@ -48,8 +48,12 @@ one_line() {
 }
 # start PROGRAM: starts a prog-cli in wait mode, sets $pid once it is ready.
 start() {
+    start_cmd "$@" wait
+}
+# start_cmd CMD...: starts CMD, sets $pid once it has printed "ready".
+start_cmd() {
     rm -f "$T/ready"
-    "$@" wait >"$T/ready" 2>/dev/null &
+    "$@" >"$T/ready" 2>/dev/null &
     pid=$!
     pids="$pids $pid"
     i=0

@@ -13,6 +13,7 @@ T=$(mktemp -d /tmp/coroscope-e2e-cli-static.XXXXXX)
 . tests/cli-harness.sh
 L_PARK_C=$(line_of park_c)
 L_SLEEP=$(line_of sleep)
+L_CORO_READ=$(line_of coro_read)
 
 
 # The same sanitizers as the library, or the static link fails.
@@ -39,7 +40,9 @@ if start "$PROG"; then
         has "static live: parker-1 in park_c" "$T/out" \
             "^1 +suspended +parker-1 +[0-9]+ +- +park_c \(prog-cli\.c:$L_PARK_C\)$" &&
         has "static live: sleeper running" "$T/out" \
-            "^[0-9]+ +running +sleeper +[0-9]+ +- +sleep_deep \(prog-cli\.c:$L_SLEEP\)$"
+            "^[0-9]+ +running +sleeper +[0-9]+ +- +sleep_deep \(prog-cli\.c:$L_SLEEP\)$" &&
+        has "static live: the program's own coro_read shown (coroscope's code is in the program too)" \
+            "$T/out" "^7 +suspended +reader +[0-9]+ +- +coro_read \(prog-cli\.c:$L_CORO_READ\)$"
     run "static live: bt --folded" 0 "$CLI" bt --folded -p "$pid" &&
         has "static live: folded parker" "$T/out" \
             "^parker-1;park_entry;park_a;park_b;park_c;coro_yield 1$"

@@ -18,6 +18,7 @@ T=$(mktemp -d /tmp/coroscope-e2e-cli.XXXXXX)
 L_PARK_C=$(line_of park_c); L_PARK_B=$(line_of park_b); L_PARK_A=$(line_of park_a)
 L_PARK_ENTRY=$(line_of park_entry); L_SLEEP=$(line_of sleep); L_SLEEPER=$(line_of sleeper)
 L_WAITER=$(line_of waiter); L_OUTER=$(line_of outer-yield); L_INNER=$(line_of inner)
+L_CORO_READ=$(line_of coro_read); L_PARTIAL=$(line_of partial)
 
 
 
@@ -30,6 +31,11 @@ check_ps() {
     has "$1: ps inner" "$T/out" "^4 +suspended +inner +[0-9]+ +- +inner_entry \(prog-cli\.c:$L_INNER\)$"
     has "$1: ps outer" "$T/out" "^5 +suspended +outer +[0-9]+ +- +outer_entry \(prog-cli\.c:$L_OUTER\)$"
     has "$1: ps unnamed" "$T/out" "^6 +suspended +- +[0-9]+ +- +park_c"
+    # The program's own coro_read is its code, not coroscope's: not skipped.
+    has "$1: ps shows the program's own coro_read" "$T/out" \
+        "^7 +suspended +reader +[0-9]+ +- +coro_read \(prog-cli\.c:$L_CORO_READ\)$"
+    has "$1: ps partial (inlined into itself)" "$T/out" \
+        "^8 +suspended +partial +[0-9]+ +- +partial_entry \(prog-cli\.c:$L_PARTIAL\)$"
     has "$1: ps sleeper running in sleep_deep" "$T/out" \
         "^[0-9]+ +running +sleeper +[0-9]+ +- +sleep_deep \(prog-cli\.c:$L_SLEEP\)$"
     has "$1: ps waiter running (entered sleeper)" "$T/out" \
@@ -45,6 +51,14 @@ check_bt() {
     want="coro_yield park_c:$L_PARK_C park_b:$L_PARK_B park_a:$L_PARK_A park_entry:$L_PARK_ENTRY "
     if [ "$got" = "$want" ]; then ok "$1: bt parker-1 frames and lines"; else
         bad "$1: bt parker-1: got '$got', want '$want'"; sed 's/^/    | /' "$T/out" | head -30
+    fi
+    # GCC's partial inlining put partial_entry inlined into itself: one frame, inner line.
+    got=$(sed -n '/"partial"/,/^$/p' "$T/out" | grep -E '^ *#[0-9]+' |
+          sed -E 's/^ *#[0-9]+ +(0x[0-9a-f]+ +)?([A-Za-z_0-9]+).*prog-cli\.c:([0-9]+)\)(.*)/\2:\3\4/; t
+                  s/^ *#[0-9]+ +(0x[0-9a-f]+ +)?([A-Za-z_0-9]+).*/\2/' | tr '\n' ' ')
+    want="coro_yield partial_entry:$L_PARTIAL "
+    if [ "$got" = "$want" ]; then ok "$1: bt partial_entry inlined into itself is one frame"; else
+        bad "$1: bt partial: got '$got', want '$want'"; sed -n '/"partial"/,/^$/p' "$T/out"
     fi
 }
 
@@ -64,6 +78,8 @@ s = by["sleeper"]
 assert s["state"] == "running" and s["thread"], s
 assert any(f["function"] == "sleep_deep" and f["line"] == int(sys.argv[3]) for f in s["frames"]), s
 assert [f["function"] for f in by["fresh"]["frames"]] == ["fresh_entry"], by["fresh"]
+pf = [(f["function"], f["inlined"]) for f in by["partial"]["frames"]]
+assert pf == [("coro_yield", False), ("partial_entry", False)], pf
 # "module" is a path for every target (libdwfl names a core's libraries by soname).
 mod = p["frames"][0]["module"]
 assert mod.startswith("/") and mod.endswith("/libcoroscope.so.0"), mod
@@ -75,6 +91,7 @@ EOF
 check_folded() {
     has "$1: bt --folded parker stack" "$T/out" \
         "^parker-1;park_entry;park_a;park_b;park_c;coro_yield 1$"
+    has "$1: bt --folded partial_entry once" "$T/out" "^partial;partial_entry;coro_yield 1$"
 }
 
 # ---------------------------------------------------------------- usage
@@ -87,7 +104,30 @@ run "usage: bad id" 64 "$CLI" bt -p 1 x7
 run "usage: --json with --folded" 64 "$CLI" bt -p 1 --json --folded
 run "usage: -p without its value" 64 "$CLI" bt -p && has "usage: says -p needs a value" "$T/err" \
     "^coroscope: option -p needs a value$"
+# An option without its value says so (not "unknown option"), for every option that takes one.
+for o in --pid --core -e --executable -n --max-frames --pprof; do
+    run "usage: $o without a value" 64 "$CLI" bt "$o" &&
+        has "usage: $o without a value says it needs one" "$T/err" "^coroscope: option $o needs a value$"
+done
+run "usage: unknown option" 64 "$CLI" bt --frob && has "usage: unknown option named" "$T/err" \
+    "^coroscope: unknown option '--frob'$"
+run "usage: --json=1" 64 "$CLI" bt -p 1 --json=1 && has "usage: --json takes no value" "$T/err" \
+    "^coroscope: option --json takes no value$"
+run "usage: --core twice" 64 "$CLI" ps --core a --core b &&
+    has "usage: --core twice says so" "$T/err" "^coroscope: --core given twice$"
+run "usage: -e twice" 64 "$CLI" ps --core a -e b -e c
+run "usage: top after options" 64 "$CLI" -p 1 top &&
+    has "usage: top after options says where it goes" "$T/err" "^coroscope: top comes first"
 run "--help" 0 "$CLI" --help && has "--help lists bt" "$T/out" "coroscope bt"
+# One exit-status table: every code in --help, in top --help and in docs/cli.md, each explained.
+for code in 0 1 2 3 64; do
+    has "--help: exit status $code explained" "$T/out" "^  $code +[a-z]"
+    has "docs/cli.md: exit status $code explained" docs/cli.md "^\| $code \| [^ |]"
+done
+run "top --help" 0 "$CLI" top --help
+for code in 0 1 2 3 64; do
+    has "top --help: exit status $code explained" "$T/out" "^  $code +[a-z]"
+done
 run "--version" 0 "$CLI" --version && has "--version" "$T/out" "^coroscope [0-9]"
 
 # ---------------------------------------------------------------- live process
@@ -107,6 +147,14 @@ if start "$PROG"; then
     [ "$n" -eq 2 ] && ok "live: -n 2 gives 2 frames" || bad "live: -n 2 gave $n frames"
     run "live: bt unknown id" 1 "$CLI" bt -p "$pid" 1 99999 &&
         has "live: unknown id message" "$T/err" "no coroutine 99999 in process $pid"
+    # Exit 1 whether or not anything else is shown: the target was read, the id is not in it.
+    run "live: bt of only an unknown id" 1 "$CLI" bt -p "$pid" 99999 &&
+        has "live: only an unknown id: message" "$T/err" "^coroscope: no coroutine 99999 in process $pid$" &&
+        one_line "live: only an unknown id: one line" "$T/err"
+    run "live: bt 2 2 (an id twice)" 0 "$CLI" bt -p "$pid" 2 2
+    n=$(grep -c '^coroutine 2 "parker-2"' "$T/out")
+    if [ "$n" -eq 1 ] && [ ! -s "$T/err" ]; then ok "live: an id given twice is shown once"; else
+        bad "live: bt 2 2 showed it $n times"; sed 's/^/    | /' "$T/out" "$T/err"; fi
     # The process goes on unharmed: not left stopped or traced, still answering.
     sleep 0.1
     st=$(sed -E 's/^[0-9]+ \(.*\) (.).*/\1/' "/proc/$pid/stat")
@@ -122,13 +170,41 @@ if start "$PROG"; then
         kill -9 "$pid" 2>/dev/null
     fi
     start "$PROG"
-    # Another user may not trace it: one line that says what to do.
+    # Not allowed to trace it: one line that says why (ptrace's rules) and what to do.
     if [ "$(id -u)" = 0 ] && command -v setpriv >/dev/null 2>&1 &&
         setpriv --reuid=65534 --regid=65534 --clear-groups "$CLI" --version >/dev/null 2>&1; then
-        run "live: not allowed to trace" 2 setpriv --reuid=65534 --regid=65534 --clear-groups \
-            "$CLI" ps -p "$pid" &&
-            has "live: EPERM message" "$T/err" "cannot attach to process $pid: not allowed to trace it \(.*root" &&
+        nobody="setpriv --reuid=65534 --regid=65534 --clear-groups"
+        rootpid=$pid
+        run "live: another user's process" 2 $nobody "$CLI" ps -p "$pid" &&
+            has "live: EPERM says why and what to do" "$T/err" \
+                "^coroscope: cannot attach to process $pid: not allowed to trace it: it runs as uid 0 .*coroscope as uid 65534.*CAP_SYS_PTRACE; run coroscope as root" &&
             one_line "live: EPERM is one line" "$T/err"
+        # top reads without attaching: the same rule, said once, as a read.
+        run "live: top of another user's process" 2 $nobody "$CLI" top -b -n 1 -p "$pid" &&
+            has "live: top EPERM says why, once" "$T/err" \
+                "^coroscope: cannot read process $pid: not allowed to read it: it runs as uid 0 .*CAP_SYS_PTRACE; run coroscope as root" &&
+            one_line "live: top EPERM is one line" "$T/err"
+        # Root without CAP_SYS_PTRACE (a container) tracing another user's process.
+        start $nobody "$PROG"
+        run "live: root without CAP_SYS_PTRACE" 2 setpriv --bounding-set=-sys_ptrace \
+            --inh-caps=-sys_ptrace "$CLI" ps -p "$pid" &&
+            has "live: no CAP_SYS_PTRACE: says so" "$T/err" \
+                "^coroscope: cannot attach to process $pid: not allowed to trace it: .*root but without CAP_SYS_PTRACE" &&
+            one_line "live: no CAP_SYS_PTRACE: one line" "$T/err"
+        # What the message says to do works: the process's own user may trace it.
+        run "live: its own user may trace it" 0 $nobody "$CLI" ps -p "$pid" && check_ps "live as its user"
+        kill "$pid"
+        # Not dumpable: even its own user needs CAP_SYS_PTRACE.
+        PROG_CLI_NOT_DUMPABLE=1 start $nobody "$PROG"
+        run "live: not dumpable" 2 $nobody "$CLI" ps -p "$pid" &&
+            has "live: not dumpable: says so" "$T/err" \
+                "^coroscope: cannot attach to process $pid: not allowed to trace it: it is not dumpable .*CAP_SYS_PTRACE; run coroscope as root" &&
+            one_line "live: not dumpable: one line" "$T/err"
+        run "live: not dumpable, root may" 0 "$CLI" ps -p "$pid"
+        kill "$pid"
+        pid=$rootpid
+    else
+        echo "skip - not allowed to trace: needs root and setpriv to run coroscope as nobody"
     fi
 
     # Already traced by a debugger: say by whom.
@@ -159,7 +235,7 @@ if start "$PROG"; then
             ok "gcore: zero-filled coroutine stacks are reported, not shown as frames"
             has "gcore: the never-entered coroutine is still shown" "$T/out" "^3 +created +fresh +[0-9]+ +- +fresh_entry"
             n=$(grep -c "reads as all zeros" "$T/err")
-            [ "$n" -eq 7 ] && ok "gcore: one message per zeroed stack" || bad "gcore: $n zero-stack messages, expected 7"
+            [ "$n" -eq 9 ] && ok "gcore: one message per zeroed stack" || bad "gcore: $n zero-stack messages, expected 9"
         else
             bad "gcore: ps exit $rc"; sed 's/^/    | /' "$T/out" "$T/err"
         fi
@@ -219,6 +295,11 @@ if make_core "$T/k" "$PROG" abort; then
     run "core: bt --json" 0 "$CLI" bt --json --core "$T/k/core" && check_json core
     run "core: bt --folded -e" 0 "$CLI" bt --folded --core "$T/k/core" -e "$PROG" &&
         check_folded core
+    # The core was read; the output could not be written: 1, not 2.
+    run "core: --pprof into a missing directory" 1 "$CLI" bt --core "$T/k/core" \
+        --pprof "$T/no-such-dir/profile.pb.gz" &&
+        has "core: --pprof unwritable: says so" "$T/err" \
+            "^coroscope: cannot write the profile $T/no-such-dir/profile\.pb\.gz: No such file or directory$"
     run "core: -e mismatching build-id" 2 "$CLI" ps --core "$T/k/core" -e /bin/true &&
         has "core: build-id message" "$T/err" \
             "executable /bin/true does not match core file .*build-id" && one_line "core: mismatch is one line" "$T/err"
@@ -272,6 +353,8 @@ wait "$gone"
 run "no such pid" 2 "$CLI" ps -p "$gone" &&
     has "no such pid: message" "$T/err" "cannot attach to process $gone: no such process" &&
     one_line "no such pid: one line" "$T/err"
+run "no such pid: bt" 2 "$CLI" bt -p "$gone" 1 &&
+    has "no such pid: bt message" "$T/err" "cannot attach to process $gone: no such process"
 # A zombie: exited, not reaped yet.
 sh -c 'sleep 0 & echo $! >"$1"; exec sleep 3' sh "$T/zpid" &
 zparent=$!
@@ -308,6 +391,24 @@ if [ -s "$T/corrupt-stack/core" ]; then
     run "corrupt: one coroutine's registers" 1 timeout 20 "$CLI" bt --core "$T/corrupt-stack/core" &&
         has "corrupt stack: message names the coroutine" "$T/err" "coroutine 1 \"parker-1\" of core file" &&
         has "corrupt stack: the others are shown" "$T/out" "\"parker-2\""
+    # The only coroutine asked for cannot be unwound: the target was read, so 1, not 2.
+    run "corrupt: the one coroutine asked for cannot be unwound" 1 timeout 20 "$CLI" bt \
+        --core "$T/corrupt-stack/core" 1 &&
+        has "corrupt stack, bt 1: says why" "$T/err" "coroutine 1 \"parker-1\" of core file"
+fi
+
+# ---------------------------------------------------------------- long paths
+# A message names a path whole, however long.
+long=$T/$(printf 'd%.0s' $(seq 200))/$(printf 'e%.0s' $(seq 200))/$(printf 'f%.0s' $(seq 200))
+mkdir -p "$long"
+cp "$SRC" "$long/not-a-core"
+run "long path: not a core" 2 "$CLI" ps --core "$long/not-a-core" &&
+    has "long path: named whole" "$T/err" "^coroscope: $long/not-a-core is not a core file: not an ELF file$"
+if [ -s "$T/corrupt-magic/core" ]; then
+    cp "$T/corrupt-magic/core" "$long/core"
+    run "long path: core read, registry not" 2 "$CLI" bt --core "$long/core" &&
+        has "long path: core named whole" "$T/err" \
+            "^coroscope: cannot read the coroutine registry of core file $long/core \(in .*bad magic"
 fi
 
 echo "e2e-cli: $fails failed"

@@ -3,7 +3,7 @@
 # coroutine whose saved stack pointer is outside its stack; a list that runs into unmapped
 # memory) and coro_dump, the signal dump, `coroscope bt --json -p` and `coroscope bt --json
 # --core` must each list the damaged coroutine with the reason, and report the same "partial"
-# counts in their header. (The crash report does not use the collect driver yet.)
+# counts in their header. The crash report (signal-safe: no collect driver) says it is partial.
 set -u
 B=${B:-build}
 T=$(mktemp -d /tmp/coroscope-e2e-partial.XXXXXX)
@@ -77,6 +77,8 @@ rc=$?
 [ $rc -eq 134 ] && ok "crash report over a broken list: died by SIGABRT (status $rc)" \
     || { bad "crash report over a broken list: status $rc"; sed 's/^/    | /' "$T/crash.err" | head; }
 has "crash report written" "$T/crash.err" '^coroscope: crash report: SIGABRT'
+has "crash report says it is partial" "$T/crash.err" \
+    '^coroscope: partial: the registry walk stopped at 0x[0-9a-f]+ \(a record that could not be read\): coroutines after it are not listed$'
 # Limits give a result or an error, never an abort in the caller's process.
 "$PROG" huge-count "$T/huge.json" x >"$T/huge.out" 2>"$T/huge.err"
 rc=$?

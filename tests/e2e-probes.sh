@@ -1,6 +1,6 @@
 #!/bin/sh
 # USDT probes: readelf lists each with its arguments; gdb stops on coroscope:create and reads
-# the new coroutine's id and name; bpftrace counts creates and wait ends where the kernel and
+# the new coroutine's id and name, and on enter and yield (the asm fast path) reads the id; bpftrace counts creates and wait ends where the kernel and
 # privileges allow it (skipped with the reason otherwise).
 set -u
 B=${B:-build}
@@ -10,7 +10,7 @@ SRC=examples/hello-server.c
 LIB=$B/libcoroscope.so.0
 
 readelf -n "$LIB" >"$T/notes" 2>&1
-for probe in create:4 terminate:2 wait_begin:4 wait_end:3 wake:2; do
+for probe in create:4 terminate:2 wait_begin:4 wait_end:3 wake:2 enter:1 yield:1; do
     name=${probe%:*} nargs=${probe#*:}
     got=$(awk -v n="$name" '/Name: / { cur = $2 } /Arguments:/ && cur == n { print NF - 1; exit }' "$T/notes")
     [ "$got" = "$nargs" ] && ok "readelf -n: coroscope:$name with $nargs arguments" \
@@ -23,6 +23,14 @@ if command -v gdb >/dev/null 2>&1; then
         -ex run -ex 'printf "id=%d name=%s\n", $_probe_arg0, (char *)$_probe_arg3' \
         -ex kill --args "$B/examples/hello-server" --idle 1 >"$T/gdb" 2>&1
     has "gdb stops at coroscope:create and reads its arguments" "$T/gdb" '^id=1 name=acceptor$'
+    # enter and yield: the asm fast path's probes, whose argument is the record's id in memory.
+    gdb -nx -batch -ex 'set breakpoint pending on' -ex 'break -probe-stap coroscope:enter' \
+        -ex run -ex 'printf "enter id=%d\n", $_probe_arg0' -ex delete \
+        -ex 'break -probe-stap coroscope:yield' -ex continue \
+        -ex 'printf "yield id=%d\n", $_probe_arg0' -ex kill \
+        --args "$B/examples/loop-embed" >"$T/gdb2" 2>&1
+    has "gdb: coroscope:enter gives the id of the coroutine entered" "$T/gdb2" '^enter id=1$'
+    has "gdb: coroscope:yield gives the id of the coroutine yielding" "$T/gdb2" '^yield id=1$'
 fi
 
 if command -v bpftrace >/dev/null 2>&1 && [ "$(id -u)" = 0 ] &&

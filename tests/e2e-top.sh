@@ -9,13 +9,7 @@ SRC=tests/prog-stall.c
 . tests/cli-harness.sh
 CLI=$B/coroscope
 
-"$B/tests/prog-stall" >"$T/ready" 2>&1 &
-pid=$!
-pids="$pids $pid"
-i=0
-while ! grep -q ready "$T/ready" 2>/dev/null; do
-    i=$((i + 1)); [ $i -gt 200 ] && { bad "prog-stall did not get ready"; exit 1; }; sleep 0.05
-done
+start_cmd "$B/tests/prog-stall" || exit 1
 "$CLI" top -p "$pid" -b -n 4 -d 0.3 >"$T/top" 2>"$T/err" &
 top=$!
 tracer=0
@@ -49,7 +43,7 @@ has "top: never entered" "$T/out" \
 lacks "top: no never-entered warning at the default 60 s" "$T/top" 'never entered'
 run "ps warnings" 0 "$CLI" ps -p "$pid" --never-entered 0.01 --long-wait 0.01
 has "ps: never entered, with the creation site" "$T/out" \
-    '^warning: never entered: coroutine [0-9]+ "unstarted" was created [0-9.]+ (ms|s) ago and never entered \(created at main prog-stall\.c:[0-9]+\)$'
+    '^warning: never entered: coroutine [0-9]+ "unstarted" was created [0-9.]+ (ms|s) ago and never entered \(created at maker prog-stall\.c:[0-9]+\)$'
 has "ps: long wait on the queue" "$T/out" '^warning: long wait: coroutine [0-9]+ "idle" has waited [0-9.]+ (us|ms|s) on queue with no deadline$'
 run "bt --json warnings" 0 "$CLI" bt --json -p "$pid" --never-entered 0.01
 got=$(python3 -c 'import json,sys; d=json.load(open(sys.argv[1])); n={c["id"]:c["name"] for c in d["coroutines"]}; print(sorted((w["kind"], n[w["id"]], w["for_ns"] > 0) for w in d["warnings"]))' "$T/out" 2>&1)

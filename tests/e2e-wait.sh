@@ -114,6 +114,8 @@ if command -v go >/dev/null 2>&1; then
     has "pprof: labels state and wait" "$T/raw" 'state:\[waiting\] wait:\[fd\]'
     has "pprof: a location names say_hello with its line" "$T/raw" ' say_hello examples/hello-server\.c:[0-9]+ '
     has "pprof: the program's mapping" "$T/raw" '/examples/hello-server '
+    bid=$(readelf -n "$B/examples/hello-server" 2>/dev/null | sed -n 's/.*Build ID: //p')
+    has "pprof: the mapping carries the program's build id ($bid)" "$T/raw" "/examples/hello-server ${bid:-none} \\["
 else
     bad "go is not installed: cannot decode the pprof profile (make deps installs golang-go)"
 fi

@@ -21,6 +21,12 @@
  *   sleeper is running (unwound from the thread's registers), waiter has entered it (running,
  *   from its saved registers, below coro_enter)
  *   unnamed: entry park_entry, suspended
+ *   "reader": entry reader_entry -> coro_read (the program's own function, not coroscope's)
+ *   -> coro_yield
+ *   "partial": partial_entry, which GCC's partial inlining inlines into itself, suspended
+ *
+ * PROG_CLI_NOT_DUMPABLE=1 makes the process not dumpable (prctl) before it parks: tracing it
+ * then needs CAP_SYS_PTRACE, even for its own user.
  */
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
@@ -31,6 +37,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/prctl.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -79,6 +86,36 @@ static void outer_entry(void *opaque)
     Coroutine *inner = opaque;
     coro_enter(inner); /* LINE-outer-enter */
     coro_yield(); /* LINE-outer-yield */
+    sink++;
+}
+
+/* A program's own function that happens to start with coro_: it is the user's code, and ps
+ * shows it as where the coroutine is. */
+static __attribute__((noinline)) void coro_read(int fd)
+{
+    sink += fd;
+    coro_yield(); /* LINE-coro_read */
+    sink++;
+}
+
+static void reader_entry(void *opaque)
+{
+    coro_read(3); /* LINE-reader */
+    sink++;
+}
+
+/* GCC's partial inlining splits this into partial_entry and partial_entry.part.0, then inlines
+ * the part back: the DWARF has partial_entry inlined into itself (one frame for readers). */
+static volatile int partial_forever;
+static void partial_entry(void *opaque)
+{
+    sink++;
+    if (partial_forever) {
+        for (;;) {
+            coro_yield();
+        }
+    }
+    coro_yield(); /* LINE-partial */
     sink++;
 }
 
@@ -218,6 +255,11 @@ int main(int argc, char **argv)
     Coroutine *inner = named(inner_entry, NULL, "inner");
     coro_enter(named(outer_entry, inner, "outer"));
     coro_enter(coro_create(park_entry, (void *)4));
+    coro_enter(named(reader_entry, NULL, "reader"));
+    coro_enter(named(partial_entry, NULL, "partial"));
+    if (getenv("PROG_CLI_NOT_DUMPABLE")) {
+        prctl(PR_SET_DUMPABLE, 0);
+    }
     for (long i = 0; i < nbulk; i++) {
         char name[32];
         snprintf(name, sizeof(name), "bulk-%ld", i);

@@ -2,7 +2,7 @@
  * A program whose coroutine registry is damaged in the two ways every reader must report
  * rather than hide (tests/e2e-partial.sh): coroutine "bad-sp" has a saved stack pointer
  * outside its stack, so its frames cannot be read (it is listed, marked, counted as
- * incomplete), and the last record of the registry list points at unmapped memory, so the
+ * incomplete), and the last record of the registry list points at unreadable memory, so the
  * walk is cut short. It then writes its own coro_dump (JSON) to argv[2], takes a signal dump
  * (the environment sets CORO_DUMP_SIGNAL/PATH/FORMAT), prints "ready" and waits ("wait") for
  * the CLI, or aborts ("abort") for a kernel core.
@@ -65,9 +65,10 @@ int main(int argc, char **argv)
     /* A saved context in no stack and no code: its frames cannot be read. */
     *field((uint64_t)(uintptr_t)cos[1], abi->off_regs + abi->regs.rsp) = 0x10;
     *field((uint64_t)(uintptr_t)cos[1], abi->off_regs + abi->regs.rip) = 0x10;
-    /* The last record of the list now leads to an unmapped page. */
+    /* The last record of the list now leads to a page that cannot be read. It stays mapped
+     * (PROT_NONE): an unmapped hole can be reused by the next mmap — the crash report's own
+     * buffers — and would then read as zeros. */
     void *hole = mmap(NULL, 4096, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS, -1, 0);
-    munmap(hole, 4096);
     uint64_t rec = abi->records, last = 0;
     for (uint64_t n = 0; rec && n < abi->nrecords; n++) {
         last = rec;
@@ -75,7 +76,7 @@ int main(int argc, char **argv)
     }
     *field(last, abi->off_next) = (uint64_t)(uintptr_t)hole;
     if (strcmp(argv[1], "crash-head") == 0) {
-        /* The list's very first record leads to the unmapped page: the crash report's
+        /* The list's very first record leads to the unreadable page: the crash report's
          * signal-safe walk must stop there, not fault inside its own handler. */
         *field(abi->records, abi->off_next) = (uint64_t)(uintptr_t)hole;
         abort();

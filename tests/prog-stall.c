@@ -2,7 +2,7 @@
  * For tests/e2e-top.sh: a thread whose coroutine "spinner" runs without ever yielding (the
  * stall `coroscope top` must name), and a thread whose coroutine "ticker" sleeps 1 ms at a
  * time (about 1,000 switches a second), beside one waiting on a queue forever, and a
- * coroutine "unstarted" that is created and never entered. Prints "ready" and runs until
+ * coroutine "unstarted" that a coroutine of that thread's loop creates and never enters. Prints "ready" and runs until
  * killed.
  */
 #define _GNU_SOURCE
@@ -35,8 +35,17 @@ static void idle(void *opaque)
     coro_queue_wait(&never, NULL);
 }
 
+/* Creates "unstarted" from inside the loop (the loop's clock is its creation time). */
+static void maker(void *opaque)
+{
+    CoroutineOptions u = { .name = "unstarted" };
+    coro_create_opts(spinner, NULL, &u);
+}
+
 static void *ticker_thread(void *arg)
 {
+    CoroutineOptions m = { .name = "maker" };
+    coro_schedule(coro_create_opts(maker, NULL, &m));
     CoroutineOptions o = { .name = "ticker" };
     coro_schedule(coro_create_opts(ticker, NULL, &o));
     CoroutineOptions q = { .name = "idle" };
@@ -52,8 +61,6 @@ int main(void)
     pthread_create(&th, NULL, ticker_thread, NULL);
     CoroutineOptions o = { .name = "spinner" };
     Coroutine *co = coro_create_opts(spinner, NULL, &o);
-    CoroutineOptions u = { .name = "unstarted" };
-    coro_create_opts(spinner, NULL, &u);
     usleep(50000);
     printf("ready\n");
     fflush(stdout);

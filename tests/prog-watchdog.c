@@ -1,6 +1,7 @@
 /*
  * For tests/e2e-stall.sh: coroutine "busy" burns the CPU for 400 ms in burn() without
- * yielding, yields, then does it again — two stalls — while coroutine "polite" on another
+ * yielding, yields, then for 1 s — two stalls (the second longer than a report takes to make
+ * under ASan, so that the watchdog is back before it ends) — while coroutine "polite" on another
  * thread yields every millisecond for the whole run and never stalls. The watchdog comes from
  * the environment (CORO_STALL_MS, CORO_DUMP_PATH, CORO_DUMP_FORMAT), or with "api" from
  * coro_stall_watchdog(100, argv[2], CORO_DUMP_JSON). Prints "done" and exits 0.
@@ -36,7 +37,7 @@ static void busy(void *opaque)
 {
     burn(0.4);
     coro_yield();
-    burn(0.4);
+    burn(1.0);
 }
 
 static void polite(void *opaque)

@@ -2,9 +2,11 @@
  * Nested inlined calls: a coroutine suspended three inlined calls deep inside an -O2
  * function must show every level as its own frame (as `eu-stack -i` does), each with the line
  * of its call, and then the real function with the line of its outermost inlined call.
+ * A function GCC's partial inlining inlined into itself is one frame, in every format.
  */
 #define _GNU_SOURCE
 #include <setjmp.h>
+#include <stdio.h>
 #include <stdarg.h>
 #include <stddef.h>
 #include <stdint.h>
@@ -49,14 +51,40 @@ static __attribute__((noinline, optimize("O2"))) void inline_entry(void *opaque)
     sink++;
 }
 
-static char *dump_json(void)
+/*
+ * GCC's partial inlining (ipa-split) splits this after its cheap head into
+ * partial_entry.part.0 and, the part having one caller, inlines it back: the DWARF then has
+ * partial_entry inlined into partial_entry, called from its own declaration line.
+ */
+static int line_partial;
+static volatile int partial_forever;
+
+static void partial_entry(void *opaque)
+{
+    int *calls = opaque;
+    (*calls)++;
+    if (partial_forever) {
+        for (;;) {
+            coro_yield();
+        }
+    }
+    HERE(line_partial); coro_yield();
+    sink++;
+}
+
+static char *dump_as(int format)
 {
     int fd = memfd_create("dump", MFD_CLOEXEC);
     assert_true(fd >= 0);
-    assert_int_equal(coro_dump(fd, CORO_DUMP_JSON), 0);
+    assert_int_equal(coro_dump(fd, format), 0);
     char *buf = read_all(fd);
     close(fd);
     return buf;
+}
+
+static char *dump_json(void)
+{
+    return dump_as(CORO_DUMP_JSON);
 }
 
 static void expect(const Json *f, const char *function, int line, bool inlined)
@@ -95,10 +123,55 @@ static void test_inline_nested_levels_each_shown(void **state)
     assert_int_equal(coro_live_count(), 0);
 }
 
+static void test_inline_self_inline_is_one_frame(void **state)
+{
+    int calls = 0;
+    Coroutine *co = coro_create(partial_entry, &calls);
+    coro_enter(co);
+    char *text = dump_json();
+    char err[256];
+    Json *doc = jparse_document(text, err, sizeof(err));
+    if (!doc) {
+        fail_msg("dump is not JSON: %s", err);
+    }
+    const Json *frames = jget(jget(doc, "coroutines")->items[0], "frames");
+    for (size_t i = 0; i < frames->n; i++) {
+        print_message("  frame %zu: %s line %lld%s\n", i,
+                      jget(frames->items[i], "function")->s, jget(frames->items[i], "line")->i,
+                      jget(frames->items[i], "inlined")->b ? " [inlined]" : "");
+    }
+    /* One frame, not "partial_entry [inlined]" over "partial_entry" (line of its
+     * declaration), with the line inside and the function's offset. */
+    assert_int_equal(frames->n, 2);
+    assert_string_equal(jget(frames->items[0], "function")->s, "coro_yield");
+    expect(frames->items[1], "partial_entry", line_partial, false);
+    assert_int_equal(jget(frames->items[1], "offset")->type, J_NUM);
+    jfree(doc);
+    free(text);
+
+    /* Text and folded show it once too. */
+    text = dump_as(CORO_DUMP_TEXT);
+    char want[64];
+    snprintf(want, sizeof(want), "partial_entry (%s:%d)\n", __FILE__, line_partial);
+    const char *at = strstr(text, want);
+    assert_non_null(at);
+    assert_null(strstr(at + 1, " partial_entry ("));
+    assert_null(strstr(text, "[inlined]"));
+    free(text);
+    text = dump_as(CORO_DUMP_FOLDED);
+    assert_null(strstr(text, "partial_entry;partial_entry"));
+    assert_non_null(strstr(text, ";partial_entry;coro_yield 1"));
+    free(text);
+    coro_enter(co);
+    assert_int_equal(calls, 1);
+    assert_int_equal(coro_live_count(), 0);
+}
+
 int main(void)
 {
     const struct CMUnitTest tests[] = {
         cmocka_unit_test(test_inline_nested_levels_each_shown),
+        cmocka_unit_test(test_inline_self_inline_is_one_frame),
     };
     return cmocka_run_group_tests(tests, NULL, NULL);
 }
