@@ -79,7 +79,8 @@ static inline int coro__own_function_cmp(const void *key, const void *elem)
 static inline bool coro__own_function(const char *name)
 {
     /* Every name starts with "coro_": most frames (the user's) are out after 5 bytes. */
-    return name && strncmp(name, "coro_", 5) == 0 && bsearch(name, coro__own_functions,
+    return name && name[0] == 'c' && name[1] == 'o' && name[2] == 'r' && name[3] == 'o' &&
+           name[4] == '_' && bsearch(name, coro__own_functions,
                            sizeof(coro__own_functions) / sizeof(coro__own_functions[0]),
                            sizeof(coro__own_functions[0]), coro__own_function_cmp) != NULL;
 }
