@@ -28,7 +28,7 @@ OBJ := $(BD)/bench.o $(BD)/cpuinfo.o $(BD)/stack-alloc.o $(BD)/impl-coroscope.o 
 CXX_OBJ := $(BD)/bench-cxx.o $(BD)/cpuinfo.o $(BD)/stack-alloc.o $(BD)/impl-coroscope.o \
            $(BD)/impl-boost.o
 
-.PHONY: run install-scratch introspection
+.PHONY: run install-scratch introspection gdb
 run: $(BD)/bench $(BD)/bench-cxx $(BD)/bench-boost.so
 	$(Q)$(BD)/bench --command "$(CMD)" $(BENCH_ARGS) > $(BD)/results.md.tmp
 	$(Q)$(BD)/bench-cxx --command "$(CMD)" $(BENCH_ARGS) >> $(BD)/results.md.tmp
@@ -36,9 +36,10 @@ run: $(BD)/bench $(BD)/bench-cxx $(BD)/bench-boost.so
 	$(Q)$(MAKE) --no-print-directory -f bench/bench.mk B=$(B) introspection
 
 # The readers' side: the in-process dump (issue 3), the CLI against eu-stack (issue 4) and on
-# a live process with 100,001 coroutines (issue 13); then waiting: the primitives, dumps of
-# waiting coroutines, and echo against libuv.
-introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench $(BD)/watch-target
+# a live process with 100,001 coroutines (issue 13), the gdb extension at 100,000 coroutines;
+# then waiting: the primitives, dumps of waiting coroutines, and echo against libuv.
+introspection: $(BD)/dump-bench $(BD)/gdb-bench-prog $(BD)/wait-bench $(BD)/echo-bench \
+               $(BD)/watch-target
 	@echo
 	@echo '### coro_dump of 10,000 suspended coroutines parked 8 calls deep (bench/dump-bench.c)'
 	$(Q)$(BD)/dump-bench
@@ -49,6 +50,9 @@ introspection: $(BD)/dump-bench $(BD)/wait-bench $(BD)/echo-bench $(BD)/watch-ta
 	@echo
 	@echo '### coroscope ps, bt of one, top on a live process with 100,001 coroutines (bench/reader-bench.sh)'
 	$(Q)sh bench/reader-bench.sh $(B)
+	@echo
+	@echo '### gdb extension at 100,000 coroutines, live (bench/gdb-bench.sh)'
+	$(Q)sh bench/gdb-bench.sh $(BD)/gdb-bench-prog $(PREFIX_DIR)/share/coroscope 100000
 	@echo
 	@echo '### Waiting: CoMutex, CoQueue hand-off, dumps of waiting coroutines (bench/wait-bench.c)'
 	$(Q)CORO_LEAK_CHECK=0 $(BD)/wait-bench
@@ -73,6 +77,14 @@ $(BD)/echo-bench: bench/echo-bench.c install-scratch
 	    -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
 
 $(BD)/dump-bench: bench/dump-bench.c install-scratch
+	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
+	    $$($(PC) --libs coroscope) -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
+
+# The gdb part alone: make -f bench/bench.mk B=build gdb
+gdb: $(BD)/gdb-bench-prog
+	$(Q)sh bench/gdb-bench.sh $(BD)/gdb-bench-prog $(PREFIX_DIR)/share/coroscope 100000
+
+$(BD)/gdb-bench-prog: bench/gdb-bench-prog.c install-scratch
 	$(Q)$(CC) -O2 -g $$($(PC) --cflags coroscope) $(CFLAGS) -o $@ $< $(LDFLAGS) \
 	    $$($(PC) --libs coroscope) -Wl,-rpath,$$($(PC) --variable=libdir coroscope)
 

@@ -93,6 +93,10 @@ struct CoroShard {
     CoroShard *_Atomic next;    /* shard list: push-only */
 };
 
+/* Under valgrind: the thread's own stack from sp down is in use again (coro_escape_to_thread
+ * runs code there while valgrind still thinks it was left); nothing otherwise (stack.c). */
+void coro__stack_valgrind_reuse_below(uint64_t sp);
+
 /* Sets this thread's loop clock (CoroShard.loop_clock_ns), which coro_create stamps records
  * with; loop.c calls it each iteration and with 0 when its loop stops. */
 void coro__shard_loop_clock(int64_t now);

@@ -723,6 +723,7 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     esc.r12 = (uint64_t)(uintptr_t)escape_entry;
     esc.r13 = (uint64_t)(uintptr_t)&e;
     eh_swap(sh, &self->regs, &sh->leader);
+    coro__stack_valgrind_reuse_below(esc.rsp);
 #ifdef CORO_C_SWITCH
     void *fake = NULL;
     san_start_switch(sh, NULL, &fake);

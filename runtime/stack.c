@@ -22,6 +22,7 @@
 #include <string.h>
 #include <sys/mman.h>
 #include <unistd.h>
+#include <valgrind/memcheck.h>
 #include <valgrind/valgrind.h>
 
 #include "coro-int.h"
@@ -171,4 +172,23 @@ void coro__pool_lock(void)
 void coro__pool_unlock(void)
 {
     pthread_mutex_unlock(&pool_mutex);
+}
+
+void coro__stack_valgrind_reuse_below(uint64_t sp)
+{
+    if (!RUNNING_ON_VALGRIND) {
+        return;
+    }
+    /* Valgrind saw this thread's stack below the outermost coro_enter() released when the
+     * coroutine was entered (a stack switch, not frames it tracks), and would call every
+     * write there invalid: give it back, from sp down to the stack's end. */
+    pthread_attr_t attr;
+    void *lo;
+    size_t size;
+    if (pthread_getattr_np(pthread_self(), &attr) == 0) {
+        if (pthread_attr_getstack(&attr, &lo, &size) == 0 && (uint64_t)(uintptr_t)lo < sp) {
+            VALGRIND_MAKE_MEM_UNDEFINED(lo, sp - (uint64_t)(uintptr_t)lo);
+        }
+        pthread_attr_destroy(&attr);
+    }
 }

@@ -44,9 +44,13 @@ for kind in shared static; do
     # -nh: no ~/.gdbinit; the system init directory is read as a new user's gdb reads it.
     core_cmd="generate-core-file $T/$kind.core"
     [ "$asan" = yes ] && core_cmd="echo"
-    gdb -nh -batch -ex 'break coro_dump' -ex run -ex coro-info \
+    gdb -nh -batch -ex 'break coro_dump' -ex run -ex coro-info -ex 'coro-bt 1' \
+        -ex 'coro-apply all -- print $pc' -ex 'coro-select 1' -ex bt \
         -ex "$core_cmd" "$T/$kind" >"$T/gdb-$kind" 2>&1
     has "$kind: coro-info in a plain gdb, live" "$T/gdb-$kind" '^ +1 +suspended +"conn-7" +thread [0-9]+ at wait_for_data '
+    has "$kind: coro-bt too" "$T/gdb-$kind" 'wait_for_data'
+    has "$kind: coro-apply too" "$T/gdb-$kind" '^\$[0-9]+ = \(void \(\*\)\(\)\) 0x'
+    has "$kind: coro-select, then plain bt shows the coroutine" "$T/gdb-$kind" '^#[0-9]+ +.*connection \('
     lacks "$kind: no Python error" "$T/gdb-$kind" 'Traceback|Python Exception|Undefined command'
     if [ "$asan" = yes ]; then
         : # gcore of an ASan program (terabytes of shadow mappings) is skipped, as e2e-gdb does

@@ -49,6 +49,10 @@ L_BYIELD=$(line_of beta_yield)
 L_IDLE=$(line_of idle_decl)
 L_ENTER=$(line_of outer_enter)
 L_SREAD=$(line_of sleeper_read)
+L_RYIELD=$(line_of remote_yield)
+L_RRESUMED=$(line_of remote_resumed)
+L_CRYIELD=$(line_of reader_yield)
+L_CRRESUMED=$(line_of reader_resumed)
 
 # gdb in batch mode, the build tree's auto-load hook allowed, never longer than 120 s.
 rungdb() {
@@ -80,6 +84,15 @@ lacks() {
     if block "$1" "$2" | grep -Eq -- "$3"; then
         fail "$(basename "$1") [$2]: unexpected line matching /$3/"
         block "$1" "$2" | sed 's/^/    | /' | head -30
+    fi
+}
+
+# no_traceback FILE: no Python exception reached the user anywhere in the file.
+no_traceback() {
+    checks=$((checks + 1))
+    if grep -Eq 'Python Exception|Traceback' "$1"; then
+        fail "$(basename "$1"): a Python exception reached the user:"
+        grep -E -A3 'Python Exception|Traceback' "$1" | head -20 | sed 's/^/    | /'
     fi
 }
 
@@ -126,8 +139,10 @@ check_info() {
         "^ +3${S}created${S}\"\"${S}thread [0-9]+ at idle_main \\($F:$L_IDLE\\)\$" \
         "^ +4${S}running${S}\"outer\"${S}thread [0-9]+ at outer_main \\($F:$L_ENTER\\)\$" \
         "^[* ] 5${S}running${S}\"inner\"${S}thread [0-9]+ at $innerwhere" \
-        "^ +1025${S}running${S}\"sleeper\"${S}thread [0-9]+ at sleeper_block \\($F:$L_SREAD\\)\$"
-    count "$f" "$b" '^[* ] [0-9]+ ' 6
+        "^ +1025${S}running${S}\"sleeper\"${S}thread [0-9]+ at sleeper_block \\($F:$L_SREAD\\)\$" \
+        "^ +1026${S}suspended${S}\"remote\"${S}thread [0-9]+ at remote_main \\($F:$L_RYIELD\\)\$" \
+        "^ +1027${S}suspended${S}\"reader\"${S}thread [0-9]+ at coro_read \\($F:$L_CRYIELD\\)\$"
+    count "$f" "$b" '^[* ] [0-9]+ ' 8
 }
 
 # coro-bt of alpha: the frames from the suspension point to the entry function, in order.
@@ -169,6 +184,7 @@ for variant in shared static; do
         -ex 'echo ==info-selected==\n' -ex 'coro-info' \
         -ex 'echo ==sel-running==\n' -ex 'coro-select 1025' -ex 'thread' \
         -ex 'echo ==sel-none==\n' -ex 'coro-select' -ex 'bt' \
+        -ex 'echo ==sel-other==\n' -ex 'coro-select 1' \
         -ex 'thread 1' -ex 'coro-select 2' \
         -ex 'echo ==next==\n' -ex 'next' -ex 'bt' \
         -ex 'echo ==apply==\n' -ex 'coro-apply 1 2 -- print $pc' \
@@ -209,12 +225,16 @@ for variant in shared static; do
     has "$out" sel-running '^\[Switching to thread 2 \(LWP [0-9]+\), where coroutine 1025 "sleeper" \[running, thread [0-9]+\] is running\]$'
     has "$out" sel-running '^\[Current thread is 2 '
     has "$out" sel-none '^\[No coroutine was selected; thread 2 '
-    # Continuing (next) drops the selection: bt is the thread's own stack again.
+    # From thread 2, a coroutine suspended on thread 1: the thread switch is said.
+    in_order "$out" sel-other '^\[Switching to thread 1 \(LWP [0-9]+\)\]$' \
+        '^\[Switching to coroutine 1 "alpha" \[suspended, thread [0-9]+\]\]$'
+    # Continuing (next) drops the selection, and says so: bt is the thread's own stack again.
+    has "$out" next '^\[coroscope: coroutine 2 is no longer selected: the program runs the thread.s own code; coro-until 2 runs until the coroutine does\]$'
     in_order "$out" next "^#0 +stop_here \\(.*\\) at $F:" "^#1 .* in inner_main "
     lacks "$out" next 'beta_main'
     in_order "$out" apply '^coroutine 1 "alpha"' '^\$[0-9]+ = .*<alpha_leaf\+[0-9]+>$' \
         '^coroutine 2 "beta"' '^\$[0-9]+ = .*<beta_main\+[0-9]+>$'
-    count "$out" apply-all '^coroutine [0-9]+ ' 6
+    count "$out" apply-all '^coroutine [0-9]+ ' 8
     in_order "$out" apply-all '^coroutine 1 "alpha"' ' rip = 0x[0-9a-f]+ in alpha_leaf ' \
         '^coroutine 2 "beta"' ' rip = 0x[0-9a-f]+ in beta_main '
     # An error in one coroutine is shown and the others still run.
@@ -231,6 +251,74 @@ for variant in shared static; do
         grep -E -A3 'Python Exception|Traceback' "$out" | head -20
     fi
 done
+
+# ---------------------------------------------------------------- 1c. coro-until
+# After stop_here, main resumes alpha, beta, the unnamed one, then remote and reader, which
+# last ran on the second thread (ended by then): each coro-until stops in its coroutine.
+for variant in shared static; do
+    if [ $variant = shared ]; then
+        exe=$PROG load=""
+    else
+        exe=$SPROG load="source $ROOT/gdb/coroscope-gdb.py"
+    fi
+    out=$T/until-$variant.out
+    rungdb "$out" ${load:+-ex "$load"} -ex 'break stop_here' -ex run \
+        -ex 'echo ==running==\n' -ex 'coro-until 5' \
+        -ex 'echo ==alpha==\n' -ex 'coro-until 1' -ex 'print alpha_secret' \
+        -ex 'echo ==created==\n' -ex 'coro-until 3' \
+        -ex 'echo ==migrated==\n' -ex 'coro-until 1026' -ex 'info threads' \
+        -ex 'echo ==reader==\n' -ex 'coro-until 1027' -ex 'bt' \
+        -ex 'echo ==gone==\n' -ex 'coro-until 2' \
+        -ex 'echo ==left==\n' -ex 'maint info breakpoints' \
+        -ex 'echo ==end==\n' -ex kill "$exe"
+    has "$out" running '^coro-until: coroutine 5 is running on thread [0-9]+ now: step it there'
+    count "$out" running '.' 1
+    has "$out" alpha '^\[coroutine 1 "alpha" runs again on thread 1 \(LWP [0-9]+\)\]$'
+    # The line after the yield (the next line with code: the asm line has none under ASan).
+    has "$out" alpha "^#0 +alpha_leaf \\(depth=(depth@entry=)?0\\) at $F:($((L_AYIELD + 1))|$((L_AYIELD + 2)))\$"
+    [ $asan = 1 ] || has "$out" alpha '^\$1 = 4242$'
+    has "$out" created '^\[coroutine 3 runs again on thread 1 \(LWP [0-9]+\)\]$'
+    # idle_main is empty: its first instruction may carry the line of its closing brace.
+    has "$out" created "^#0 +(0x[0-9a-f]+ in )?idle_main \\(.*\\) at $F:[0-9]+\$"
+    has "$out" migrated '^\[coroutine 1026 "remote" runs again on thread 1 \(LWP [0-9]+\); it last ran on LWP [0-9]+\]$'
+    has "$out" migrated "^#0 +remote_main \\(.*\\) at $F:$L_RRESUMED\$"
+    has "$out" reader "^#0 +coro_read \\(\\) at $F:$L_CRRESUMED\$"
+    in_order "$out" reader "^#0 +coro_read " "^#1 .* in reader_main "
+    has "$out" gone '^coro-until: no live coroutine with id 2 \(coro-info lists them\)$'
+    lacks "$out" left ' in (alpha_leaf|idle_main|remote_main|coro_read|beta_main) at '
+    no_traceback "$out"
+done
+
+# Ctrl-C while coro-until waits (beta is never resumed in "wait" mode): a real SIGINT to gdb
+# stops the program, the wait ends with one line and leaves no breakpoint behind.
+out=$T/until-int.out
+gdb -nx -batch -iex "add-auto-load-safe-path $BDIR" -ex 'break stop_here' -ex run \
+    -ex 'echo ==waiting==\n' -ex 'coro-until 2' \
+    -ex 'echo ==left==\n' -ex 'maint info breakpoints' -ex 'echo ==still==\n' -ex 'coro-info' \
+    -ex 'echo ==end==\n' -ex kill --args "$PROG" wait >"$out" 2>&1 &
+gpid=$!
+i=0
+while ! grep -q '^==waiting==' "$out" 2>/dev/null && [ $i -lt 200 ]; do
+    sleep 0.05
+    i=$((i + 1))
+done
+sleep 1
+kill -INT "$gpid" 2>/dev/null
+i=0
+while kill -0 "$gpid" 2>/dev/null && [ $i -lt 400 ]; do
+    sleep 0.05
+    i=$((i + 1))
+done
+if kill -0 "$gpid" 2>/dev/null; then
+    kill -9 "$gpid"
+    fail "gdb did not finish after Ctrl-C in coro-until"
+fi
+wait "$gpid" 2>/dev/null
+in_order "$out" waiting 'received signal SIGINT' \
+    '^coro-until: stopped before coroutine 2 "beta" ran again \(coro-until 2 to wait on\)$'
+lacks "$out" left ' in beta_main at '
+has "$out" still '^ +2 +suspended +"beta" '
+no_traceback "$out"
 
 # ---------------------------------------------------------------- 1b. stopped inside the switch
 # The second entry into coro__switch is "alpha" yielding: its record's seqlock is open (odd)
@@ -303,7 +391,7 @@ if [ $no_cores = 0 ]; then
         rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" \
             -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==end==\n' "$PROG" "$T/core-gcore"
         has "$out" info '^ +1 +suspended +"alpha" +thread [0-9]+ at \?\? \(return address 0 on the stack: stack memory missing from this core\? '
-        count "$out" info '^[* ] [0-9]+ ' 6
+        count "$out" info '^[* ] [0-9]+ ' 8
     elif [ -s "$T/core-gcore" ]; then
         set -- "gcore:$PROG:core-gcore"
     fi
@@ -351,6 +439,26 @@ if [ $no_cores = 0 ]; then
     has "$out" sel '^coroscope: cannot show coroutine 2: saved stack pointer 0x10 outside its stack \[0x[0-9a-f]+, 0x[0-9a-f]+\)$'
     count "$out" sel '.' 1
 
+    # Descriptors of other runtime versions, as the C reader accepts them: an older, shorter
+    # one whose optional fields are absent (no thread ids: "thread 0"), and a longer one.
+    kcore "$PROG" abi-old core-abi-old
+    kcore "$PROG" abi-new core-abi-new
+    for name in abi-old abi-new; do
+        [ -s "$T/core-$name" ] || continue
+        out=$T/$name.out
+        rungdb "$out" -ex "source $ROOT/gdb/coroscope-gdb.py" \
+            -ex 'echo ==info==\n' -ex 'coro-info' -ex 'echo ==bt==\n' -ex 'coro-bt 1' \
+            -ex 'echo ==end==\n' "$PROG" "$T/core-$name"
+        [ $name = abi-old ] && tid=0 || tid='[1-9][0-9]*'
+        in_order "$out" info \
+            "^ +1${S}suspended${S}\"alpha\"${S}thread $tid at alpha_leaf \\($F:$L_AYIELD\\)\$" \
+            "^ +2${S}suspended${S}\"beta\"${S}thread $tid at beta_main \\($F:$L_BYIELD\\)\$" \
+            "^ +1027${S}suspended${S}\"reader\"${S}thread $tid at coro_read \\($F:$L_CRYIELD\\)\$"
+        count "$out" info '^[* ] [0-9]+ ' 6
+        check_alpha_bt "$out" bt
+        no_traceback "$out"
+    done
+
     # Corrupted registries: one clear line each, quickly, never a hang.
     kcore "$PROG" corrupt-loop core-loop
     kcore "$PROG" corrupt-magic core-magic
@@ -388,6 +496,35 @@ else
     fail "make install-gdb PREFIX=$P failed: $(tail -1 "$T/install.log")"
 fi
 
+# ---------------------------------------------------------------- 3c. `make install` with DESTDIR
+# The system gdbinit loader (docs/gdb.md), staged as a packager does (any user): it names the
+# final $(DATADIR)/coroscope, and uninstall removes everything it staged. A scratch PREFIX
+# without DESTDIR never writes gdb's system directory. The real install into /usr/local, as
+# root, is tests/e2e-gdb-installed.sh.
+INITDIR=$(gdb --configuration 2>/dev/null | sed -n 's/.*--with-system-gdbinit-dir=\([^ ]*\).*/\1/p')
+STAGE=$T/stage
+mk() { ${MAKE:-make} -s --no-print-directory -C "$ROOT" B="$B" "$@"; }
+if mk install-gdb DESTDIR="$STAGE" >"$T/stage.log" 2>&1; then
+    checks=$((checks + 1))
+    if [ -n "$INITDIR" ]; then
+        grep -qx '    pydir = "/usr/local/share/coroscope"' "$STAGE$INITDIR/coroscope.py" 2>/dev/null ||
+            fail "make install-gdb DESTDIR: no loader $STAGE$INITDIR/coroscope.py for /usr/local"
+    fi
+    [ -f "$STAGE/usr/local/share/coroscope/coroscope/commands.py" ] ||
+        fail "make install-gdb DESTDIR: the package is not under DESTDIR"
+    mk uninstall-gdb DESTDIR="$STAGE" >>"$T/stage.log" 2>&1
+    left=$(find "$STAGE" -type f)
+    [ -z "$left" ] || fail "make uninstall-gdb DESTDIR left files: $left"
+else
+    fail "make install-gdb DESTDIR=$STAGE failed: $(tail -1 "$T/stage.log")"
+fi
+if [ -n "$INITDIR" ]; then
+    checks=$((checks + 1))
+    mk -n install-gdb PREFIX="$T/scratch" >"$T/scratch.log" 2>&1
+    ! grep -q "$INITDIR" "$T/scratch.log" ||
+        fail "make install-gdb PREFIX=$T/scratch would write $INITDIR"
+fi
+
 # ---------------------------------------------------------------- 4. no coroutines, no coroscope
 # A coroscope program before its first coroutine: an empty list, not an error.
 out=$T/empty.out
@@ -411,15 +548,26 @@ import gdb
 t0 = time.monotonic()
 text = gdb.execute("coro-info", to_string=True)
 gdb.write("coro-info: %d lines in %.3f s\n" % (len(text.splitlines()), time.monotonic() - t0))
+from coroscope import locate
+gdb.write("asked gdb %(asked_gdb)d walked %(walked)d\n" % locate.stats)
+gdb.write(text)
 EOF
 out=$T/many.out
 rungdb "$out" -ex 'break stop_here' -ex run -ex 'echo ==time==\n' -ex "source $T/time.py" \
     -ex 'echo ==end==\n' -ex kill --args "$PROG" many 1000
-has "$out" time '^coro-info: 1006 lines in '
+has "$out" time '^coro-info: 1008 lines in '
+# Half of the parked coroutines wait for parked-0's mutex: every one of them says so, and
+# coroutines parked alike are walked, not asked of gdb's frames one by one (the mutex
+# waiters' frames include gdb's made-up tail-call frame of coro_mutex_lock).
+count "$out" time '^ +[0-9]+ +waiting +"parked-[0-9]*[13579]" +thread [0-9]+ \[mutex 0x[0-9a-f]+ held by coroutine [0-9]+, [0-9.]+ (s|ms|us)\] at parked_main ' 500
+asked=$(block "$out" time | sed -n 's/^asked gdb \([0-9]*\) walked \([0-9]*\)$/\1/p')
+checks=$((checks + 1))
+[ -n "$asked" ] && [ "$asked" -le 20 ] ||
+    fail "coro-info asked gdb's frames for ${asked:-?} of 1,008 coroutines (at most 20 expected)"
 secs=$(block "$out" time | sed -n 's/^coro-info: [0-9]* lines in \([0-9.]*\) s$/\1/p')
 if [ -n "$secs" ]; then
-    echo "e2e-gdb: coro-info with 1,006 coroutines: $secs s (limit 2 s)"
-    awk -v s="$secs" 'BEGIN { exit !(s <= 2.0) }' || fail "coro-info took $secs s for 1,006 coroutines"
+    echo "e2e-gdb: coro-info with 1,008 coroutines: $secs s (limit 2 s)"
+    awk -v s="$secs" 'BEGIN { exit !(s <= 2.0) }' || fail "coro-info took $secs s for 1,008 coroutines"
 fi
 
 echo "e2e-gdb: $checks checks, $failures failed"

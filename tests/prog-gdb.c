@@ -5,10 +5,14 @@
  *   prog-gdb run             stop in stop_here() (the test sets a breakpoint there), then exit 0
  *   prog-gdb wait            print the pid, then wait in stop_here() until killed (for gdb -p)
  *   prog-gdb crash           abort() in stop_here(): a kernel core
- *   prog-gdb many N          also park N extra suspended coroutines, then as "run"
+ *   prog-gdb many N          also park N extra coroutines (half of them waiting for a CoMutex
+ *                            that parked-0 holds), then as "run"
  *   prog-gdb corrupt-loop    make the registry's record list loop, then abort()
  *   prog-gdb corrupt-magic   overwrite the descriptor's magic, then abort()
  *   prog-gdb corrupt-stack   give "beta" a saved stack pointer outside its stack, then abort()
+ *   prog-gdb abi-old         make the descriptor look like an older writer's (shorter, the
+ *                            optional fields absent), then abort()
+ *   prog-gdb abi-new         make it look like a newer writer's (longer), then abort()
  *
  * Lines marked L:tag are looked up by the test. State at the stop point, on the main
  * thread unless said otherwise:
@@ -18,13 +22,21 @@
  *   "outer"   nested: entered "inner" and waits in coro_enter()
  *   "inner"   running: stop_here() <- inner_main()
  *   "sleeper" running on a second thread, blocked in read() <- sleeper_main()
+ *   "remote"  suspended on the second thread in remote_main(); the main thread resumes it
+ *             after that thread has ended (it migrates)
+ *   "reader"  suspended on the second thread in coro_read(), a user function whose name
+ *             merely starts with coro_ (it must not be taken for coroscope's own)
+ * After the stop point, main resumes alpha, beta, the unnamed one, remote and reader, in
+ * this order (coro-until's tests rely on it).
  */
 #define _GNU_SOURCE
 #include <coroscope/coro.h>
 #include <coroscope/debug-abi.h>
+#include <coroscope/sync.h>
 #include <pthread.h>
 #include <signal.h>
 #include <stdatomic.h>
+#include <stddef.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -87,8 +99,21 @@ static void idle_main(void *opaque) /* L:idle_decl */
 {
 }
 
+/* "many": parked-0 holds parked_lock, the odd ones wait for it (coro_mutex_lock reaches its
+ * wait by a tail call), the others yield. */
+static CoMutex parked_lock;
+
 static void parked_main(void *opaque)
 {
+    long i = (long)(intptr_t)opaque;
+    if (i % 2 == 1) {
+        coro_mutex_lock(&parked_lock);
+        __asm__ volatile("" ::: "memory");
+        return;
+    }
+    if (i == 0) {
+        coro_mutex_lock(&parked_lock);
+    }
     coro_yield();
 }
 
@@ -119,18 +144,58 @@ static void sleeper_main(void *opaque)
     sleeper_block();
 }
 
+static Coroutine *remote, *reader;
+static volatile int remote_runs, reader_runs;
+
+static void remote_main(void *opaque)
+{
+    coro_yield(); /* L:remote_yield */
+    remote_runs++; /* L:remote_resumed */
+}
+
+/* A user's own function that happens to be called coro_<something>. */
+void coro_read(void);
+__attribute__((noinline)) void coro_read(void)
+{
+    coro_yield(); /* L:reader_yield */
+    reader_runs++; /* L:reader_resumed */
+}
+
+static void reader_main(void *opaque)
+{
+    coro_read();
+    __asm__ volatile("" ::: "memory");
+}
+
 static void *sleeper_thread(void *arg)
 {
+    /* Ids in creation order: sleeper 1025, remote 1026, reader 1027. */
     Coroutine *co = coro_create_opts(sleeper_main, NULL,
                                      &(CoroutineOptions){ .name = "sleeper" });
+    remote = coro_create_opts(remote_main, NULL, &(CoroutineOptions){ .name = "remote" });
+    reader = coro_create_opts(reader_main, NULL, &(CoroutineOptions){ .name = "reader" });
+    coro_enter(remote);
+    coro_enter(reader);
     coro_enter(co);
     return NULL;
 }
 
-/* Corrupts the registry through the debug ABI, as a stray write would. */
+/* Corrupts the registry through the debug ABI, as a stray write would; or rewrites the
+ * descriptor as an older or a newer runtime would have written it. */
 static void corrupt(const char *how)
 {
     struct coro_debug_abi *d = &coroscope_debug_abi;
+    if (strcmp(how, "abi-old") == 0) {
+        d->size = offsetof(struct coro_debug_abi, reserved0);
+        d->off_opaque = d->off_create_site = d->off_tid = d->off_caller = CORO_DEBUG_ABSENT;
+        d->off_switch_count = d->off_generation = CORO_DEBUG_ABSENT;
+        d->shard_off_tid = d->shard_off_current = CORO_DEBUG_ABSENT;
+        return;
+    }
+    if (strcmp(how, "abi-new") == 0) {
+        d->size = sizeof(*d) + 64;
+        return;
+    }
     if (strcmp(how, "corrupt-magic") == 0) {
         memcpy(d->magic, "garbage", 8);
         return;
@@ -169,7 +234,8 @@ int main(int argc, char **argv)
     for (long i = 0; i < extra; i++) {
         char name[32];
         snprintf(name, sizeof(name), "parked-%ld", i);
-        Coroutine *p = coro_create_opts(parked_main, NULL, &(CoroutineOptions){ .name = name });
+        Coroutine *p = coro_create_opts(parked_main, (void *)(intptr_t)i,
+                                        &(CoroutineOptions){ .name = name });
         if (!p) {
             perror("coro_create");
             return 1;
@@ -186,7 +252,7 @@ int main(int argc, char **argv)
     while (!atomic_load(&sleeper_ready)) {
         usleep(1000);
     }
-    if (strncmp(mode, "corrupt", 7) == 0) {
+    if (strncmp(mode, "corrupt", 7) == 0 || strncmp(mode, "abi-", 4) == 0) {
         corrupt(mode);
         abort();
     }
@@ -202,5 +268,7 @@ int main(int argc, char **argv)
     coro_enter(alpha);
     coro_enter(beta);
     coro_enter(idle);
+    coro_enter(remote); /* now on this thread: the one it ran on has ended */
+    coro_enter(reader);
     return 0;
 }

@@ -5,9 +5,6 @@ to libcoroscope); see docs/gdb.md.  register() is idempotent: the hook may run o
 objfile that loads libcoroscope.
 """
 
-from . import commands
-from . import frames
-
 __version__ = "0.1.0"
 
 _done = False
@@ -17,6 +14,10 @@ def register():
     global _done
     if _done:
         return
-    frames.register()
+    # Imported here, so that the gdb-free parts (abi.py) load under plain python3 too.
+    # Only the commands are registered now: the unwinder, frame filter and event handlers
+    # that show a coroutine's stack join gdb when a command first needs them, so a session
+    # that never uses coroscope (the system-wide loader runs in every one) pays nothing.
+    from . import commands
     commands.register()
     _done = True

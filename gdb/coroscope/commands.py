@@ -3,7 +3,9 @@
 import gdb
 
 from . import frames
+from . import locate
 from . import registry
+from . import until
 
 
 def _header(co):
@@ -29,9 +31,9 @@ def _parse_ids(words, what):
 
 
 def _pick(reg, ids, what):
-    cos = reg.coroutines()
     if not ids:
-        return cos
+        return reg.coroutines()
+    cos = reg.coroutines(ids=set(ids))
     by_id = dict((c.id, c) for c in cos)
     missing = [str(i) for i in ids if i not in by_id]
     if missing:
@@ -53,6 +55,7 @@ def _require_stopped():
 def _show(co, reg, temporary):
     """Makes gdb show co's stack on the selected thread (or on co's own thread when it is on
     a CPU). Returns the thread whose frames are now the coroutine's."""
+    frames.register()
     if co.error:
         raise gdb.GdbError("coroscope: cannot show coroutine %d: %s" % (co.id, co.error))
     if co.on_cpu:
@@ -86,21 +89,6 @@ def _select_user_frame(classifier):
             frame = frame.older()
     frame.select()
     return frame
-
-
-def _where(co, reg, classifier):
-    if co.state == registry.STATE_CREATED:
-        name, loc = frames.describe_pc(co.entry)
-        return name, loc
-    _show(co, reg, temporary=True)
-    frame = frames.innermost_user_frame(classifier)
-    if frame is None:
-        return "??", "no frame outside coroscope"
-    if frame.pc() == 0 and not co.on_cpu:
-        # Seen with gcore cores: a stack that gdb could not copy is written as zeros.
-        return "??", ("return address 0 on the stack: stack memory missing from this core? "
-                      "(see docs/gdb.md, gcore and guard pages)")
-    return frames.describe_frame(frame)
 
 
 def _duration(ns):
@@ -164,18 +152,23 @@ class CoroInfo(gdb.Command):
 Usage: coro-info
 
 One line per live coroutine, ordered by id:
-  [*] ID STATE "NAME" thread TID at FUNCTION (FILE:LINE)
+  [*] ID STATE "NAME" thread TID [WAIT] at FUNCTION (FILE:LINE)
 STATE is created (never entered), running (on a thread now, or waiting for a coroutine it
-entered) or suspended. TID is the kernel thread it runs or last ran on. FUNCTION is the
-innermost frame that is not coroscope's own (coro_yield and the context switch are
-skipped); for a coroutine that was never entered, its entry function. "*" marks the
-coroutine selected with coro-select, or else the one running on the selected thread.
+entered), suspended, or waiting (suspended in a coroscope wait: WAIT says for what, for how
+long and who holds the lock; a "deadlock:" line ends the list for each cycle of lock waits).
+TID is the kernel thread it runs or last ran on. FUNCTION is the innermost frame that is
+the user's, on the coroutine's stack or, for a running one, on its thread's: coroscope's own
+frames (coro_yield, the context switch) and system libraries' (a blocking read) are skipped;
+for a coroutine that was never entered, its entry function.
+"*" marks the coroutine selected with coro-select, or else the one running on the selected
+thread.
 Reads memory only: works on live processes and core files.
 
 Example:
   (gdb) coro-info
   * 1 running   "acceptor" thread 4242 at accept_loop (server.c:88)
-    2 suspended "conn-7"   thread 4242 at read_request (server.c:140)"""
+    2 suspended "conn-7"   thread 4242 at read_request (server.c:140)
+    3 waiting   "conn-8"   thread 4242 [fd 9 readable, 3.2 s] at read_request (server.c:140)"""
 
     def __init__(self):
         super(CoroInfo, self).__init__("coro-info", gdb.COMMAND_STACK)
@@ -198,7 +191,8 @@ Example:
             for co in cos:
                 if co.addr == current:
                     star_id = co.id
-        classifier = frames.Classifier(reg)
+        locator = locate.Locator(reg, frames.Classifier(reg),
+                                 lambda co: _show(co, reg, temporary=True))
         now = reg.now_ns()
         idw = max(len(str(c.id)) for c in cos)
         namew = min(34, max(len(c.name) + 2 for c in cos))
@@ -209,7 +203,7 @@ Example:
                     where = "?? (%s)" % co.error
                 else:
                     try:
-                        func, loc = _where(co, reg, classifier)
+                        func, loc = locator.locate(co)
                         where = "%s (%s)" % (func, loc) if loc else func
                     except (gdb.MemoryError, gdb.error, gdb.GdbError) as e:
                         where = "?? (cannot unwind: %s)" % e
@@ -263,7 +257,6 @@ Example:
         if not cos:
             gdb.write("No coroutines.\n")
             return
-        classifier = frames.Classifier(reg)
         out = []
         with frames.SavedView():
             for i, co in enumerate(cos):
@@ -295,8 +288,10 @@ work on that coroutine's stack; the innermost frame outside coroscope is selecte
 coroutine's frames start at #1: gdb 13 cannot replace frame #0, so #0 stays a placeholder
 (the thread's real frame) that a frame filter hides from bt ("bt -no-filters" shows it).
 Only memory is read and no register is written, so this works on core files too.
-Selecting a coroutine that is running selects the thread it runs on instead.
-Continuing or stepping the program drops the selection.
+Selecting a coroutine that is running selects the thread it runs on instead; when the
+coroutine is shown on another thread than the selected one, the switch is said.
+Continuing or stepping the program drops the selection, with one line saying so: next and
+step run the thread's own code. To run until the coroutine itself runs: coro-until ID.
 
 Example:
   (gdb) coro-select 2
@@ -310,7 +305,7 @@ Example:
 
     def invoke(self, arg, from_tty):
         words = gdb.string_to_argv(arg)
-        thread = _require_stopped()
+        thread = before = _require_stopped()
         if not words:
             had = frames.selected()
             frames.set_selected(None)
@@ -344,6 +339,9 @@ Example:
                 thread.num, thread.ptid[1], _header(co))
         else:
             msg = "[Switching to %s]\n" % _header(co)
+            if thread.ptid != before.ptid:
+                # As gdb's own "thread N" says it.
+                msg = "[Switching to thread %d (LWP %d)]\n" % (thread.num, thread.ptid[1]) + msg
         gdb.write(msg + gdb.execute("frame", to_string=True))
 
 
@@ -396,8 +394,48 @@ Example:
                     gdb.write("%s\n" % e)
 
 
+class CoroUntil(gdb.Command):
+    """Continue the program until a coroutine runs again, and stop there.
+
+Usage: coro-until ID
+
+The program continues (every thread, every other coroutine) until coroutine ID is resumed,
+on whichever thread resumes it, then stops in its innermost frame outside coroscope: just
+after the call that suspended it (coro_yield or a wait), or at the start of its entry
+function if it was never entered. This is what "next" means for a suspended coroutine:
+after coro-select, next and step run the thread's own code. Another breakpoint, Ctrl-C or
+the program's end stop the wait; nothing is left behind. Live processes only.
+
+Example:
+  (gdb) coro-until 2
+  [coroutine 2 "conn-7" runs again on thread 1 (LWP 4242)]
+  #0  read_request (conn=0x5555555592a0) at server.c:141
+  141         if (n < 0) {"""
+
+    def __init__(self):
+        super(CoroUntil, self).__init__("coro-until", gdb.COMMAND_RUNNING)
+
+    def invoke(self, arg, from_tty):
+        words = gdb.string_to_argv(arg)
+        if len(words) != 1 or words == ["all"]:
+            raise gdb.GdbError("usage: coro-until ID (one id; coro-info lists them)")
+        ids = _parse_ids(words, "coro-until")
+        reg = registry.current()
+        _require_stopped()
+        if reg.inferior.pid == 0:
+            raise gdb.GdbError("coro-until: no live process (a core file cannot run)")
+        co = _pick(reg, ids, "coro-until")[0]
+        until.check_resumable(co)
+        with frames.SavedView():
+            pc = until.resume_pc(co, reg, lambda c: _show(c, reg, temporary=True))
+        frames.set_selected(None)  # the program runs: no notice, this is what was asked
+        until.run_until(co, pc)
+
+
 def register():
+    registry.register_events()
     CoroInfo()
     CoroBt()
     CoroSelect()
     CoroApply()
+    CoroUntil()

@@ -9,6 +9,8 @@ replace frame #0 itself: it stays a placeholder (the thread's real pc), and the 
 filter hides it from `bt`.  No register of the inferior is ever written.
 """
 
+import os
+
 import gdb
 import gdb.unwinder
 
@@ -170,23 +172,25 @@ class PlaceholderFilter(object):
         return (fd for fd in frame_iter if fd.inferior_frame().level() > sel.host_level)
 
 
-def on_cont(_event):
+def on_cont(event):
     """Continuing the inferior ends the selection: the saved registers go stale."""
     global _selected, _temporary
+    if _selected is not None and isinstance(event, gdb.ContinueEvent):
+        co = _selected.coro
+        gdb.write("[coroscope: coroutine %d is no longer selected: the program runs the "
+                  "thread's own code; coro-until %d runs until the coroutine does]\n"
+                  % (co.id, co.id))
     _selected = None
     _temporary = None
     _inline_depth.clear()
-
-
-def on_exit(_event):
-    on_cont(_event)
-    registry.clear_cache()
 
 
 _registered = False
 
 
 def register():
+    """Joins gdb's frame machinery (idempotent; the commands call it before they first show
+    a coroutine's stack)."""
     global _registered
     if _registered:
         return
@@ -194,38 +198,105 @@ def register():
     flt = PlaceholderFilter()
     gdb.frame_filters[flt.name] = flt
     gdb.events.cont.connect(on_cont)
-    gdb.events.exited.connect(on_exit)
-    gdb.events.new_objfile.connect(on_exit)
-    gdb.events.clear_objfiles.connect(on_exit)
+    gdb.events.exited.connect(on_cont)
+    gdb.events.new_objfile.connect(on_cont)
+    gdb.events.clear_objfiles.connect(on_cont)
     _registered = True
+
+
+_SYSTEM_DIRS = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/")
 
 
 # ---- classifying frames
 
+# The runtime's own functions that run on a coroutine's stack, for a build whose runtime is
+# neither a shared library of its own nor has line info (other runtime functions there are
+# coro__-prefixed, a prefix the runtime reserves for itself).  A user's coro_read is the
+# user's.
+RUNTIME_FUNCTIONS = frozenset(("coro_yield", "coro_enter"))
+
+
 class Classifier(object):
-    """Tells coroscope's own frames (switch, trampoline, coro_* functions) from the user's."""
+    """Tells coroscope's own frames (switch, trampoline, the runtime's functions) from the
+    user's, by code address, cached per address.
+
+    The switch and the trampoline are the debug ABI's code ranges.  Beyond them: when the
+    runtime is a shared library, every address inside it; when it is linked into the
+    program, every function whose line info lies in the runtime's source directory (where
+    the switch's own source file is), else the fixed names above.  Never by a name prefix
+    that a user's function could share."""
 
     def __init__(self, reg):
         self.reg = reg
-        self.runtime_solib = gdb.current_progspace().solib_name(reg.addr)
+        progspace = gdb.current_progspace()
+        self.runtime_solib = progspace.solib_name(reg.addr)
+        self.runtime_dir = None
+        if self.runtime_solib is None and reg.switch_start < reg.switch_end:
+            self.runtime_dir = _source_dir(reg.switch_start)
+        self._cache = {}
+        self._system = {}
 
-    def _outer(self, frame):
-        # An inline frame belongs to the function it was inlined into.
-        while frame is not None and frame.type() == gdb.INLINE_FRAME:
-            frame = frame.older()
-        return frame
+    def is_runtime_pc(self, pc, caller=True):
+        """Whether the code at pc is coroscope's.  caller: pc is a return address (every
+        frame but a thread's innermost), so the call instruction before it is what counts,
+        as gdb does."""
+        key = (pc, caller)
+        hit = self._cache.get(key)
+        if hit is None:
+            hit = self._classify(pc, pc - 1 if caller and pc > 0 else pc)
+            self._cache[key] = hit
+        return hit
 
-    def is_runtime(self, frame):
-        pc = frame.pc()
+    def _classify(self, pc, addr):
         if self.reg.in_switch(pc) or self.reg.in_trampoline(pc):
             return True
-        real = self._outer(frame)
-        if real is None:
-            return False
         if self.runtime_solib is not None:
-            return gdb.current_progspace().solib_name(real.pc()) == self.runtime_solib
-        name = real.name() or ""
-        return name.startswith("coro_")
+            return gdb.current_progspace().solib_name(addr) == self.runtime_solib
+        if self.runtime_dir is not None and _source_dir(addr) == self.runtime_dir:
+            return True
+        name = _function_name(addr)
+        return name is not None and (name.startswith("coro__") or name in RUNTIME_FUNCTIONS)
+
+    def is_runtime(self, frame):
+        # An inline frame belongs to the function it was inlined into: same pc.
+        return self.is_runtime_pc(frame.pc(), caller=frame.level() > 0)
+
+    def in_system_library(self, pc):
+        hit = self._system.get(pc)
+        if hit is None:
+            solib = gdb.current_progspace().solib_name(pc)
+            hit = solib is not None and solib.startswith(_SYSTEM_DIRS)
+            self._system[pc] = hit
+        return hit
+
+
+def _source_dir(addr):
+    sal = gdb.find_pc_line(addr)
+    if sal.symtab is None:
+        return None
+    try:
+        return os.path.dirname(sal.symtab.fullname())
+    except (gdb.error, RuntimeError):
+        return None
+
+
+def _function_name(addr):
+    """The name of the (outermost, not inlined) function containing addr, or None."""
+    try:
+        block = gdb.block_for_pc(addr)
+    except RuntimeError:
+        block = None
+    name = None
+    while block is not None:
+        if block.function is not None:
+            name = block.function.name
+        block = block.superblock
+    if name is None:
+        text = gdb.format_address(addr) if hasattr(gdb, "format_address") else ""
+        start = text.find("<")
+        if start >= 0:
+            name = text[start + 1:text.rfind(">")].split("+")[0]
+    return name
 
 
 def describe_frame(frame):
@@ -267,14 +338,6 @@ def describe_pc(pc):
     return name or ("0x%x" % pc), where
 
 
-_SYSTEM_DIRS = ("/lib/", "/lib64/", "/usr/lib/", "/usr/lib64/")
-
-
-def _in_system_library(frame):
-    solib = gdb.current_progspace().solib_name(frame.pc())
-    return solib is not None and solib.startswith(_SYSTEM_DIRS)
-
-
 def innermost_user_frame(classifier, limit=64):
     """The newest frame of the selected thread that is the user's: not coroscope's own and not
     in a system library (a coroutine blocked in pause() is "at" the function that called it,
@@ -288,13 +351,25 @@ def innermost_user_frame(classifier, limit=64):
     fallback = None
     while frame is not None and n < limit:
         if not classifier.is_runtime(frame):
-            if not _in_system_library(frame):
+            if not classifier.in_system_library(frame.pc()):
                 return frame
             if fallback is None:
                 fallback = frame
         frame = frame.older()
         n += 1
     return fallback
+
+
+def first_coroutine_frame():
+    """The selected coroutine's first frame (the one its saved registers describe), or None
+    when no coroutine is shown on the selected thread."""
+    sel = _applies_here()
+    if sel is None:
+        return None
+    frame = gdb.newest_frame()
+    while frame is not None and frame.level() <= sel.host_level:
+        frame = frame.older()
+    return frame
 
 
 def find_thread(inferior, tid):

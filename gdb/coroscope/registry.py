@@ -2,26 +2,27 @@
 
 Everything here reads target memory only (live process or core file): no inferior calls,
 no register writes.  Layouts come from the target's own descriptor
-(include/coroscope/debug-abi.h, struct coro_debug_abi); the only layout known in advance
-is the descriptor's own, which the ABI only ever extends at its end.  Every value read
-from the target is untrusted: sizes and offsets are checked, list walks are bounded and
-detect cycles.
+(include/coroscope/debug-abi.h, struct coro_debug_abi, described in abi.py); the only
+layout known in advance is the descriptor's own, which the ABI only ever extends at its end.
+Every value read from the target is untrusted: sizes and offsets are checked, list walks
+are bounded and detect cycles.
+
+Speed (100,000 coroutines): records come in slabs, so a walk reads a run of neighbouring
+records with one inferior.read_memory and decodes each record with one precompiled
+struct.unpack_from; no gdb.Value is made per field.
 """
 
+import operator
 import re
 import struct
 import time
 
 import gdb
 
-SYMBOL = "coroscope_debug_abi"
-SECTION = ".coroscope_debug"
-MAGIC = b"CoroDbg\0"
-VERSION = 1
-ABSENT = 0xFFFFFFFF
+from . import abi
+from .abi import (ABSENT, REGS, STATE_CREATED, STATE_FREE, STATE_NESTED, STATE_RUNNING,
+                  STATE_SUSPENDED, STATE_TERMINATED, SYMBOL, SECTION, WAIT_KINDS)
 
-STATE_FREE, STATE_CREATED, STATE_RUNNING, STATE_SUSPENDED, STATE_NESTED, STATE_TERMINATED = \
-    range(6)
 STATE_NAMES = {
     STATE_CREATED: "created",
     STATE_RUNNING: "running",
@@ -29,63 +30,27 @@ STATE_NAMES = {
     STATE_NESTED: "running",  # running, but inside a coroutine it entered
 }
 
-# struct coro_debug_abi, version 1, in order.  Only the names matter to the code below.
-_HEAD = struct.Struct("<8sIIII")
-_ADDRS = ("records", "nrecords", "shards", "nshards", "leak_generation",
-          "trampoline_start", "trampoline_end", "switch_start", "switch_end")
-_OFFS = ("record_size", "off_next", "off_id", "off_state", "off_seq", "off_name",
-         "name_size", "off_regs",
-         "reg_rsp", "reg_rip", "reg_rbp", "reg_rbx", "reg_r12", "reg_r13", "reg_r14",
-         "reg_r15", "reg_mxcsr", "reg_fpucw",
-         "off_stack_base", "off_stack_size", "guard_size", "off_entry", "off_opaque",
-         "off_create_site", "off_tid", "off_caller", "off_switch_count", "off_generation",
-         "off_wait_reason", "off_wait_object", "off_wait_since", "off_stack_used_max",
-         "shard_size", "shard_off_next", "shard_off_tid", "shard_off_current",
-         "shard_off_created", "shard_off_terminated")
-_BODY = struct.Struct("<" + "Q" * len(_ADDRS) + "I" * len(_OFFS))
-MIN_SIZE = _HEAD.size + _BODY.size  # the fields this reader needs
-# Added at the end later (wait reasons): reserved0, then these, then clock_ns (8-aligned).
-# A smaller descriptor lacks them: they read as ABSENT / 0.
-_TAIL_NAMES = ("off_wait_kind", "off_wait_fd", "off_wait_events", "off_wait_deadline",
-               "mutex_off_holder_id", "rwlock_off_writer_id")
-_TAIL = struct.Struct("<I6I4xQ")
-# Added after clock_ns: the creation time's offset in a record, then reserved1.
-_TAIL2_NAMES = ("off_created_ns",)
-_TAIL2 = struct.Struct("<I4x")
-
-WAIT_KINDS = {1: "fd", 2: "sleep", 3: "queue", 4: "mutex", 5: "rwlock-read",
-              6: "rwlock-write"}
-
-REGS = ("rsp", "rip", "rbp", "rbx", "r12", "r13", "r14", "r15")
-
-# Sanity bounds for untrusted values.
-MAX_RECORD_SIZE = 1 << 16
-MAX_RECORDS = 1 << 24
-MAX_SHARDS = 1 << 20
 USER_SPACE_END = 1 << 47
-CHUNK_BYTES = 1 << 16  # bulk reads of neighbouring records (records come in slabs)
+RUN_RECORDS = 64  # records read in one piece when they are adjacent (a slab), as the CLI
 SLACK = 4096  # entries tolerated beyond the descriptor's count; cycles are caught anyway
+
+_Q = struct.Struct("<Q")
+_I = struct.Struct("<I")
+_i = struct.Struct("<i")
 
 
 class RegistryError(gdb.GdbError):
     """The registry cannot be used: missing, wrong version or corrupted (one line)."""
 
 
-def _u64(buf, off):
-    return struct.unpack_from("<Q", buf, off)[0]
-
-
-def _u32(buf, off):
-    return struct.unpack_from("<I", buf, off)[0]
-
-
-def _i32(buf, off):
-    return struct.unpack_from("<i", buf, off)[0]
+_PLAIN = re.compile(rb'[^\x20-\x21\x23-\x5b\x5d-\x7e]')  # anything but printable ASCII, " and \
 
 
 def _printable(raw):
     """A name from the target as safe text: bad UTF-8, control characters, quotes and
     backslashes shown as \\xNN."""
+    if not _PLAIN.search(raw):
+        return raw.decode("ascii")
     out = []
     for c in raw.decode("utf-8", "surrogateescape"):
         o = ord(c)
@@ -105,9 +70,22 @@ def _plausible_pointer(addr):
 class Coroutine(object):
     """One live coroutine record, decoded."""
 
-    __slots__ = ("addr", "id", "state", "seq", "name", "regs", "stack_base", "stack_size",
+    __slots__ = ("addr", "id", "state", "seq", "name", "regvals", "stack_base", "stack_size",
                  "entry", "opaque", "create_site", "tid", "caller", "switch_count", "error",
                  "wait")
+
+    @property
+    def regs(self):
+        """{register name: saved value} of REGS."""
+        return dict(zip(REGS, self.regvals))
+
+    @property
+    def rsp(self):
+        return self.regvals[0]
+
+    @property
+    def rip(self):
+        return self.regvals[1]
 
     @property
     def state_name(self):
@@ -127,6 +105,76 @@ class Coroutine(object):
         return self.state == STATE_RUNNING or (self.torn and self.state != STATE_CREATED)
 
 
+# Record fields decoded for every live coroutine: (attribute, descriptor offset field, format).
+# Optional fields that the descriptor marks ABSENT read as 0.
+_RECORD_DECODE = (
+    ("id", "off_id", "Q"), ("seq", "off_seq", "I"), ("stack_base", "off_stack_base", "Q"),
+    ("stack_size", "off_stack_size", "Q"), ("entry", "off_entry", "Q"),
+    ("opaque", "off_opaque", "Q"), ("create_site", "off_create_site", "Q"),
+    ("tid", "off_tid", "i"), ("caller", "off_caller", "Q"),
+    ("switch_count", "off_switch_count", "Q"),
+)
+# What a suspended coroutine waits for, decoded in the same unpack: (key of Coroutine.wait,
+# descriptor offset field, format, value when the descriptor marks it ABSENT), the C
+# reader's defaults (inspect/registry-read.c).
+_WAIT_DECODE = (
+    ("kind", "off_wait_kind", "I", 0), ("object", "off_wait_object", "Q", 0),
+    ("since", "off_wait_since", "Q", 0), ("fd", "off_wait_fd", "i", -1),
+    ("events", "off_wait_events", "I", 0), ("deadline", "off_wait_deadline", "q", 0),
+)
+
+
+class _RecordDecoder(object):
+    """Decodes one record with a single unpack_from: the fields, sorted by offset, with pad
+    bytes between them.  Offsets come from the target; when fields overlap (a corrupted
+    descriptor), each is unpacked on its own instead."""
+
+    def __init__(self, reg):
+        fields = []  # (offset, format, attribute)
+        for attr, offname, fmt in _RECORD_DECODE:
+            if reg.has(offname):
+                fields.append((getattr(reg, offname), fmt, attr))
+        for key, offname, fmt, _absent in _WAIT_DECODE:
+            if reg.has(offname):
+                fields.append((getattr(reg, offname), fmt, "wait." + key))
+        fields.append((reg.off_name, "%ds" % reg.name_size, "name"))
+        for i, r in enumerate(REGS):
+            fields.append((reg.off_regs + getattr(reg, "reg_" + r), "Q", "reg%d" % i))
+        fields.sort()
+        self.attrs = [attr for _o, _f, attr in fields]
+        self.absent = [attr for attr, _o, _f in _RECORD_DECODE if attr not in self.attrs]
+        # (key, index in the decoded tuple or None, value when absent)
+        self.wait = [(key, self.attrs.index("wait." + key) if "wait." + key in self.attrs
+                      else None, absent) for key, _o, _f, absent in _WAIT_DECODE]
+        self.waitkind = self.wait[0][1]
+        # For Registry._wait: the absent ones' values, then the present ones in one go.
+        self.wait_absent = dict((key, absent) for key, i, absent in self.wait if i is None)
+        self.wait_keys = [key for key, i, _absent in self.wait if i is not None]
+        idx = [i for _key, i, _absent in self.wait if i is not None]
+        self.wait_get = (lambda vals: (vals[idx[0]],)) if len(idx) == 1 else \
+            operator.itemgetter(*idx)
+        fmt = "<"
+        pos = 0
+        overlap = False
+        for off, f, _attr in fields:
+            if off < pos:
+                overlap = True
+                break
+            if off > pos:
+                fmt += "%dx" % (off - pos)
+            fmt += f
+            pos = off + struct.calcsize("<" + f)
+        self.single = None if overlap else struct.Struct(fmt)
+        self.each = [(struct.Struct("<" + f), off) for off, f, _attr in fields]
+        self.regidx = [self.attrs.index("reg%d" % i) for i in range(len(REGS))]
+        self.nameidx = self.attrs.index("name")
+
+    def decode(self, buf, rel):
+        if self.single is not None:
+            return self.single.unpack_from(buf, rel)
+        return tuple(s.unpack_from(buf, rel + off)[0] for s, off in self.each)
+
+
 class Registry(object):
     """The descriptor of one inferior and the coroutines it lists."""
 
@@ -134,42 +182,35 @@ class Registry(object):
         self.inferior = inferior
         self.addr = addr
         self.where = where  # how it was found, for messages
-        head = self._read(addr, _HEAD.size, "the descriptor")
-        magic, version, size, ptr_size, arch = _HEAD.unpack(head)
-        if magic != MAGIC:
+        head = self._read(addr, abi.HEAD.size, "the descriptor")
+        magic, version, size, ptr_size, arch = abi.HEAD.unpack(head)
+        if magic != abi.MAGIC:
             raise RegistryError(
                 "coroscope: the registry descriptor at 0x%x (%s) has bad magic %s: "
                 "memory is corrupted or this is not a coroscope program"
                 % (addr, where, repr(magic.decode("latin-1"))))
-        if version != VERSION:
+        if version != abi.VERSION:
             raise RegistryError(
                 "coroscope: registry descriptor version %d at 0x%x; this gdb extension reads "
                 "version %d: use the extension that came with the program's coroscope"
-                % (version, addr, VERSION))
-        if size < MIN_SIZE or size > 4096 or ptr_size != 8 or arch != 62:
+                % (version, addr, abi.VERSION))
+        if size < abi.MIN_SIZE or size > abi.MAX_SIZE:
             raise RegistryError(
                 "coroscope: registry descriptor at 0x%x is corrupted (size %d, pointer size %d, "
                 "arch %d)" % (addr, size, ptr_size, arch))
-        body = self._read(addr + _HEAD.size, _BODY.size, "the descriptor")
-        vals = _BODY.unpack(body)
-        for name, val in zip(_ADDRS + _OFFS, vals):
-            setattr(self, name, val)
-        for name in _TAIL_NAMES:
-            setattr(self, name, ABSENT)
-        self.clock_ns = 0
-        if size >= MIN_SIZE + _TAIL.size:
-            tail = _TAIL.unpack(self._read(addr + MIN_SIZE, _TAIL.size, "the descriptor"))
-            for name, val in zip(_TAIL_NAMES, tail[1:7]):
-                setattr(self, name, val)
-            self.clock_ns = tail[7] if tail[7] != (1 << 64) - 1 else 0
-        for name in _TAIL2_NAMES:
-            setattr(self, name, ABSENT)
-        if size >= MIN_SIZE + _TAIL.size + _TAIL2.size:
-            tail2 = _TAIL2.unpack(self._read(addr + MIN_SIZE + _TAIL.size, _TAIL2.size,
-                                             "the descriptor"))
-            for name, val in zip(_TAIL2_NAMES, tail2):
-                setattr(self, name, val)
-        self._check_layout()
+        # Newer writers append fields: read what both sides know.
+        raw = self._read(addr, min(size, abi.KNOWN_SIZE), "the descriptor")
+        d = abi.decode(raw)
+        bad = abi.check(d)
+        if bad:
+            raise self._corrupt("impossible %s" % bad)
+        self.fields = d
+        for name, val in d.items():
+            setattr(self, name.replace("regs.", "reg_"), val)
+        # A writer without the clock, or one that never read it (all-ones): unknown, 0.
+        if self.clock_ns is None or self.clock_ns >= 1 << 63:
+            self.clock_ns = 0
+        self._decoder = None
 
     def _read(self, addr, size, what):
         try:
@@ -182,32 +223,9 @@ class Registry(object):
         return RegistryError("coroscope: registry corrupted (descriptor at 0x%x): %s"
                              % (self.addr, why))
 
-    def _check_layout(self):
-        rs = self.record_size
-        if rs < 64 or rs > MAX_RECORD_SIZE:
-            raise self._corrupt("record size %d" % rs)
-        fields = [("off_next", 8), ("off_id", 8), ("off_state", 4), ("off_seq", 4),
-                  ("off_stack_base", 8), ("off_stack_size", 8), ("off_entry", 8),
-                  ("off_opaque", 8), ("off_create_site", 8), ("off_tid", 4),
-                  ("off_caller", 8), ("off_switch_count", 8)]
-        for name, width in fields:
-            off = getattr(self, name)
-            if off == ABSENT or off + width > rs:
-                raise self._corrupt("field %s at offset %d of a %d-byte record" % (name, off, rs))
-        if self.off_name + self.name_size > rs or self.name_size > 4096:
-            raise self._corrupt("name field %d+%d of a %d-byte record"
-                                % (self.off_name, self.name_size, rs))
-        for reg in REGS:
-            off = getattr(self, "reg_" + reg)
-            if self.off_regs + off + 8 > rs:
-                raise self._corrupt("register %s at offset %d" % (reg, self.off_regs + off))
-        ss = self.shard_size
-        if ss < 16 or ss > MAX_RECORD_SIZE:
-            raise self._corrupt("shard size %d" % ss)
-        for name, width in (("shard_off_next", 8), ("shard_off_tid", 4),
-                            ("shard_off_current", 8)):
-            if getattr(self, name) + width > ss:
-                raise self._corrupt("shard field %s" % name)
+    def has(self, offname):
+        off = getattr(self, offname, None)
+        return off is not None and off != ABSENT
 
     # ---- code ranges
 
@@ -220,15 +238,18 @@ class Registry(object):
     # ---- list walks
 
     def _walk(self, head, count, size, off_next, what, max_items):
-        """Yields (address, bytes) of each element of a push-only list, reading neighbouring
-        elements in one go when they are contiguous (records come in slabs)."""
+        """Yields (address, chunk, offset of the entry in chunk) for each element of a
+        push-only list, reading neighbouring elements in one go when they are contiguous
+        (records come in slabs)."""
         # The runtime links new entries before it counts them: a target stopped in between
         # holds a few more than the count says (a slab of records per thread at most).
         bound = min(count + SLACK, max_items)
         seen = set()
-        chunk_addr, chunk = 0, b""
+        chunk_addr, chunk, chunk_end = 0, b"", 0
         addr = head
         n = 0
+        unpack_next = _Q.unpack_from
+        read = self.inferior.read_memory
         while addr:
             if not _plausible_pointer(addr):
                 raise self._corrupt("%s list holds the bad pointer 0x%x after %d entries"
@@ -241,46 +262,55 @@ class Registry(object):
                                     "counts" % (what, bound))
             seen.add(addr)
             n += 1
-            if not (chunk_addr <= addr and addr + size <= chunk_addr + len(chunk)):
-                chunk_addr, chunk = addr, b""
-                want = max(size, min(CHUNK_BYTES, size * max(1, bound - n + 1)))
-                while not chunk:
+            if not (chunk_addr <= addr and addr + size <= chunk_end):
+                want = size * max(1, min(RUN_RECORDS, bound - n + 1))
+                chunk = None
+                while chunk is None:
                     try:
-                        chunk = bytes(self.inferior.read_memory(addr, want))
+                        chunk = bytes(read(addr, want))
                     except gdb.MemoryError:
                         if want == size:
                             raise self._corrupt("cannot read the %s at 0x%x (entry %d)"
                                                 % (what, addr, n))
-                        want = max(size, want // 4)
+                        want = max(size, want // 4 // size * size)
+                chunk_addr, chunk_end = addr, addr + len(chunk)
             rel = addr - chunk_addr
-            buf = chunk[rel:rel + size]
-            yield addr, buf
-            addr = _u64(buf, off_next)
+            yield addr, chunk, rel
+            addr = unpack_next(chunk, rel + off_next)[0]
 
-    def _opt(self, buf, off, width, signed=False):
-        if off == ABSENT or off + width > self.record_size:
-            return None
-        if width == 8:
-            return _u64(buf, off)
-        return _i32(buf, off) if signed else _u32(buf, off)
+    def shards_by_tid(self):
+        """{tid: address of the coroutine record current on that thread (0: none)}."""
+        out = {}
+        if not self.has("shard_off_tid") or not self.has("shard_off_current"):
+            return out
+        for _addr, buf, rel in self._walk(self.shards, self.nshards, self.shard_size,
+                                          self.shard_off_next, "thread shard",
+                                          abi.MAX_SHARDS):
+            tid = _i.unpack_from(buf, rel + self.shard_off_tid)[0]
+            if tid > 0:
+                out[tid] = _Q.unpack_from(buf, rel + self.shard_off_current)[0]
+        return out
 
-    def _wait(self, buf):
-        """What a suspended coroutine waits for (a dict), or None: the C readers' rules."""
-        kind = WAIT_KINDS.get(self._opt(buf, self.off_wait_kind, 4))
-        if kind is None:
-            return None
-        w = {"kind": kind, "object": self._opt(buf, self.off_wait_object, 8) or 0,
-             "since": self._opt(buf, self.off_wait_since, 8) or 0,
-             "fd": self._opt(buf, self.off_wait_fd, 4, signed=True),
-             "events": self._opt(buf, self.off_wait_events, 4) or 0,
-             "deadline": self._opt(buf, self.off_wait_deadline, 8) or 0, "holder": 0}
-        off = {"mutex": self.mutex_off_holder_id, "rwlock-read": self.rwlock_off_writer_id,
-               "rwlock-write": self.rwlock_off_writer_id}.get(kind, ABSENT)
-        if off != ABSENT and off < 4096 and w["object"]:
-            try:
-                w["holder"] = _u64(bytes(self.inferior.read_memory(w["object"] + off, 8)), 0)
-            except gdb.MemoryError:
-                pass
+    def _wait(self, dec, vals, holders):
+        """What a suspended coroutine waits for, as a dict (kind, object, since, fd, events,
+        deadline, holder): the C readers' rules (inspect/registry-read.c, collect.c)."""
+        w = dict(dec.wait_absent)
+        w.update(zip(dec.wait_keys, dec.wait_get(vals)))
+        w["kind"] = WAIT_KINDS[w["kind"]]
+        w["holder"] = 0
+        offname = {"mutex": "mutex_off_holder_id", "rwlock-read": "rwlock_off_writer_id",
+                   "rwlock-write": "rwlock_off_writer_id"}.get(w["kind"])
+        if offname is not None and self.has(offname) and w["object"]:
+            off = getattr(self, offname)
+            key = (offname, w["object"])
+            holder = holders.get(key)
+            if holder is None and off < abi.MAX_LOCK_OFFSET:
+                try:
+                    holder = _Q.unpack(self.inferior.read_memory(w["object"] + off, 8))[0]
+                except gdb.MemoryError:
+                    holder = 0
+                holders[key] = holder
+            w["holder"] = holder or 0
         return w
 
     def now_ns(self):
@@ -290,49 +320,49 @@ class Registry(object):
             return self.clock_ns
         return time.clock_gettime_ns(time.CLOCK_MONOTONIC)
 
-    def shards_by_tid(self):
-        """{tid: address of the coroutine record current on that thread (0: none)}."""
-        out = {}
-        for addr, buf in self._walk(self.shards, self.nshards, self.shard_size,
-                                    self.shard_off_next, "thread shard", MAX_SHARDS):
-            tid = _i32(buf, self.shard_off_tid)
-            if tid > 0:
-                out[tid] = _u64(buf, self.shard_off_current)
-        return out
-
-    def coroutines(self):
-        """Every live coroutine (not FREE, not TERMINATED), ordered by id."""
+    def coroutines(self, ids=None):
+        """Every live coroutine (not FREE, not TERMINATED), ordered by id; with ids (a set),
+        only those (the rest of the list is walked but not decoded)."""
+        if self._decoder is None:
+            self._decoder = _RecordDecoder(self)
+        dec = self._decoder
+        absent, regidx, nameidx = dec.absent, dec.regidx, dec.nameidx
+        plain = [(i, a) for i, a in enumerate(dec.attrs)
+                 if a != "name" and not a.startswith(("reg", "wait."))]
+        waitkind = dec.waitkind
+        holders = {}  # (kind, lock address) -> its holder's id, read once per lock
+        off_state, off_id = self.off_state, self.off_id
+        unpack_state = _I.unpack_from
+        unpack_id = _Q.unpack_from
+        live = (STATE_FREE, STATE_TERMINATED)
         out = []
-        for addr, buf in self._walk(self.records, self.nrecords, self.record_size,
-                                    self.off_next, "coroutine record", MAX_RECORDS):
-            state = _u32(buf, self.off_state)
-            if state in (STATE_FREE, STATE_TERMINATED):
+        for addr, buf, rel in self._walk(self.records, self.nrecords, self.record_size,
+                                         self.off_next, "coroutine record", abi.MAX_RECORDS):
+            state = unpack_state(buf, rel + off_state)[0]
+            if state in live:
                 continue
+            if ids is not None and unpack_id(buf, rel + off_id)[0] not in ids:
+                continue
+            vals = dec.decode(buf, rel)
             co = Coroutine()
+            for i, attr in plain:
+                setattr(co, attr, vals[i])
+            for attr in absent:
+                setattr(co, attr, 0)
             co.addr = addr
             co.state = state
             co.error = None
-            co.id = _u64(buf, self.off_id)
-            co.seq = _u32(buf, self.off_seq)
-            raw = buf[self.off_name:self.off_name + self.name_size]
-            co.name = _printable(raw.split(b"\0", 1)[0])
-            co.regs = dict((r, _u64(buf, self.off_regs + getattr(self, "reg_" + r)))
-                           for r in REGS)
-            co.stack_base = _u64(buf, self.off_stack_base)
-            co.stack_size = _u64(buf, self.off_stack_size)
-            co.entry = _u64(buf, self.off_entry)
-            co.opaque = _u64(buf, self.off_opaque)
-            co.create_site = _u64(buf, self.off_create_site)
-            co.tid = _i32(buf, self.off_tid)
-            co.caller = _u64(buf, self.off_caller)
-            co.switch_count = _u64(buf, self.off_switch_count)
-            co.wait = self._wait(buf) if state == STATE_SUSPENDED else None
+            co.regvals = tuple(vals[i] for i in regidx)
+            co.name = _printable(vals[nameidx].split(b"\0", 1)[0])
+            co.wait = None
+            if state == STATE_SUSPENDED and waitkind is not None and vals[waitkind] in WAIT_KINDS:
+                co.wait = self._wait(dec, vals, holders)
             if state not in STATE_NAMES:
                 co.error = "invalid state %d in record 0x%x" % (state, addr)
             elif not co.on_cpu and not (
-                    co.stack_base <= co.regs["rsp"] <= co.stack_base + co.stack_size):
+                    co.stack_base <= co.regvals[0] <= co.stack_base + co.stack_size):
                 co.error = ("saved stack pointer 0x%x outside its stack [0x%x, 0x%x)"
-                            % (co.regs["rsp"], co.stack_base, co.stack_base + co.stack_size))
+                            % (co.regvals[0], co.stack_base, co.stack_base + co.stack_size))
             out.append(co)
         out.sort(key=lambda c: c.id)
         return out
@@ -369,6 +399,13 @@ _cache = {}
 
 def clear_cache(*_args):
     _cache.clear()
+
+
+def register_events():
+    """Forgets where descriptors are whenever the program's files change."""
+    gdb.events.exited.connect(clear_cache)
+    gdb.events.new_objfile.connect(clear_cache)
+    gdb.events.clear_objfiles.connect(clear_cache)
 
 
 def current():
