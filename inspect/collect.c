@@ -153,12 +153,16 @@ static size_t prefetch_batch(CoroTarget *t, const CoroRegistry *reg, const size_
 #define FRAME_BLOCK 4096u   /* frames per arena block (224 KiB) */
 
 /* Moves bt's frames into the collection's blocks: one allocation per FRAME_BLOCK frames
- * instead of one (16 frames, 896 bytes at first) per coroutine. 0 or -ENOMEM. */
+ * instead of one (16 frames, 896 bytes at first) per coroutine. Frames equal to the
+ * previous backtrace's (coroutines parked at the same place, listed side by side) are not
+ * stored again: the two backtraces share them (read-only). 0 or -ENOMEM. */
 static int pack_frames(CoroCollection *c, CoroBacktrace *bt)
 {
     size_t n = bt->nframes;
     CoroFrame *dst = NULL;
-    if (n) {
+    if (n && n == c->last_n && memcmp(bt->frames, c->last_frames, n * sizeof(CoroFrame)) == 0) {
+        dst = c->last_frames;
+    } else if (n) {
         if (!c->nblocks || c->block_cap - c->block_used < n) {
             size_t cap = n > FRAME_BLOCK ? n : FRAME_BLOCK;
             CoroFrame **nb = realloc(c->frame_blocks, (c->nblocks + 1) * sizeof(*nb));
@@ -177,6 +181,8 @@ static int pack_frames(CoroCollection *c, CoroBacktrace *bt)
         dst = c->frame_blocks[c->nblocks - 1] + c->block_used;
         memcpy(dst, bt->frames, n * sizeof(*dst));
         c->block_used += n;
+        c->last_frames = dst;
+        c->last_n = n;
     }
     if (!bt->frames_borrowed) {
         free(bt->frames);

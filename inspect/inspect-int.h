@@ -544,9 +544,12 @@ typedef struct CoroCollection {
     CoroUnwinder *own_u;
     CoroSymbolizer *own_s;
     /* Every backtrace's frames, packed into blocks (no allocation per coroutine): bts[i].frames
-     * borrow from them until coro__collection_free. */
+     * borrow from them until coro__collection_free; backtraces with equal frames side by side
+     * share one copy, so bts[i].frames are read-only. */
     CoroFrame **frame_blocks;
     size_t nblocks, block_used, block_cap;
+    CoroFrame *last_frames;       /* the frames packed last, and how many */
+    size_t last_n;
 } CoroCollection;
 
 /*
