@@ -84,31 +84,44 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
     CoroFrame tmp[MAX_SYM_FRAMES];
     int k;
 
-    /* The entry function and the creation site (the line of the coro_create call). */
+    /* The entry function and the creation site (the line of the coro_create call): after
+     * the frames in the caller's buffer, else in an array of their own. */
+    CoroFrame *sites;
+    size_t cap = 0;
+    if (opts->frames_buf && opts->frames_cap) {
+        out->frames = opts->frames_buf;
+        out->frames_borrowed = true;
+        cap = opts->frames_cap;
+        sites = opts->frames_buf + opts->frames_cap;
+    } else {
+        sites = calloc(2, sizeof(*sites));
+        if (!sites) {
+            out->entry = out->created_at = &coro__no_frame;
+            return -ENOMEM;
+        }
+        out->own_sites = sites;
+    }
+    out->entry = &sites[0];
+    out->created_at = &sites[1];
     k = coro__symbolize(s, co->entry, false, opts->sym_flags | CORO_SYM_NO_INLINES, tmp, 1);
     if (k < 0) {
         return k;
     }
-    out->entry = tmp[0];
+    sites[0] = tmp[0];
     if (co->create_site) {
         k = coro__symbolize(s, co->create_site, true, opts->sym_flags, tmp, MAX_SYM_FRAMES);
         if (k < 0) {
             return k;
         }
         /* The innermost frame names the function and line that made the call. */
-        out->created_at = tmp[0];
+        sites[1] = tmp[0];
     } else {
-        out->created_at.offset = -1;
+        memset(&sites[1], 0, sizeof(sites[1]));
+        sites[1].offset = -1;
     }
 
-    size_t cap = 0;
-    if (opts->frames_buf && opts->frames_cap) {
-        out->frames = opts->frames_buf;
-        out->frames_borrowed = true;
-        cap = opts->frames_cap;
-    }
     if (co->state == CORO_STATE_CREATED) {
-        return push(out, &cap, &out->entry);
+        return push(out, &cap, out->entry);
     }
     const CoroMachineRegs *regs = NULL;
     CoroMachineRegs from_record;
@@ -195,10 +208,20 @@ int coro__backtrace_error(CoroBacktrace *bt, const char *fmt, ...)
     return 0;
 }
 
+const CoroFrame coro__no_frame;
+
 void coro__backtrace_fini(CoroBacktrace *bt)
 {
     if (!bt->frames_borrowed) {
         free(bt->frames);
+    }
+    if (bt->own_sites) {
+        free(bt->own_sites);
+        bt->own_sites = NULL;
+        bt->entry = bt->created_at = &coro__no_frame;
+    }
+    if (!bt->entry) {
+        bt->entry = bt->created_at = &coro__no_frame;
     }
     bt->frames = NULL;
     bt->nframes = 0;
@@ -239,7 +262,7 @@ static bool system_library(const char *module)
 const CoroFrame *coro__backtrace_where(const CoroBacktrace *bt)
 {
     if (bt->info->state == CORO_STATE_CREATED) {
-        return &bt->entry;
+        return bt->entry;
     }
     /* Outermost first: a frame called by one of coroscope's public functions, in the same
      * module, runs on its behalf (coro_dump's formatter inside a static program). */

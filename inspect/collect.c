@@ -156,6 +156,29 @@ static size_t prefetch_batch(CoroTarget *t, const CoroRegistry *reg, const size_
  * instead of one (16 frames, 896 bytes at first) per coroutine. Frames equal to the
  * previous backtrace's (coroutines parked at the same place, listed side by side) are not
  * stored again: the two backtraces share them (read-only). 0 or -ENOMEM. */
+/* Room for n frames in the collection's blocks; NULL when out of memory. */
+static CoroFrame *arena_take(CoroCollection *c, size_t n)
+{
+    if (!c->nblocks || c->block_cap - c->block_used < n) {
+        size_t cap = n > FRAME_BLOCK ? n : FRAME_BLOCK;
+        CoroFrame **nb = realloc(c->frame_blocks, (c->nblocks + 1) * sizeof(*nb));
+        if (!nb) {
+            return NULL;
+        }
+        c->frame_blocks = nb;
+        nb[c->nblocks] = malloc(cap * sizeof(CoroFrame));
+        if (!nb[c->nblocks]) {
+            return NULL;
+        }
+        c->nblocks++;
+        c->block_used = 0;
+        c->block_cap = cap;
+    }
+    CoroFrame *f = c->frame_blocks[c->nblocks - 1] + c->block_used;
+    c->block_used += n;
+    return f;
+}
+
 static int pack_frames(CoroCollection *c, CoroBacktrace *bt)
 {
     size_t n = bt->nframes;
@@ -163,24 +186,11 @@ static int pack_frames(CoroCollection *c, CoroBacktrace *bt)
     if (n && n == c->last_n && memcmp(bt->frames, c->last_frames, n * sizeof(CoroFrame)) == 0) {
         dst = c->last_frames;
     } else if (n) {
-        if (!c->nblocks || c->block_cap - c->block_used < n) {
-            size_t cap = n > FRAME_BLOCK ? n : FRAME_BLOCK;
-            CoroFrame **nb = realloc(c->frame_blocks, (c->nblocks + 1) * sizeof(*nb));
-            if (!nb) {
-                return -ENOMEM;
-            }
-            c->frame_blocks = nb;
-            nb[c->nblocks] = malloc(cap * sizeof(CoroFrame));
-            if (!nb[c->nblocks]) {
-                return -ENOMEM;
-            }
-            c->nblocks++;
-            c->block_used = 0;
-            c->block_cap = cap;
+        dst = arena_take(c, n);
+        if (!dst) {
+            return -ENOMEM;
         }
-        dst = c->frame_blocks[c->nblocks - 1] + c->block_used;
         memcpy(dst, bt->frames, n * sizeof(*dst));
-        c->block_used += n;
         c->last_frames = dst;
         c->last_n = n;
     }
@@ -189,6 +199,23 @@ static int pack_frames(CoroCollection *c, CoroBacktrace *bt)
     }
     bt->frames = dst;
     bt->frames_borrowed = true;
+    /* entry and created_at, likewise (one copy while neighbours share them). */
+    const CoroFrame **site[2] = { &bt->entry, &bt->created_at };
+    const CoroFrame **last[2] = { &c->last_entry, &c->last_created_at };
+    for (int i = 0; i < 2; i++) {
+        if (*last[i] && memcmp(*site[i], *last[i], sizeof(CoroFrame)) == 0) {
+            *site[i] = *last[i];
+            continue;
+        }
+        CoroFrame *copy = arena_take(c, 1);
+        if (!copy) {
+            return -ENOMEM;
+        }
+        *copy = **site[i];
+        *site[i] = *last[i] = copy;
+    }
+    free(bt->own_sites);
+    bt->own_sites = NULL;
     return 0;
 }
 
@@ -258,7 +285,7 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
     CoroFrame *scratch = NULL;
     if (!o->records_only) {
         /* Each backtrace is built here, then packed (pack_frames). */
-        scratch = malloc(CORO_UNWIND_MAX_FRAMES * sizeof(*scratch));
+        scratch = malloc((CORO_UNWIND_MAX_FRAMES + 2) * sizeof(*scratch)); /* + sites */
         if (!scratch) {
             free(sel);
             snprintf(t->error, sizeof(t->error), "cannot set up unwinding: out of memory");
@@ -286,6 +313,7 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
         }
         if (o->records_only) {
             out->bts[out->n].error = coro__bt_no_error;
+            out->bts[out->n].entry = out->bts[out->n].created_at = &coro__no_frame;
             out->bts[out->n++].info = co;
             continue;
         }

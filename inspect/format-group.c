@@ -50,7 +50,7 @@ static int key_cmp(const CoroBacktrace *a, const CoroBacktrace *b)
         }
     }
     if (a->nframes == 0 && a->info->state == CORO_STATE_CREATED) {
-        return str_cmp(a->entry.function, b->entry.function);
+        return str_cmp(a->entry->function, b->entry->function);
     }
     return 0;
 }
@@ -162,7 +162,7 @@ int coro__format_grouped_text(CoroOut *o, const CoroDumpMeta *meta, const CoroBa
         coro__out_str(o, "]: ");
         out_ids(o, bts, ix, &g[k]);
         coro__out_str(o, "\n");
-        const CoroFrame *frames = rep->nframes ? rep->frames : &rep->entry;
+        const CoroFrame *frames = rep->nframes ? rep->frames : rep->entry;
         size_t nf = rep->nframes ? rep->nframes : rep->info->state == CORO_STATE_CREATED;
         for (size_t i = 0; i < nf; i++) {
             coro__format_text_frame(o, i, &frames[i]);

@@ -282,7 +282,7 @@ int coro__format_pprof(int fd, const CoroDumpMeta *meta, const CoroBacktrace *bt
     field_msg(&pr.out, 1, &pr.tmp);
     for (size_t k = 0; k < ng; k++) {
         const CoroBacktrace *rep = &bts[ix[g[k].first]];
-        const CoroFrame *frames = rep->nframes ? rep->frames : &rep->entry;
+        const CoroFrame *frames = rep->nframes ? rep->frames : rep->entry;
         size_t nf = rep->nframes ? rep->nframes : 1;
         for (size_t i = 0; i < nf;) {
             size_t j = i;

@@ -366,18 +366,18 @@ static void text_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
     } else if (bt->truncated) {
         coro__out_str(o, "  (more frames not shown)\n");
     }
-    if (bt->created_at.pc) {
+    if (bt->created_at->pc) {
         coro__out_str(o, "  created by ");
-        out_text_str(o, bt->created_at.function ? bt->created_at.function : "??");
-        if (bt->created_at.file) {
+        out_text_str(o, bt->created_at->function ? bt->created_at->function : "??");
+        if (bt->created_at->file) {
             put(o, " at ", 4);
-            out_text_str(o, bt->created_at.file);
-            if (bt->created_at.line > 0) {
+            out_text_str(o, bt->created_at->file);
+            if (bt->created_at->line > 0) {
                 out_ch(o, ':');
-                coro__out_u64(o, (uint64_t)bt->created_at.line);
+                coro__out_u64(o, (uint64_t)bt->created_at->line);
             }
         } else {
-            text_location(o, &bt->created_at);
+            text_location(o, bt->created_at);
         }
         out_ch(o, '\n');
     }
@@ -434,10 +434,10 @@ static void json_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
         put(o, "null", 4);
     }
     coro__out_str(o, ",\"entry\":");
-    coro__format_json_frame(o, &bt->entry);
+    coro__format_json_frame(o, bt->entry);
     coro__out_str(o, ",\"created_at\":");
-    if (bt->created_at.pc) {
-        coro__format_json_frame(o, &bt->created_at);
+    if (bt->created_at->pc) {
+        coro__format_json_frame(o, bt->created_at);
     } else {
         put(o, "null", 4);
     }

@@ -281,14 +281,19 @@ int coro__symbolize(CoroSymbolizer *s, uint64_t pc, bool is_return_address, unsi
 typedef struct CoroBacktrace {
     const CoroInfo *info;     /* borrowed: the CoroInfo it was built from (in a collection,
                                  its registry's record: no copy of 376 bytes per coroutine) */
-    CoroFrame entry;          /* the entry function (exact address) */
-    CoroFrame created_at;     /* function file:line of the coro_create call; pc 0: unknown */
+    const CoroFrame *entry;   /* the entry function (exact address); never NULL */
+    const CoroFrame *created_at; /* function file:line of the coro_create call; pc 0:
+                                    unknown; never NULL. Both live where the frames do
+                                    (frames_borrowed), else in one array fini frees: in a
+                                    collection, equal ones are shared (read-only) */
     CoroFrame *frames;        /* innermost first; owned (coro__backtrace_fini frees) unless
                                  frames_borrowed */
     size_t nframes;
     bool truncated;           /* stopped by the frame limit */
     bool frames_borrowed;     /* frames live in storage of the caller's (the options'
                                  frames_buf, a collection's arena): fini does not free them */
+    CoroFrame *own_sites;     /* the array entry and created_at point into when the
+                                 backtrace owns it (fini frees it), else NULL */
     char *error;              /* "" or why frames are missing or incomplete, one line (at most
                                  CORO_BT_ERROR_MAX bytes). Set with coro__backtrace_error();
                                  "" is coro__bt_no_error, shared; a message is owned (fini
@@ -297,13 +302,16 @@ typedef struct CoroBacktrace {
 
 #define CORO_BT_ERROR_MAX 128
 extern char coro__bt_no_error[1];
+/* An all-zero frame (pc 0: unknown): entry and created_at of a records-only backtrace. */
+extern const CoroFrame coro__no_frame;
 
 typedef struct CoroBacktraceOptions {
     size_t max_frames;        /* 0: CORO_UNWIND_MAX_FRAMES */
     unsigned sym_flags;       /* CORO_SYM_* */
     unsigned unwind_flags;    /* CORO_UNWIND_* */
     /* Where to build the frames instead of a malloc'd array (NULL: malloc), with room for
-     * frames_cap >= the frame limit; the backtrace then borrows it (frames_borrowed). */
+     * frames_cap >= the frame limit plus 2 more (entry and created_at, at frames_cap and
+     * frames_cap + 1); the backtrace then borrows it (frames_borrowed). */
     CoroFrame *frames_buf;
     size_t frames_cap;
 } CoroBacktraceOptions;
@@ -550,6 +558,7 @@ typedef struct CoroCollection {
     size_t nblocks, block_used, block_cap;
     CoroFrame *last_frames;       /* the frames packed last, and how many */
     size_t last_n;
+    const CoroFrame *last_entry, *last_created_at; /* the sites packed last */
 } CoroCollection;
 
 /*

@@ -104,7 +104,7 @@ void coro__out_warnings_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
             coro__out_str(o, " was created ");
             coro__out_duration(o, d);
             coro__out_str(o, " ago and never entered");
-            out_site(o, &bts[i].created_at);
+            out_site(o, bts[i].created_at);
             coro__out_str(o, "\n");
         }
     }

@@ -584,7 +584,7 @@ static void test_torn_record_gets_a_reason_not_frames(void **state)
                      0);
     assert_int_equal(bt.nframes, 0);
     assert_non_null(strstr(bt.error, "could not be read consistently"));
-    assert_string_equal(bt.entry.function, "chain_a_o2");
+    assert_string_equal(bt.entry->function, "chain_a_o2");
     coro__backtrace_fini(&bt);
 }
 
