@@ -51,9 +51,9 @@ best() {
     echo "$b"
 }
 
-row() { # WHAT "wall cpu rss" GOAL
+row() { # WHAT "wall cpu rss_kb" GOAL; MB = 1000 kB, as /usr/bin/time's %M counts kB
     set -- "$1" $2 "$3"
-    printf '%-36s %8s %8s %10s   %s\n' "$1" "$2" "$3" "$(($4 / 1024))" "$5"
+    printf '%-36s %8s %8s %10s   %s\n' "$1" "$2" "$3" "$(awk -v k="$4" 'BEGIN { printf "%.1f", k / 1000 }')" "$5"
 }
 
 ps_r=$(best "$CLI" ps -p "$pid")
