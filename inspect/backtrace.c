@@ -99,7 +99,7 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
             out->entry = out->created_at = &coro__no_frame;
             return -ENOMEM;
         }
-        out->own_sites = sites;
+        out->sites_owned = true;
     }
     out->entry = &sites[0];
     out->created_at = &sites[1];
@@ -215,9 +215,9 @@ void coro__backtrace_fini(CoroBacktrace *bt)
     if (!bt->frames_borrowed) {
         free(bt->frames);
     }
-    if (bt->own_sites) {
-        free(bt->own_sites);
-        bt->own_sites = NULL;
+    if (bt->sites_owned) {
+        free((CoroFrame *)bt->entry);       /* the array: entry, then created_at */
+        bt->sites_owned = false;
         bt->entry = bt->created_at = &coro__no_frame;
     }
     if (!bt->entry) {

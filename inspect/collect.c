@@ -38,9 +38,12 @@ static int by_id(const void *a, const void *b)
 /* The indices of coros in id order (ties in registry order), without moving the 376-byte
  * records (sorting them was ~25% of `bt -p PID ID` on 100,000 coroutines). Returns a malloc'd
  * array (free()), NULL when out of memory. */
-static size_t *id_order(const CoroInfo *coros, size_t n)
+static uint32_t *id_order(const CoroInfo *coros, size_t n)
 {
-    size_t *order = malloc((n ? n : 1) * sizeof(*order));
+    if (n > UINT32_MAX) {
+        return NULL;
+    }
+    uint32_t *order = malloc((n ? n : 1) * sizeof(*order));
     if (!order) {
         return NULL;
     }
@@ -56,7 +59,7 @@ static size_t *id_order(const CoroInfo *coros, size_t n)
             break;
         }
         for (size_t i = start; i < end; i++) {
-            order[k++] = i;
+            order[k++] = (uint32_t)i;
         }
         end = start;
     }
@@ -74,7 +77,7 @@ static size_t *id_order(const CoroInfo *coros, size_t n)
     }
     qsort(ix, n, sizeof(*ix), by_id);
     for (size_t i = 0; i < n; i++) {
-        order[i] = ix[i].at;
+        order[i] = (uint32_t)ix[i].at;
     }
     free(ix);
     return order;
@@ -120,7 +123,7 @@ static void resolve_holders(CoroTarget *t, CoroRegistry *reg)
  * untrusted: only a saved rsp inside the coroutine's own stack counts, lengths are capped.
  * Returns the index after the batch.
  */
-static size_t prefetch_batch(CoroTarget *t, const CoroRegistry *reg, const size_t *sel,
+static size_t prefetch_batch(CoroTarget *t, const CoroRegistry *reg, const uint32_t *sel,
                              size_t nsel, size_t from, uint64_t *addrs, uint64_t *lens)
 {
     size_t n = 0, i = from;
@@ -200,6 +203,7 @@ static int pack_frames(CoroCollection *c, CoroBacktrace *bt)
     bt->frames = dst;
     bt->frames_borrowed = true;
     /* entry and created_at, likewise (one copy while neighbours share them). */
+    CoroFrame *owned = bt->sites_owned ? (CoroFrame *)bt->entry : NULL;
     const CoroFrame **site[2] = { &bt->entry, &bt->created_at };
     const CoroFrame **last[2] = { &c->last_entry, &c->last_created_at };
     for (int i = 0; i < 2; i++) {
@@ -214,8 +218,8 @@ static int pack_frames(CoroCollection *c, CoroBacktrace *bt)
         *copy = **site[i];
         *site[i] = *last[i] = copy;
     }
-    free(bt->own_sites);
-    bt->own_sites = NULL;
+    free(owned);
+    bt->sites_owned = false;
     return 0;
 }
 
@@ -270,7 +274,8 @@ int coro__collect(CoroTarget *t, uint64_t abi_addr, const CoroCollectOptions *o,
     }
     /* Registry order is newest slab first; people read ids in order (as `info threads`).
      * Which coroutines are wanted is decided once, before anything is done per coroutine. */
-    size_t *sel = id_order(reg->coros, reg->ncoros), nsel = 0;
+    uint32_t *sel = id_order(reg->coros, reg->ncoros);
+    size_t nsel = 0;
     if (!sel) {
         snprintf(t->error, sizeof(t->error), "cannot set up unwinding: out of memory");
         coro__collection_free(out);

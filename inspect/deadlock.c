@@ -37,6 +37,15 @@ int coro__deadlocks_find(const CoroBacktrace *bts, size_t n, CoroDeadlock **out,
 {
     *out = NULL;
     *nout = 0;
+    /* Usually nobody waits for a lock holder: then there is no cycle, and no index of n
+     * entries to allocate (0.9 MB for 100,000 coroutines, at ps's peak). */
+    size_t waiters = 0;
+    for (size_t i = 0; i < n && !waiters; i++) {
+        waiters += waits_for_holder(bts[i].info);
+    }
+    if (!waiters) {
+        return 0;
+    }
     /* next[i]: the coroutine i waits for, SIZE_MAX none; color: 0 new, 1 on this walk,
      * 2 done. */
     size_t *next = malloc((n ? n : 1) * sizeof(*next));

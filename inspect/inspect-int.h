@@ -288,16 +288,16 @@ typedef struct CoroBacktrace {
                                     collection, equal ones are shared (read-only) */
     CoroFrame *frames;        /* innermost first; owned (coro__backtrace_fini frees) unless
                                  frames_borrowed */
-    size_t nframes;
-    bool truncated;           /* stopped by the frame limit */
-    bool frames_borrowed;     /* frames live in storage of the caller's (the options'
-                                 frames_buf, a collection's arena): fini does not free them */
-    CoroFrame *own_sites;     /* the array entry and created_at point into when the
-                                 backtrace owns it (fini frees it), else NULL */
     char *error;              /* "" or why frames are missing or incomplete, one line (at most
                                  CORO_BT_ERROR_MAX bytes). Set with coro__backtrace_error();
                                  "" is coro__bt_no_error, shared; a message is owned (fini
                                  frees it): no 128 bytes per coroutine that has none */
+    uint32_t nframes;         /* at most CORO_UNWIND_MAX_FRAMES */
+    bool truncated;           /* stopped by the frame limit */
+    bool frames_borrowed;     /* frames live in storage of the caller's (the options'
+                                 frames_buf, a collection's arena): fini does not free them */
+    bool sites_owned;         /* entry points to a 2-frame array (entry, created_at) the
+                                 backtrace owns: fini frees it */
 } CoroBacktrace;
 
 #define CORO_BT_ERROR_MAX 128
