@@ -19,7 +19,8 @@ PKG_CONFIG   ?= pkg-config
 B            ?= build
 SAN          ?=
 
-# Debian packages the build, the tests, the benchmarks and the demo need (make deps).
+# Debian packages the build, the tests, the benchmarks and the demo need (make deps; `make fuzz`
+# also needs FUZZ_DEB_PACKAGES, fuzz/fuzz.mk, which `make check` does not).
 DEB_PACKAGES := build-essential pkg-config libdw-dev libelf-dev libunwind-dev libcmocka-dev \
                 libboost-context-dev elfutils gdb valgrind python3 python3-jsonschema g++ \
                 libuv1-dev systemtap-sdt-dev zlib1g-dev golang-go libncurses-dev tmux
@@ -90,7 +91,7 @@ LIB_OBJ      := $(patsubst %.c,$(B)/%.o,$(RUNTIME_SRC) $(INSPECT_SRC)) \
 LIB_LIBS     := $(DEP_LIBS) -lpthread
 SONAME       := libcoroscope.so.$(SOVERSION)
 
-.PHONY: all lib install uninstall clean check check-asan check-valgrind bench demo deps help
+.PHONY: all lib install uninstall clean check check-asan check-tsan check-valgrind bench demo deps help
 all: lib cli
 
 lib: $(B)/$(SONAME) $(B)/libcoroscope.so $(B)/libcoroscope.a $(B)/coroscope.pc
@@ -297,6 +298,9 @@ $(B)/tests/prog-crash-static: tests/prog-crash.cc $(B)/libcoroscope.a
 	$(Q)$(CXX) -O2 -g -Iinclude $(SAN) $(CXXFLAGS) -o $@ $< $(ALL_LDFLAGS) \
 	    $(B)/libcoroscope.a $(LIB_LIBS)
 
+# Fuzz targets: `make fuzz` (clang-14, libFuzzer), and their replay programs for `make check`.
+include fuzz/fuzz.mk
+
 TEST_WRAP    ?=
 check: all $(TEST_BIN) $(TEST_HELPERS)
 	$(Q)B=$(B) TEST_WRAP="$(TEST_WRAP)" ./tests/run-tests.sh $(TEST_BIN) $(TEST_SCRIPTS)
@@ -305,6 +309,13 @@ check-asan:
 	$(Q)$(MAKE) --no-print-directory B=build-asan \
 	    SAN="-fsanitize=address,undefined -fno-omit-frame-pointer -fno-sanitize-recover=undefined" \
 	    check
+
+# ThreadSanitizer: the runtime tells TSan about every stack switch (fibers) and every hand-off
+# of a coroutine between threads; tests/tsan.supp holds the few suppressions, each justified.
+TSAN_OPTIONS_CHECK := suppressions=$(CURDIR)/tests/tsan.supp die_after_fork=0 second_deadlock_stack=1
+check-tsan:
+	$(Q)TSAN_OPTIONS="$(TSAN_OPTIONS_CHECK) $${TSAN_OPTIONS:-}" $(MAKE) --no-print-directory \
+	    B=build-tsan SAN="-fsanitize=thread" check
 
 check-valgrind: all $(TEST_BIN) $(TEST_HELPERS)
 	$(Q)B=$(B) TEST_TIMEOUT=1800 TEST_WRAP="valgrind -q --error-exitcode=99 --leak-check=full \
@@ -321,16 +332,18 @@ demo: all
 
 # ---------------------------------------------------------------- deps
 deps:
-	$(Q)$(DEPS_SH) $(DEB_PACKAGES)
+	$(Q)$(DEPS_SH) $(DEB_PACKAGES) $(FUZZ_DEB_PACKAGES)
 
 clean:
-	rm -rf build build-asan
+	rm -rf build build-asan build-tsan
 
 help:
 	@echo "make            build libcoroscope.so/.a, coroscope.pc and the coroscope CLI"
 	@echo "make demo       build and run the demo"
-	@echo "make check      run every test (check-asan: under ASan+UBSan; check-valgrind)"
+	@echo "make check      run every test (check-asan: under ASan+UBSan; check-tsan: under"
+	@echo "                ThreadSanitizer; check-valgrind)"
 	@echo "make bench      run the benchmarks"
+	@echo "make fuzz       run the libFuzzer targets (clang-14): FUZZ_SECONDS=60 or FUZZ_RUNS=N"
 	@echo "make deps       install missing Debian packages (as root) or print the apt-get line"
 	@echo "make install    PREFIX=/usr/local DESTDIR="
 

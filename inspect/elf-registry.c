@@ -11,6 +11,7 @@
 #include <gelf.h>
 #include <stdio.h>
 #include <string.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 #include "elf-target-int.h"
@@ -76,12 +77,16 @@ static bool missing_or_elf(const char *path)
         return base && strstr(base, ".so") && strncmp(path, "/memfd:", 7) != 0 &&
                strncmp(path, "/dev/", 5) != 0;
     }
-    int fd = open(path, O_RDONLY | O_CLOEXEC);
+    /* The name comes from the target (a core's NT_FILE note): never wait on a FIFO or a
+     * device, only a regular file can be a module. */
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
     if (fd < 0) {
         return errno == ENOENT;
     }
+    struct stat st;
     unsigned char magic[SELFMAG];
-    bool elf = read(fd, magic, SELFMAG) == SELFMAG && memcmp(magic, ELFMAG, SELFMAG) == 0;
+    bool elf = fstat(fd, &st) == 0 && S_ISREG(st.st_mode) &&
+               read(fd, magic, SELFMAG) == SELFMAG && memcmp(magic, ELFMAG, SELFMAG) == 0;
     close(fd);
     return elf;
 }

@@ -458,6 +458,26 @@ int coro__registry_read_one(CoroTarget *t, const struct coro_debug_abi *abi, uin
     return -EAGAIN;
 }
 
+/* Buffers are sized by what a walk finds, not by the descriptor's counts (which an untrusted
+ * target may set to the bounds, 16 M records: gigabytes): they start at most this big (a few
+ * MB; one walk for registries up to this size, as before) and double while a walk fills them,
+ * each time walking again. */
+#define INITIAL_RECORDS 16384u
+#define INITIAL_SHARDS 256u
+
+/* Grows *buf (n elements of size each) to n * 2, but to no more than max. */
+static bool grow(void **buf, size_t *n, size_t max, size_t size)
+{
+    size_t want = *n * 2 < max ? *n * 2 : max;
+    void *p = realloc(*buf, want * size);
+    if (!p) {
+        return false;
+    }
+    *buf = p;
+    *n = want;
+    return true;
+}
+
 int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out)
 {
     return coro__registry_read_ids(t, abi_addr, NULL, 0, out);
@@ -472,43 +492,61 @@ int coro__registry_read_ids(CoroTarget *t, uint64_t abi_addr, const uint64_t *id
     if (rc < 0) {
         return rc;
     }
+    size_t cap = 0, tcap = 0, run_bytes = 0;
+    unsigned char *bufs = NULL;
     /* Counts only grow while we read: one retry with room for what was added meanwhile. */
-    for (int attempt = 0; attempt < 2; attempt++) {
-        /* Counts are untrusted: above the limits the walks stop there and the result is
+    for (int attempt = 0; attempt < 2;) {
+        /* Room for every record and shard the descriptor counts, plus what may be added. The
+         * counts are untrusted: above the limits the walks stop there and the result is
          * partial (truncated), not refused. */
-        size_t cap = (size_t)(out->abi.nrecords < CORO_SNAPSHOT_MAX_RECORDS
+        size_t max = (size_t)(out->abi.nrecords < CORO_SNAPSHOT_MAX_RECORDS
                                   ? out->abi.nrecords : CORO_SNAPSHOT_MAX_RECORDS) + 64;
-        size_t tcap = (size_t)(out->abi.nshards < CORO_SNAPSHOT_MAX_SHARDS
+        size_t tmax = (size_t)(out->abi.nshards < CORO_SNAPSHOT_MAX_SHARDS
                                    ? out->abi.nshards : CORO_SNAPSHOT_MAX_SHARDS) + 8;
-        free(out->coros);
-        free(out->threads);
-        out->coros = malloc(cap * sizeof(*out->coros));
-        out->threads = malloc(tcap * sizeof(*out->threads));
-        if (!out->coros || !out->threads) {
+        bool ok = true;
+        if (cap == 0 || tcap == 0) {
+            cap = max < INITIAL_RECORDS ? max : INITIAL_RECORDS;
+            tcap = tmax < INITIAL_SHARDS ? tmax : INITIAL_SHARDS;
+            free(out->coros);
+            free(out->threads);
+            out->coros = malloc(cap * sizeof(*out->coros));
+            out->threads = malloc(tcap * sizeof(*out->threads));
+            ok = out->coros && out->threads;
+        }
+        if (ok && !bufs) {
+            /* A whole slab (RUN_RECORDS) per run: half the reads of the stack buffers' runs
+             * (a syscall each for a live process). */
+            run_bytes = (size_t)RUN_RECORDS * out->abi.record_size;
+            if (run_bytes < RUN_BYTES) {
+                run_bytes = RUN_BYTES;  /* walk_shards reuses it: room for MAX_SHARD_SIZE */
+            }
+            bufs = malloc(2 * run_bytes);
+            ok = bufs != NULL;
+        }
+        if (ok) {
+            read_into(t, &out->abi, out->coros, cap, &out->ncoros, &out->nlive, ids, nids,
+                      out->threads, tcap, &out->nthreads, &out->unreadable, &out->truncated,
+                      bufs, bufs + run_bytes, run_bytes);
+            rc = 0;
+        }
+        /* A walk that filled a buffer is read again with a bigger one (with ids, the live
+         * records seen count against cap: the kept ones are fewer). */
+        bool full = out->nlive == cap && cap < max, tfull = out->nthreads == tcap && tcap < tmax;
+        if (ok && rc == 0 && out->truncated && (full || tfull)) {
+            ok = (!full || grow((void **)&out->coros, &cap, max, sizeof(*out->coros))) &&
+                 (!tfull || grow((void **)&out->threads, &tcap, tmax, sizeof(*out->threads)));
+            if (ok) {
+                continue;
+            }
+        }
+        if (!ok) {
+            free(bufs);
             coro__registry_free(out);
             snprintf(t->error, sizeof(t->error), "out of memory reading %zu coroutine records",
                      cap);
             return -ENOMEM;
         }
-        /* A whole slab (RUN_RECORDS) per run, twice: half the reads of the stack buffers'
-         * runs (a syscall each for a live process). */
-        size_t run_bytes = (size_t)RUN_RECORDS * out->abi.record_size;
-        if (run_bytes < RUN_BYTES) {
-            run_bytes = RUN_BYTES;      /* walk_shards reuses it: room for MAX_SHARD_SIZE */
-        }
-        unsigned char *bufs = malloc(2 * run_bytes);
-        if (bufs) {
-            read_into(t, &out->abi, out->coros, cap, &out->ncoros, &out->nlive, ids, nids,
-                      out->threads, tcap, &out->nthreads, &out->unreadable, &out->truncated,
-                      bufs, bufs + run_bytes, run_bytes);
-            free(bufs);
-            rc = 0;
-        } else {
-            snprintf(t->error, sizeof(t->error), "out of memory reading %zu coroutine records",
-                     cap);
-            rc = -ENOMEM;
-        }
-        if (rc < 0 || !out->truncated || attempt == 1) {
+        if (rc < 0 || !out->truncated || ++attempt == 2) {
             break;
         }
         /* Perhaps records were linked after the descriptor was read: read it again. */
@@ -518,7 +556,11 @@ int coro__registry_read_ids(CoroTarget *t, uint64_t abi_addr, const uint64_t *id
             break;
         }
         out->abi = again;
+        cap = tcap = 0;
+        free(bufs);             /* record_size may differ in the descriptor read again */
+        bufs = NULL;
     }
+    free(bufs);
     if (rc < 0) {
         coro__registry_free(out);
     }

@@ -203,6 +203,20 @@ static ssize_t read_from_module(CoreTarget *c, uint64_t addr, void *buf, size_t 
     return -EFAULT;
 }
 
+/* Opens path for reading when it is a regular file, else -2. The name comes from the core:
+ * it may name a FIFO (open would wait for a writer) or a device; O_NONBLOCK keeps open from
+ * waiting, and only a regular file is read. */
+static int open_regular(const char *path)
+{
+    int fd = open(path, O_RDONLY | O_CLOEXEC | O_NONBLOCK);
+    struct stat st;
+    if (fd >= 0 && (fstat(fd, &st) != 0 || !S_ISREG(st.st_mode))) {
+        close(fd);
+        fd = -1;
+    }
+    return fd < 0 ? -2 : fd;
+}
+
 /* Reads from the file the NT_FILE note says was mapped at addr. */
 static ssize_t read_from_mapped_file(CoreTarget *c, uint64_t addr, void *buf, size_t len)
 {
@@ -212,10 +226,7 @@ static ssize_t read_from_mapped_file(CoreTarget *c, uint64_t addr, void *buf, si
             continue;
         }
         if (f->fd == -1) {
-            f->fd = open(f->name, O_RDONLY | O_CLOEXEC);
-            if (f->fd < 0) {
-                f->fd = -2;
-            }
+            f->fd = open_regular(f->name);
         }
         if (f->fd < 0) {
             return -EFAULT;
@@ -607,6 +618,18 @@ static int core_read_segments(CoreTarget *c, const char *core, char *err, size_t
     if (c->nthreads == 0) {
         return fail(c, -ENOEXEC, err, errlen, "cannot read core file %s: it has no thread "
                     "(no NT_PRSTATUS note)", core);
+    }
+    /* libdwfl opens the files the NT_FILE note names (dwfl_core_file_report) with a plain
+     * blocking open(): one that names a FIFO would hang it. Nothing can map a FIFO or a
+     * socket, so a note naming one is not a kernel's or gdb's: refused. */
+    for (size_t i = 0; i < c->nfiles; i++) {
+        struct stat fst;
+        if (stat(c->files[i].name, &fst) == 0 &&
+            (S_ISFIFO(fst.st_mode) || S_ISSOCK(fst.st_mode))) {
+            return fail(c, -ENOEXEC, err, errlen, "core file %s is corrupt: its NT_FILE note "
+                        "names %s, a %s, as a mapped file", core, c->files[i].name,
+                        S_ISFIFO(fst.st_mode) ? "FIFO" : "socket");
+        }
     }
     return 0;
 }

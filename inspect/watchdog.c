@@ -58,6 +58,13 @@ static uint64_t rd64(uint64_t addr, uint32_t off)
     return __atomic_load_n((const uint64_t *)(uintptr_t)(addr + off), __ATOMIC_RELAXED);
 }
 
+/* For a pointer the watchdog then follows (a shard's running coroutine, stored with release
+ * by the runtime): what the owning thread wrote into the record before is visible. */
+static uint64_t rd64_acquire(uint64_t addr, uint32_t off)
+{
+    return __atomic_load_n((const uint64_t *)(uintptr_t)(addr + off), __ATOMIC_ACQUIRE);
+}
+
 static int32_t rd32(uint64_t addr, uint32_t off)
 {
     return __atomic_load_n((const int32_t *)(uintptr_t)(addr + off), __ATOMIC_RELAXED);
@@ -87,7 +94,7 @@ static void check(Watch **w, size_t *nw, int64_t threshold_ns, const char *path,
     uint64_t sh = __atomic_load_n(&a->shards, __ATOMIC_ACQUIRE);
     for (uint64_t k = 0; sh && k < nshards; k++, sh = rd64(sh, a->shard_off_next)) {
         int32_t tid = rd32(sh, a->shard_off_tid);
-        uint64_t cur = tid > 0 ? rd64(sh, a->shard_off_current) : 0;
+        uint64_t cur = tid > 0 ? rd64_acquire(sh, a->shard_off_current) : 0;
         uint64_t switches = cur ? rd64(cur, a->off_switch_count) : 0;
         Watch *x = watch_of(w, nw, sh);
         if (!x) {

@@ -56,7 +56,8 @@ struct Coroutine {
     Coroutine *_Atomic next;    /* registry list: push-only, never unlinked */
     Coroutine *pool_next;       /* free lists and pools */
     void *asan_fake_stack;      /* sanitizer bookkeeping (ASan builds only) */
-    void *tsan_fiber;           /* TSan builds: this record's fiber, kept while it has a stack */
+    void *tsan_fiber;           /* TSan builds: this life's fiber, made when it is first
+                                   entered, destroyed when it terminates (coro.c) */
     unsigned valgrind_stack_id;
     /* Waiting (wait-int.h). */
     uint32_t wait_kind;         /* CORO_WAIT_* */
@@ -88,6 +89,8 @@ struct CoroShard {
     const void *leader_stack_bottom; /* ASan: the thread stack's bounds */
     size_t leader_stack_size;
     void *leader_tsan_fiber;    /* TSan: the thread's own fiber */
+    void *tsan_dead_fiber;      /* TSan: fiber of a context just left for good, destroyed by
+                                   the context switched to (coro.c) */
     int64_t loop_clock_ns;      /* CLOCK_MONOTONIC of this thread's loop iteration; 0 when no
                                    loop runs (loop.c) */
     CoroShard *_Atomic next;    /* shard list: push-only */

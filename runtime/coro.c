@@ -105,6 +105,30 @@ static inline CoroShard *tls_shard(void)
 
 static void free_zombie(CoroShard *sh);
 
+#ifdef CORO_TSAN
+/*
+ * ThreadSanitizer sees every context as a fiber (a TSan thread of its own) and hears of every
+ * switch through __tsan_switch_to_fiber, which synchronises: what ran before a switch happens
+ * before what runs after it, on whichever thread the switched-to context later runs. That is
+ * also what makes a wake visible to TSan: the waker's hand-off (a lock, an atomic, an
+ * eventfd) reaches the thread that enters the coroutine, and the enter carries it on.
+ *
+ * A coroutine's fiber is made when it is first entered (a created coroutine that never runs
+ * costs none: gcc 12's TSan has room for ~8k live threads and fibers together) and ends
+ * with its life: a fiber cannot destroy itself, so the terminating coroutine leaves it in
+ * its shard's tsan_dead_fiber and the context it switches to destroys it
+ * (san_finish_switch). An escape (coro_escape_to_thread) runs on
+ * the thread's own fiber (escape_entry).
+ *
+ * In a fork child TSan ignores the accesses and synchronisation of the forking context
+ * whenever the parent had more than one thread — and every fiber counts as one. Fibers
+ * switched to in the child would not be ignored, and would report races against the
+ * forking context's history that TSan no longer orders. So a fork child stops telling TSan
+ * of switches: all of it runs as the forking context, as TSan means it to.
+ */
+static int tsan_fork_child;
+#endif
+
 static void release_cache(CoroShard *sh)
 {
     free_zombie(sh);
@@ -142,6 +166,9 @@ static void atfork_parent(void)
 
 static void atfork_child(void)
 {
+#ifdef CORO_TSAN
+    tsan_fork_child = 1;
+#endif
     coro__pool_child_reset();
     coro__registry_child_reset(coro__tls_shard);
 }
@@ -212,8 +239,8 @@ void coro__shard_loop_clock(int64_t now)
  * Sanitizer builds switch from C and tell the sanitizer about every stack switch; other
  * builds switch in switch-x86_64.S. Before leaving the current context for `to` (NULL: the
  * thread's own stack): ASan learns the target stack's bounds (*fake gets the fake stack of
- * the context left, or pass NULL for a context never resumed) and TSan switches to the
- * target's fiber (synchronising: what ran before the switch happens before what runs after).
+ * the context left, or pass NULL for a context never resumed). TSan has switched fibers
+ * earlier (tsan_switch, before the records change).
  */
 static inline __attribute__((always_inline)) void san_start_switch(CoroShard *sh, Coroutine *to,
                                                                    void **fake)
@@ -221,9 +248,6 @@ static inline __attribute__((always_inline)) void san_start_switch(CoroShard *sh
 #ifdef CORO_ASAN
     __sanitizer_start_switch_fiber(fake, to ? to->stack_base : sh->leader_stack_bottom,
                                    to ? to->stack_size : sh->leader_stack_size);
-#endif
-#ifdef CORO_TSAN
-    __tsan_switch_to_fiber(to ? to->tsan_fiber : sh->leader_tsan_fiber, 0);
 #endif
 }
 
@@ -233,7 +257,32 @@ static inline __attribute__((always_inline)) void san_finish_switch(void *fake)
 #ifdef CORO_ASAN
     __sanitizer_finish_switch_fiber(fake, NULL, NULL);
 #endif
+#ifdef CORO_TSAN
+    /* The fiber of a coroutine that has just terminated. */
+    CoroShard *sh = tls_shard();
+    if (sh->tsan_dead_fiber) {
+        __tsan_destroy_fiber(sh->tsan_dead_fiber);
+        sh->tsan_dead_fiber = NULL;
+    }
+#endif
 }
+
+#ifdef CORO_TSAN
+/*
+ * TSan's side of a switch to `to` (NULL: the thread's own stack), done *before* the record
+ * says who runs: TSan's fiber bookkeeping copies vector clocks (microseconds with many
+ * fibers), and readers that stop the thread in between (coroscope ps -p) would find it on
+ * the stack of the coroutine it left while the record calls the other one running. The few
+ * stores left before the real switch run as the target fiber, which has synchronised with
+ * everything before them.
+ */
+static inline __attribute__((always_inline)) void tsan_switch(CoroShard *sh, Coroutine *to)
+{
+    if (likely(!tsan_fork_child)) {
+        __tsan_switch_to_fiber(to ? to->tsan_fiber : sh->leader_tsan_fiber, 0);
+    }
+}
+#endif
 
 /* The switch of the C coro_enter / coro_yield. */
 static inline __attribute__((always_inline)) void do_switch(CoroShard *sh, CoroRegs *from,
@@ -263,6 +312,22 @@ static inline __attribute__((always_inline)) void eh_swap(CoroShard *sh, CoroReg
     }
 }
 
+/* The fields the stall watchdog (inspect/watchdog.c) reads from its own thread while this one
+ * switches: the running coroutine of a shard and a record's switch count. Only the owning
+ * thread writes them, so atomic stores without a read-modify-write do (a plain mov on x86,
+ * as the assembly fast path does); plain C stores would race with those reads. current is
+ * a release store: the watchdog, loading it with acquire, then reads the record it names
+ * (whose memory may be a slab just calloc'ed). */
+static inline void set_current(CoroShard *sh, Coroutine *co)
+{
+    __atomic_store_n(&sh->current, co, __ATOMIC_RELEASE);
+}
+
+static inline void set_switch_count(Coroutine *co, uint64_t n)
+{
+    __atomic_store_n(&co->switch_count, n, __ATOMIC_RELAXED);
+}
+
 /* Opens the seqlock of co's record before its state and registers change; the switch closes
  * it once the registers are stored. */
 static inline void begin_save(Coroutine *co, uint32_t state)
@@ -280,8 +345,11 @@ static inline void count(_Atomic uint64_t *counter)
                           memory_order_relaxed);
 }
 
-#ifdef CORO_C_SWITCH
-/* Sanitizer builds: the entry function of every coroutine, first on its new stack. */
+#ifdef CORO_ASAN
+/* ASan builds: the entry function of every coroutine, first on its new stack. (TSan builds
+ * start at the entry itself: nothing is pending when a new fiber first runs, and the extra
+ * frame would show in backtraces, as TSan's function-exit hook keeps it from being a tail
+ * call.) */
 static void san_entry(void *opaque)
 {
     Coroutine *co = opaque;
@@ -335,7 +403,7 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
     co->regs.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
     co->regs.rbp = 0;
     co->regs.rbx = (uint64_t)(uintptr_t)co;
-#ifdef CORO_C_SWITCH
+#ifdef CORO_ASAN
     co->regs.r12 = (uint64_t)(uintptr_t)san_entry;
     co->regs.r13 = (uint64_t)(uintptr_t)co;
 #else
@@ -348,13 +416,6 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
     /* No exception caught or in flight, as on a new thread. */
     co->regs.eh_caught = 0;
     co->regs.eh_uncaught = 0;
-#ifdef CORO_TSAN
-    /* A fresh fiber for each life: the previous life's ended inside coro__terminate. */
-    if (co->tsan_fiber) {
-        __tsan_destroy_fiber(co->tsan_fiber);
-    }
-    co->tsan_fiber = __tsan_create_fiber(0);
-#endif
     co->entry = entry;
     co->opaque = opaque;
     co->create_site = site;
@@ -363,7 +424,7 @@ init_record(CoroShard *sh, Coroutine *co, CoroutineEntry *entry, void *opaque, c
      * (+23%, bench/ab.c on this VM). */
     co->created_ns = (uint64_t)sh->loop_clock_ns;
     co->caller = NULL;
-    co->switch_count = 0;
+    set_switch_count(co, 0);
     co->tid = atomic_load_explicit(&sh->tid, memory_order_relaxed);
     co->generation = __atomic_load_n(&coroscope_debug_abi.leak_generation, __ATOMIC_RELAXED);
     if (name) {
@@ -524,13 +585,20 @@ void coro__terminate(Coroutine *co)
 {
     CoroShard *sh = tls_shard();
     Coroutine *to = co->caller;
+#ifdef CORO_TSAN
+    /* This life's fiber ends here; the context switched to destroys it. (A fork child
+     * leaves fibers alone: it may be running as this one, see tsan_fork_child.) */
+    sh->tsan_dead_fiber = tsan_fork_child ? NULL : co->tsan_fiber;
+    tsan_switch(sh, to);
+    co->tsan_fiber = NULL;
+#endif
     /* No seqlock: co's registers are never saved again nor read (readers skip TERMINATED and
      * FREE records), and its seq stays even for its next life. */
     atomic_store_explicit(&co->state, CORO_STATE_TERMINATED, memory_order_relaxed);
     CORO_PROBE_TERMINATE(co);
     co->caller = NULL;
     count(&sh->terminated);
-    sh->current = to;
+    set_current(sh, to);
     if (to) {
         atomic_store_explicit(&to->state, CORO_STATE_RUNNING, memory_order_relaxed);
     }
@@ -611,9 +679,9 @@ static inline __attribute__((always_inline)) CoroSwitch enter_prepare(CoroShard 
     }
     co->tid = atomic_load_explicit(&sh->tid, memory_order_relaxed);
     co->caller = self;
-    co->switch_count++;
+    set_switch_count(co, co->switch_count + 1);
     atomic_store_explicit(&co->state, CORO_STATE_RUNNING, memory_order_release);
-    sh->current = co;
+    set_current(sh, co);
     eh_swap(sh, from, &co->regs);
     return (CoroSwitch){ from, &co->regs };
 }
@@ -629,7 +697,7 @@ static inline __attribute__((always_inline)) CoroSwitch yield_prepare(CoroShard 
     Coroutine *to = self->caller;
     begin_save(self, CORO_STATE_SUSPENDED);
     self->caller = NULL;
-    sh->current = to;
+    set_current(sh, to);
     *to_co = to;
     CoroSwitch s = { &self->regs, &sh->leader };
     if (to) {
@@ -651,6 +719,16 @@ CoroSwitch coro__enter_prepare(Coroutine *co)
 CORO_EXPORT void coro_enter(Coroutine *co)
 {
     CoroShard *sh = shard();
+#ifdef CORO_TSAN
+    /* Only for an enter that enter_prepare lets through (it aborts on misuse). */
+    uint32_t state = co ? atomic_load_explicit(&co->state, memory_order_relaxed) : 0;
+    if (state == CORO_STATE_CREATED || state == CORO_STATE_SUSPENDED) {
+        if (!co->tsan_fiber && !tsan_fork_child) {
+            co->tsan_fiber = __tsan_create_fiber(0); /* first enter of this life */
+        }
+        tsan_switch(sh, co);
+    }
+#endif
     CoroSwitch s = enter_prepare(sh, co);
     CORO_PROBE_ENTER(co);
     do_switch(sh, s.from, co);
@@ -661,6 +739,11 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
     CoroShard *sh = tls_shard();
     Coroutine *to;
     Coroutine *self = sh ? sh->current : NULL;
+#ifdef CORO_TSAN
+    if (self) { /* else yield_prepare aborts */
+        tsan_switch(sh, self->caller);
+    }
+#endif
     CoroSwitch s = yield_prepare(sh, &to);
     CORO_PROBE_YIELD(self);
     do_switch(sh, s.from, to);
@@ -672,21 +755,33 @@ CORO_EXPORT __attribute__((noinline)) void coro_yield(void)
 struct escape {
     void (*fn)(void *);
     void *arg;
+    CoroRegs leader; /* the outermost coro_enter(), where the escape ends if fn returns */
 };
 
 /* The first function of the escape context, on the thread's own stack (its caller is the
  * trampoline, where unwinders stop). e lives on the escaping coroutine's stack, which stays
- * mapped: that coroutine is suspended. */
-static __attribute__((noreturn)) void escape_entry(void *opaque)
+ * mapped: that coroutine is suspended.
+ *
+ * TSan: it runs on the thread's own fiber, whose shadow call stack still ends in the
+ * outermost coro_enter(), where the escape ends (by returning or by fn's longjmp, e.g. a
+ * cmocka assertion, which TSan unwinds on that fiber). No shadow frame of its own
+ * (no_sanitize_thread): it never returns, and one left behind per escape would pile up. */
+static __attribute__((noreturn, no_sanitize_thread)) void escape_entry(void *opaque)
 {
-    struct escape *e = opaque;
+    /* Copied first: once fn has run, the escaping coroutine may have been entered again
+     * and ended, and *opaque with its stack. */
+    struct escape e = *(struct escape *)opaque;
 #ifdef CORO_C_SWITCH
     san_finish_switch(NULL);
 #endif
-    e->fn(e->arg);
+    e.fn(e.arg);
     /* fn returned: the outermost coro_enter() of the thread returns, as after a yield. Same
-     * stack, same TSan fiber; ASan hears of the jump up the stack. */
+     * stack, same TSan fiber; ASan hears of the jump up the stack. sh->leader no longer holds
+     * that coro_enter() if fn entered coroutines (each enter saved fn's context there). */
     CoroShard *sh = tls_shard();
+    uint32_t seq = sh->leader.seq;
+    sh->leader = e.leader;
+    sh->leader.seq = seq;
 #ifdef CORO_ASAN
     __sanitizer_start_switch_fiber(NULL, sh->leader_stack_bottom, sh->leader_stack_size);
 #endif
@@ -710,11 +805,11 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     }
     begin_save(self, CORO_STATE_SUSPENDED);
     self->caller = NULL;
-    sh->current = NULL;
+    set_current(sh, NULL);
     /* A context that calls escape_entry on the thread's own stack, below the frame of the
      * outermost coro_enter() (nothing below its saved rsp is in use), with the thread's
      * floating-point control and C++ exception state. */
-    struct escape e = { fn, arg };
+    struct escape e = { fn, arg, sh->leader };
     CoroRegs esc = sh->leader;
     esc.rsp = (sh->leader.rsp - 256) & ~(uint64_t)15;
     esc.rip = (uint64_t)(uintptr_t)coro__trampoline_entry;
@@ -724,6 +819,9 @@ CORO_EXPORT void coro_escape_to_thread(void (*fn)(void *), void *arg)
     esc.r13 = (uint64_t)(uintptr_t)&e;
     eh_swap(sh, &self->regs, &sh->leader);
     coro__stack_valgrind_reuse_below(esc.rsp);
+#ifdef CORO_TSAN
+    tsan_switch(sh, NULL); /* fn runs as the thread's own fiber (escape_entry) */
+#endif
 #ifdef CORO_C_SWITCH
     void *fake = NULL;
     san_start_switch(sh, NULL, &fake);

@@ -378,13 +378,15 @@ void coro__park(Coroutine *self, uint32_t kind, void *object, const char *who)
     publish_clock(now);
     self->wait_object = object;
     self->wait_since = (uint64_t)now;
-    self->wait_kind = kind; /* readers see it with the registers of the yield below */
+    /* Readers see it with the registers of the yield below. Atomic: a waker on another
+     * thread reads it for its probe (CORO_PROBE_WAKE) while we park or resume. */
+    __atomic_store_n(&self->wait_kind, kind, __ATOMIC_RELAXED);
     CORO_PROBE_WAIT_BEGIN(self, kind, object, kind == CORO_WAIT_FD ? self->wait_fd : -1);
     coro_yield();
     CORO_PROBE_WAIT_END(self, kind, now); /* the tracer's clock gives the duration */
     /* wait_loop, wait_fd and wait_events stay: the waiting function owns them (a primitive
      * woken by a stray wake parks again with them) and clears wait_loop when done. */
-    self->wait_kind = CORO_WAIT_NONE;
+    __atomic_store_n(&self->wait_kind, CORO_WAIT_NONE, __ATOMIC_RELAXED);
     self->wait_object = NULL;
     self->wait_since = 0;
     self->wait_deadline = 0;

@@ -33,8 +33,10 @@
  * is the same clock, so nsecs - arg2 is the time waited) */
 #define CORO_PROBE_WAIT_END(co, kind, since) \
     STAP_PROBE3(coroscope, wait_end, (co)->id, kind, since)
-/* id of the coroutine made runnable, kind of the wait it is in (0: none) */
-#define CORO_PROBE_WAKE(co) STAP_PROBE2(coroscope, wake, (co)->id, (co)->wait_kind)
+/* id of the coroutine made runnable, kind of the wait it is in (0: none); the waker may run
+ * on another thread than the coroutine, which writes wait_kind as it parks and resumes */
+#define CORO_PROBE_WAKE(co) \
+    STAP_PROBE2(coroscope, wake, (co)->id, __atomic_load_n(&(co)->wait_kind, __ATOMIC_RELAXED))
 /* id of the coroutine entered / of the one yielding (C switch only; the asm has its own) */
 #define CORO_PROBE_ENTER(co) STAP_PROBE1(coroscope, enter, (co)->id)
 #define CORO_PROBE_YIELD(co) STAP_PROBE1(coroscope, yield, (co) ? (co)->id : 0)

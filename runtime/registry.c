@@ -182,7 +182,7 @@ CoroShard *coro__shard_attach(void)
 
 void coro__shard_detach(CoroShard *sh)
 {
-    sh->current = NULL;
+    __atomic_store_n(&sh->current, NULL, __ATOMIC_RELAXED);
     atomic_store_explicit(&sh->tid, 0, memory_order_release);
     atomic_store_explicit(&sh->in_use, 0, memory_order_release);
 }
@@ -195,7 +195,8 @@ void coro__shard_detach(CoroShard *sh)
  */
 void coro__registry_child_reset(CoroShard *survivor)
 {
-    pthread_mutex_init(&registry_mutex, NULL);
+    /* Locked by this thread in atfork_prepare (coro.c), as the pool is. */
+    pthread_mutex_unlock(&registry_mutex);
     CoroShard *sh = (CoroShard *)(uintptr_t)coroscope_debug_abi.shards;
     for (; sh; sh = atomic_load_explicit(&sh->next, memory_order_relaxed)) {
         if (sh == survivor) {

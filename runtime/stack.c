@@ -27,10 +27,6 @@
 
 #include "coro-int.h"
 
-#ifdef CORO_TSAN
-#include <sanitizer/tsan_interface.h>
-#endif
-
 #ifndef MADV_GUARD_INSTALL
 #define MADV_GUARD_INSTALL 102 /* glibc 2.36 headers predate it */
 #endif
@@ -112,12 +108,6 @@ void coro__stack_free(Coroutine *co)
         return;
     }
     size_t page = coro__page_size();
-#ifdef CORO_TSAN
-    if (co->tsan_fiber) {
-        __tsan_destroy_fiber(co->tsan_fiber); /* made by coro.c's init_record */
-        co->tsan_fiber = NULL;
-    }
-#endif
     VALGRIND_STACK_DEREGISTER(co->valgrind_stack_id);
     munmap((char *)co->stack_base - page, co->stack_size + page);
     co->stack_base = NULL;
@@ -159,9 +149,12 @@ Coroutine *coro__pool_put_shared(Coroutine *chain, unsigned n)
     return chain;
 }
 
+/* In a fork child: the forking thread, the child's only one, locked the pool in
+ * atfork_prepare (coro.c) and unlocks it here. (Initialising it again while locked, as this
+ * did, is undefined; TSan saw the child hold it for ever and reported lock-order cycles.) */
 void coro__pool_child_reset(void)
 {
-    pthread_mutex_init(&pool_mutex, NULL);
+    pthread_mutex_unlock(&pool_mutex);
 }
 
 void coro__pool_lock(void)

@@ -28,13 +28,20 @@ static void spin_unlock(uint32_t *l)
     __atomic_store_n(l, 0, __ATOMIC_RELEASE);
 }
 
+/* q->head changes under q's spinlock only, but coro_queue_empty() reads it without the lock:
+ * every store is atomic, or that read races with it. */
+static void q_set_head(CoQueue *q, Coroutine *co)
+{
+    __atomic_store_n(&q->head, co, __ATOMIC_RELEASE);
+}
+
 static void q_push(CoQueue *q, Coroutine *co)
 {
     co->wait_next = NULL;
     if (q->tail) {
         q->tail->wait_next = co;
     } else {
-        q->head = co;
+        q_set_head(q, co);
     }
     q->tail = co;
 }
@@ -43,7 +50,7 @@ static Coroutine *q_pop(CoQueue *q)
 {
     Coroutine *co = q->head;
     if (co) {
-        q->head = co->wait_next;
+        q_set_head(q, co->wait_next);
         if (!q->head) {
             q->tail = NULL;
         }
@@ -61,7 +68,7 @@ static void q_remove(CoQueue *q, Coroutine *co)
             if (prev) {
                 prev->wait_next = c->wait_next;
             } else {
-                q->head = c->wait_next;
+                q_set_head(q, c->wait_next);
             }
             if (q->tail == c) {
                 q->tail = prev;
@@ -121,7 +128,8 @@ CORO_EXPORT void coro_queue_init(CoQueue *q)
 {
     q->lock = 0;
     q->reserved = 0;
-    q->head = q->tail = NULL;
+    q_set_head(q, NULL);
+    q->tail = NULL;
 }
 
 CORO_EXPORT void coroutine_fn coro_queue_wait(CoQueue *q, CoMutex *m)

@@ -13,6 +13,8 @@ cleanup() {
 trap cleanup EXIT INT TERM
 # A target's own leak report or ASan's leak check must not run when we kill it.
 export ASAN_OPTIONS="detect_leaks=0:disable_coredump=0:abort_on_error=1${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+# TSan disables core dumps by default too (its shadow is kept out of them: MADV_DONTDUMP).
+export TSAN_OPTIONS="disable_coredump=0${TSAN_OPTIONS:+ $TSAN_OPTIONS}"
 export CORO_LEAK_CHECK=0
 
 ok() { echo "ok   - $1"; }

@@ -17,7 +17,7 @@ L_CORO_READ=$(line_of coro_read)
 
 
 # The same sanitizers as the library, or the static link fails.
-case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *) SAN="" ;; esac
+case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *tsan*) SAN="-fsanitize=thread" ;; *) SAN="" ;; esac
 PROG=$T/prog-static
 # shellcheck disable=SC2046,SC2086
 if ! ${CC:-cc} -std=gnu11 -O2 -g $SAN -Iinclude -o "$PROG" "$SRC" "$B/libcoroscope.a" \
@@ -110,7 +110,7 @@ if [ -z "$SAN" ] && ${CC:-cc} -static -std=gnu11 -O2 -g -Iinclude -o "$FULL" "$S
         bad "full static: no core"
     fi
 else
-    echo "skip - fully static link (ASan build, or static libraries missing)"
+    echo "skip - fully static link (sanitizer build, or static libraries missing)"
 fi
 
 # ---------------------------------------------------------------- library replaced while running

@@ -219,9 +219,9 @@ if start "$PROG"; then
         fi
     fi
     # gdb's gcore of the same process.
-    # Not for ASan builds: gcore does not skip ASan's terabytes of shadow memory.
-    if nm "$PROG" 2>/dev/null | grep -q __asan_init; then
-        echo "skip - gcore of an ASan program"
+    # Not for ASan or TSan builds: gcore does not skip their terabytes of shadow memory.
+    if nm "$PROG" 2>/dev/null | grep -q '__asan_init\|__tsan_init'; then
+        echo "skip - gcore of an ASan or TSan program"
     elif command -v gcore >/dev/null 2>&1 && gcore -o "$T/gcore" "$pid" >/dev/null 2>&1; then
         # gdb's gcore zero-fills every 1 MiB chunk it cannot read through /proc/PID/mem, and
         # stacks with MADV_GUARD_INSTALL guard pages (Linux >= 6.13) cannot be read that way:

@@ -21,9 +21,10 @@ ulimit -c unlimited 2>/dev/null || { echo "e2e-crash-core: cannot raise ulimit -
 T=$(mktemp -d /tmp/coroscope-e2e-crash.XXXXXX)
 trap 'rm -rf "$T"' EXIT INT TERM
 export ASAN_OPTIONS="detect_leaks=0:disable_coredump=0${ASAN_OPTIONS:+:$ASAN_OPTIONS}"
+export TSAN_OPTIONS="disable_coredump=0${TSAN_OPTIONS:+ $TSAN_OPTIONS}"
 export CORO_LEAK_CHECK=0
 MODES="segv abort throw ill overflow altstack"
-case "$B" in *asan*) MODES="abort throw" ;; esac
+case "$B" in *asan*|*tsan*) MODES="abort throw" ;; esac
 B="$B" T="$T" MODES="$MODES" exec python3 - <<'EOF'
 import os, re, signal, subprocess, sys
 

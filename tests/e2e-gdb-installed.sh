@@ -31,7 +31,8 @@ cp tests/readme-example.c "$T/prog.c"
 export PKG_CONFIG_PATH=/usr/local/lib/pkgconfig
 CC=${CC:-cc}
 # Under check-asan the installed library is instrumented: so must its users be.
-case "$B" in *asan*) CC="$CC -fsanitize=address,undefined"; export ASAN_OPTIONS="detect_leaks=0" ;; esac
+case "$B" in *asan*) CC="$CC -fsanitize=address,undefined"; export ASAN_OPTIONS="detect_leaks=0" ;;
+    *tsan*) CC="$CC -fsanitize=thread" ;; esac
 $CC -O0 -g -o "$T/shared" "$T/prog.c" $(pkg-config --cflags --libs coroscope) \
     -Wl,-rpath,/usr/local/lib 2>"$T/cc.err" || { bad "build (shared)"; cat "$T/cc.err"; }
 $CC -O0 -g -o "$T/static" "$T/prog.c" $(pkg-config --cflags coroscope) /usr/local/lib/libcoroscope.a \
@@ -39,7 +40,7 @@ $CC -O0 -g -o "$T/static" "$T/prog.c" $(pkg-config --cflags coroscope) /usr/loca
     { bad "build (static)"; cat "$T/cc.err"; }
 
 asan=no
-case "$B" in *asan*) asan=yes ;; esac
+case "$B" in *asan*|*tsan*) asan=yes ;; esac  # no gcore: terabytes of shadow mappings
 for kind in shared static; do
     # -nh: no ~/.gdbinit; the system init directory is read as a new user's gdb reads it.
     core_cmd="generate-core-file $T/$kind.core"

@@ -42,6 +42,13 @@ fail() {
 
 line_of() { grep -n "L:$1 " "$SRC" | head -1 | cut -d: -f1; }
 L_STOP=$(line_of stop_store)
+# gdb's thread number of the sleeper's thread (the second one the program starts).
+TSLEEP=2
+case "$B" in
+    # TSan instruments stop_here: a breakpoint lands on its first line, before the store; and
+    # its runtime starts a thread of its own, which shifts gdb's numbering.
+    *tsan*) L_STOP="($((L_STOP - 1))|$L_STOP)"; TSLEEP='[0-9]+' ;;
+esac
 L_AYIELD=$(line_of alpha_yield)
 L_ALEAF=$(line_of alpha_call_leaf)
 L_AMID=$(line_of alpha_call_mid)
@@ -127,6 +134,9 @@ case "$B" in
     *asan*) asan=1 ;;   # ASan reserves terabytes of shadow memory: no gcore, no core
 esac
 no_cores=$asan
+case "$B" in
+    *tsan*) no_cores=1 ;;  # so does TSan (and it disables core dumps): no gcore, no core
+esac
 S='[[:space:]]+'
 
 # The coroutine list every stop point shows, ids in order (the sleeper runs on another
@@ -222,9 +232,9 @@ for variant in shared static; do
     has "$out" info-selected '^\* 1 +suspended +"alpha"'
     lacks "$out" info-selected '^\* 5 '
     # A running coroutine: its thread is selected instead.
-    has "$out" sel-running '^\[Switching to thread 2 \(LWP [0-9]+\), where coroutine 1025 "sleeper" \[running, thread [0-9]+\] is running\]$'
-    has "$out" sel-running '^\[Current thread is 2 '
-    has "$out" sel-none '^\[No coroutine was selected; thread 2 '
+    has "$out" sel-running '^\[Switching to thread '"$TSLEEP"' \(LWP [0-9]+\), where coroutine 1025 "sleeper" \[running, thread [0-9]+\] is running\]$'
+    has "$out" sel-running '^\[Current thread is '"$TSLEEP"' '
+    has "$out" sel-none '^\[No coroutine was selected; thread '"$TSLEEP"' '
     # From thread 2, a coroutine suspended on thread 1: the thread switch is said.
     in_order "$out" sel-other '^\[Switching to thread 1 \(LWP [0-9]+\)\]$' \
         '^\[Switching to coroutine 1 "alpha" \[suspended, thread [0-9]+\]\]$'
@@ -365,7 +375,7 @@ wait "$bgpid" 2>/dev/null
 bgpid=""
 
 # ---------------------------------------------------------------- 3. core files
-[ $no_cores = 1 ] && echo "e2e-gdb: core-file part skipped under ASan (no core dumps there)"
+[ $no_cores = 1 ] && echo "e2e-gdb: core-file part skipped under ASan or TSan (no core dumps there)"
 kcore() {  # kcore EXE MODE NAME: a kernel core of EXE MODE, as $T/NAME
     mkdir -p "$T/k-$3"
     (cd "$T/k-$3" && ulimit -c unlimited && "$1" "$2" >/dev/null 2>&1; true) 2>/dev/null

@@ -39,7 +39,7 @@ cp tests/readme-example.c "$T/prog.c"
 export PKG_CONFIG_PATH="$PREFIX/lib/pkgconfig"
 CC=${CC:-cc}
 # Under check-asan the installed library is instrumented: so must its users be.
-case "$B" in *asan*) CC="$CC -fsanitize=address,undefined" ;; esac
+case "$B" in *asan*) CC="$CC -fsanitize=address,undefined" ;; *tsan*) CC="$CC -fsanitize=thread" ;; esac
 
 # shellcheck disable=SC2046
 if $CC -O0 -g -o "$T/prog" "$T/prog.c" $(pkg-config --cflags --libs coroscope) 2>"$T/cc.err"; then

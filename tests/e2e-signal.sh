@@ -20,11 +20,17 @@
 set -u
 B=${B:-build}
 command -v python3 >/dev/null 2>&1 || { echo "e2e-signal: python3 not found: skipped"; exit 77; }
+# ThreadSanitizer delivers an asynchronous signal only when the thread next enters one of its
+# interceptors, with the registers of the moment it arrived: threads that switch coroutines
+# flat out (stress, spinning) are held late or not at all, and from stale registers (make
+# check-tsan: no dump at all within 1 s of 300 signals). The hold is tested by check and
+# check-asan; test-signal and e2e-stall still run it under TSan on threads that make calls.
+case "$B" in *tsan*) echo "e2e-signal: skipped under ThreadSanitizer (it defers asynchronous signals)"; exit 77 ;; esac
 [ -x "$B/tests/prog-signal" ] || { echo "e2e-signal: $B/tests/prog-signal missing"; exit 1; }
 T=$(mktemp -d)
 trap 'rm -rf "$T"' EXIT INT TERM
 # The same program linked with the static library (the environment must work there too).
-case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *) SAN="" ;; esac
+case "$B" in *asan*) SAN="-fsanitize=address,undefined" ;; *tsan*) SAN="-fsanitize=thread" ;; *) SAN="" ;; esac
 # shellcheck disable=SC2086,SC2046
 if ! ${CC:-cc} -std=gnu11 -O2 -g $SAN -Iinclude -o "$T/prog-signal-static" tests/prog-signal.c \
         "$B/libcoroscope.a" $(pkg-config --libs libdw libelf zlib) -lpthread; then

@@ -294,7 +294,7 @@ static void child_free(Child *c)
     free(c->err);
 }
 
-/* The sanitizer runtime's own variables, so that ASan builds run their children alike. */
+/* The sanitizer runtime's own variables, so that sanitizer builds run their children alike. */
 static char *env_or(const char *name, char *buf, size_t len)
 {
     const char *v = getenv(name);
@@ -304,11 +304,12 @@ static char *env_or(const char *name, char *buf, size_t len)
 
 static void check_leak_exit(const char *prog)
 {
-    char asan[512], ubsan[512];
+    char asan[512], ubsan[512], tsan[512];
     env_or("ASAN_OPTIONS", asan, sizeof(asan));
     env_or("UBSAN_OPTIONS", ubsan, sizeof(ubsan));
+    env_or("TSAN_OPTIONS", tsan, sizeof(tsan));
 
-    char *const on[] = { "CORO_LEAK_CHECK=1", asan, ubsan, NULL };
+    char *const on[] = { "CORO_LEAK_CHECK=1", asan, ubsan, tsan, NULL };
     Child c = run_child(prog, "leak", on);
     assert_true(WIFEXITED(c.status));
     assert_int_equal(WEXITSTATUS(c.status), 23);
@@ -321,7 +322,8 @@ static void check_leak_exit(const char *prog)
     assert_non_null(strstr(c.err, "prog-inspect-leak.c:"));
     child_free(&c);
 
-    char *const code[] = { "CORO_LEAK_CHECK=1", "CORO_LEAK_EXITCODE=42", asan, ubsan, NULL };
+    char *const code[] = { "CORO_LEAK_CHECK=1", "CORO_LEAK_EXITCODE=42", asan, ubsan, tsan,
+                           NULL };
     c = run_child(prog, "leak", code);
     assert_true(WIFEXITED(c.status));
     assert_int_equal(WEXITSTATUS(c.status), 42);
@@ -333,7 +335,7 @@ static void check_leak_exit(const char *prog)
     assert_string_equal(c.err, "");
     child_free(&c);
 
-    char *const off[] = { asan, ubsan, NULL };
+    char *const off[] = { asan, ubsan, tsan, NULL };
     c = run_child(prog, "leak", off);
     assert_true(WIFEXITED(c.status));
     assert_int_equal(WEXITSTATUS(c.status), 0);
@@ -358,7 +360,10 @@ static void check_overflow(const char *prog, const char *mode)
     snprintf(asan, sizeof(asan), "ASAN_OPTIONS=%s%shandle_segv=0",
              getenv("ASAN_OPTIONS") ? getenv("ASAN_OPTIONS") : "",
              getenv("ASAN_OPTIONS") ? ":" : "");
-    char *const env[] = { asan, NULL };
+    char tsan[512];
+    snprintf(tsan, sizeof(tsan), "TSAN_OPTIONS=%s handle_segv=0",
+             getenv("TSAN_OPTIONS") ? getenv("TSAN_OPTIONS") : "");
+    char *const env[] = { asan, tsan, NULL };
     Child c = run_child(helper(prog), mode, env);
     if (!WIFSIGNALED(c.status) || WTERMSIG(c.status) != SIGSEGV) {
         print_error("status %#x, stderr:\n%s\n", c.status, c.err);
@@ -398,7 +403,7 @@ static void test_overflow_report_static_library(void **state)
 
 static void test_other_faults_keep_their_handling(void **state)
 {
-    char *const env[] = { "ASAN_OPTIONS=handle_segv=0", NULL };
+    char *const env[] = { "ASAN_OPTIONS=handle_segv=0", "TSAN_OPTIONS=handle_segv=0", NULL };
     Child c = run_child(helper("prog-inspect-overflow"), "null", env);
     assert_true(WIFSIGNALED(c.status));
     assert_int_equal(WTERMSIG(c.status), SIGSEGV);
