@@ -210,6 +210,16 @@ int coro__backtrace_error(CoroBacktrace *bt, const char *fmt, ...)
 
 const CoroFrame coro__no_frame;
 
+void coro__backtrace_drop_frames(CoroBacktrace *bt)
+{
+    if (!bt->frames_borrowed) {
+        free(bt->frames);
+    }
+    bt->frames = NULL;
+    bt->nframes = 0;
+    bt->frames_borrowed = false;
+}
+
 void coro__backtrace_fini(CoroBacktrace *bt)
 {
     if (!bt->frames_borrowed) {

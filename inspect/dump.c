@@ -169,11 +169,11 @@ static int recheck(const CoroRegistry *reg, const CoroInfo *ci, CoroBacktrace *b
         }
         if (rc == -ESTALE || (rc == 0 && again.id != now.id)) {
             /* It ended while we read it: frames read from a reused stack would be wrong. */
-            coro__backtrace_fini(bt);
+            coro__backtrace_drop_frames(bt);
             return coro__backtrace_error(bt, "terminated while being read");
         }
         if (rc < 0) {
-            coro__backtrace_fini(bt);
+            coro__backtrace_drop_frames(bt);
             return coro__backtrace_error(bt, "changed while being read");
         }
         coro__backtrace_fini(bt);
@@ -186,7 +186,7 @@ static int recheck(const CoroRegistry *reg, const CoroInfo *ci, CoroBacktrace *b
         }
         now = again;
     }
-    coro__backtrace_fini(bt);
+    coro__backtrace_drop_frames(bt);
     return coro__backtrace_error(bt, "kept switching while being read (coro_dump does not "
                                  "stop other threads; the signal dump does)");
 }

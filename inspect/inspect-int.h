@@ -330,6 +330,9 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
                           const CoroInfo *co, const CoroMachineRegs *live,
                           const CoroBacktraceOptions *opts, CoroBacktrace *out);
 void coro__backtrace_fini(CoroBacktrace *bt);
+/* Leaves bt without frames (freed unless borrowed), keeping its info, entry, created_at and
+ * error: for a coroutine that moved while it was read. */
+void coro__backtrace_drop_frames(CoroBacktrace *bt);
 /* Sets bt->error (printf format; cut at CORO_BT_ERROR_MAX - 1 bytes), replacing any message
  * it had. 0 or -ENOMEM (then the message is the placeholder "out of memory"). */
 int coro__backtrace_error(CoroBacktrace *bt, const char *fmt, ...)
