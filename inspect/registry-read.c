@@ -460,15 +460,16 @@ int coro__registry_read_one(CoroTarget *t, const struct coro_debug_abi *abi, uin
 
 /* Buffers are sized by what a walk finds, not by the descriptor's counts (which an untrusted
  * target may set to the bounds, 16 M records: gigabytes): they start at most this big (a few
- * MB; one walk for registries up to this size, as before) and double while a walk fills them,
- * each time walking again. */
+ * MB; one walk for registries up to this size, as before) and grow eightfold while a walk fills
+ * them, each time walking again: 100,001 coroutines take two walks (16 Ki, then all), not four
+ * (doubling walked 2.1 records per record, and ps's registry syscalls went 1,569 -> 3,370). */
 #define INITIAL_RECORDS 16384u
 #define INITIAL_SHARDS 256u
 
-/* Grows *buf (n elements of size each) to n * 2, but to no more than max. */
+/* Grows *buf (n elements of size each) to n * 8, but to no more than max. */
 static bool grow(void **buf, size_t *n, size_t max, size_t size)
 {
-    size_t want = *n * 2 < max ? *n * 2 : max;
+    size_t want = *n * 8 < max ? *n * 8 : max;
     void *p = realloc(*buf, want * size);
     if (!p) {
         return false;
