@@ -35,9 +35,9 @@ run: $(BD)/bench $(BD)/bench-cxx $(BD)/bench-boost.so
 	$(Q)mv $(BD)/results.md.tmp $(BD)/results.md && cat $(BD)/results.md
 	$(Q)$(MAKE) --no-print-directory -f bench/bench.mk B=$(B) introspection
 
-# The readers' side: the in-process dump (issue 3), the CLI against eu-stack (issue 4) and the
-# gdb extension at 100,000 coroutines; then waiting: the primitives, dumps of waiting
-# coroutines, and echo against libuv.
+# The readers' side: the in-process dump (issue 3), the CLI against eu-stack (issue 4) and on
+# a live process with 100,001 coroutines (issue 13), the gdb extension at 100,000 coroutines;
+# then waiting: the primitives, dumps of waiting coroutines, and echo against libuv.
 introspection: $(BD)/dump-bench $(BD)/gdb-bench-prog $(BD)/wait-bench $(BD)/echo-bench \
                $(BD)/watch-target
 	@echo
@@ -47,6 +47,9 @@ introspection: $(BD)/dump-bench $(BD)/gdb-bench-prog $(BD)/wait-bench $(BD)/echo
 	@echo '### coroscope bt --json on kernel cores, against eu-stack on threads (bench/cli-bench.sh)'
 	$(Q)$(MAKE) --no-print-directory -f Makefile B=$(B) $(B)/tests/prog-cli >/dev/null
 	$(Q)sh bench/cli-bench.sh $(B)
+	@echo
+	@echo '### coroscope ps, bt of one, top on a live process with 100,001 coroutines (bench/reader-bench.sh)'
+	$(Q)sh bench/reader-bench.sh $(B)
 	@echo
 	@echo '### gdb extension at 100,000 coroutines, live (bench/gdb-bench.sh)'
 	$(Q)sh bench/gdb-bench.sh $(BD)/gdb-bench-prog $(PREFIX_DIR)/share/coroscope 100000

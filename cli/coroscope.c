@@ -204,57 +204,100 @@ void cli_quoted(CoroOut *o, const char *s)
 }
 
 /* Untrusted text, cleaned as cli_clean does, whatever its length. */
-static void put_clean(const char *s)
+static void put_clean(FILE *out, const char *s)
 {
     for (; *s; s++) {
-        putchar(isprint((unsigned char)*s) ? *s : '?');
+        putc(isprint((unsigned char)*s) ? *s : '?', out);
     }
 }
 
 /* ps's WHERE cell, unbounded (a long module path is named whole): "function (file:line)",
  * "function (module)", or the address. */
-static void print_where(const CoroFrame *f)
+static void print_where(FILE *out, const CoroFrame *f)
 {
     if (!f) {
-        putchar('?');
+        putc('?', out);
     } else if (f->function) {
         const char *file = f->file ? strrchr(f->file, '/') : NULL;
         file = file ? file + 1 : f->file;
-        put_clean(f->function);
-        fputs(" (", stdout);
+        put_clean(out, f->function);
+        fputs(" (", out);
         if (file && f->line > 0) {
-            put_clean(file);
-            printf(":%d)", f->line);
+            put_clean(out, file);
+            fprintf(out, ":%d)", f->line);
         } else {
-            put_clean(f->module ? f->module : "?");
-            putchar(')');
+            put_clean(out, f->module ? f->module : "?");
+            putc(')', out);
         }
     } else {
-        printf("0x%" PRIx64, f->pc);
+        fprintf(out, "0x%" PRIx64, f->pc);
     }
+}
+
+/* Appends s to p, padded with spaces to width (printf's %-Ns), and one space. */
+static char *cell(char *p, const char *s, size_t width)
+{
+    size_t n = strlen(s);
+    memcpy(p, s, n);
+    for (; n < width; n++) {
+        p[n] = ' ';
+    }
+    p[n] = ' ';
+    return p + n + 1;
 }
 
 static void print_ps(const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta)
 {
     printf("%-8s %-9s %-20s %-8s %-48s %s\n", "ID", "STATE", "NAME", "THREAD", "WAIT", "WHERE");
+    /* 100,000 lines: each is assembled by hand and written once, and the WHERE cell is
+     * printed again only when its frame differs from the previous line's (neighbours share
+     * the symbolizer's strings); the same bytes as printf and print_where() would write. */
+    char *where = NULL;
+    size_t where_len = 0;
+    const CoroFrame *last = NULL;
     for (size_t i = 0; i < n; i++) {
         const CoroBacktrace *bt = &bts[i];
         char name[CORO_INFO_NAME_SIZE];
-        snprintf(name, sizeof(name), "%s", bt->info.name[0] ? bt->info.name : "-");
+        snprintf(name, sizeof(name), "%s", bt->info->name[0] ? bt->info->name : "-");
         cli_clean(name);
         char tid[16] = "-";
-        if (bt->info.tid > 0) {
-            snprintf(tid, sizeof(tid), "%d", (int)bt->info.tid);
+        if (bt->info->tid > 0) {
+            snprintf(tid, sizeof(tid), "%d", (int)bt->info->tid);
         }
         char wait[160];
-        cli_wait_cell(&bt->info, meta->now_ns, true, wait, sizeof(wait));
+        cli_wait_cell(bt->info, meta->now_ns, true, wait, sizeof(wait));
         cli_clean(wait);
-        printf("%-8" PRIu64 " %-9s %-20s %-8s %-48s ", bt->info.id,
-               coro__waiting(&bt->info) ? "waiting" : coro__state_name(bt->info.state), name,
-               tid, wait);
-        print_where(coro__backtrace_where(bt));
+        char id[24], line[sizeof(id) + 16 + sizeof(name) + sizeof(tid) + sizeof(wait) + 64];
+        snprintf(id, sizeof(id), "%" PRIu64, bt->info->id);
+        char *p = cell(line, id, 8);
+        p = cell(p, coro__waiting(bt->info) ? "waiting" : coro__state_name(bt->info->state), 9);
+        p = cell(p, name, 20);
+        p = cell(p, tid, 8);
+        p = cell(p, wait, 48);
+        fwrite(line, 1, (size_t)(p - line), stdout);
+        const CoroFrame *f = coro__backtrace_where(bt);
+        bool same = where && (f && last ? f->function == last->function && f->file == last->file &&
+                                              f->line == last->line && f->module == last->module &&
+                                              (f->function || f->pc == last->pc)
+                                        : f == last);
+        if (!same) {
+            free(where);
+            where = NULL;
+            FILE *m = open_memstream(&where, &where_len);
+            if (!m) {
+                print_where(stdout, f);
+                putchar('\n');
+                last = NULL;
+                continue;
+            }
+            print_where(m, f);
+            fclose(m);
+            last = f;
+        }
+        fwrite(where, 1, where_len, stdout);
         putchar('\n');
     }
+    free(where);
     fflush(stdout);
     CoroOut o;
     coro__out_init(&o, STDOUT_FILENO);
@@ -576,11 +619,22 @@ static int cli_after(const CoroRegistry *reg, const CoroInfo *co, const CoroMach
                      CoroBacktrace *bt, void *arg)
 {
     CliCtx *c = arg;
-    const CoroMachineRegs *sp_regs = live ? live : &co->regs;
+    CoroMachineRegs saved = coro__saved_regs(&co->regs);
+    const CoroMachineRegs *sp_regs = live ? live : &saved;
     if (co->state != CORO_STATE_CREATED && !bt->error[0] && stack_all_zero(c->t, co, sp_regs)) {
-        snprintf(bt->error, sizeof(bt->error), "its stack reads as all zeros in this %s "
-                 "(gdb's gcore cannot read coroutine stacks with guard pages: use a kernel "
-                 "core)", c->a->pid ? "process" : "core");
+        coro__backtrace_error(bt, "its stack reads as all zeros in this %s (gdb's gcore "
+                              "cannot read coroutine stacks with guard pages: use a kernel "
+                              "core)", c->a->pid ? "process" : "core");
+    }
+    if (c->a->ps && co->state != CORO_STATE_CREATED) {
+        /* ps shows one frame: keep only that one (100,000 coroutines, 8 frames each, would
+         * otherwise hold ~50 MB of frames). coro__backtrace_where() of the one kept gives it
+         * again: a user or system frame stays one alone, and a lone frame is its own answer. */
+        const CoroFrame *f = coro__backtrace_where(bt);
+        if (f) {
+            bt->frames[0] = *f;
+        }
+        bt->nframes = f ? 1 : 0;
     }
     if (bt->error[0]) {
         char desc[128];
@@ -598,7 +652,7 @@ static size_t report_partial(const CoroCollection *col, const char *what)
     if (col->truncated) {
         fprintf(stderr, "coroscope: the coroutine registry of %s is corrupt (a list is cyclic "
                 "or longer than its count): showing the %zu coroutines read before that\n",
-                what, col->reg.ncoros);
+                what, col->reg.nlive);
         nfailed++;
     }
     if (col->unreadable) {
@@ -686,6 +740,8 @@ static int read_coroutines(Run *r)
             .sym_flags = a->no_inlines ? CORO_SYM_NO_INLINES : 0,
         },
         .want = cli_want, .after = cli_after, .arg = &ctx,
+        .prefetch_stacks = true, /* the process is stopped (or a core: no prefetch there) */
+        .ids = a->nids ? a->ids : NULL, .nids = a->nids, /* bt ID...: store only those */
     };
     int rc = coro__collect(r->t, r->abi_addr, &opts, &r->col);
     if (rc < 0) {
@@ -744,7 +800,7 @@ static int show(Run *r)
 {
     r->nfailed += report_partial(&r->col, r->what);
     report_missing_ids(r);
-    if (r->col.reg.ncoros == 0 && r->nfailed == 0) {
+    if (r->col.reg.nlive == 0 && r->nfailed == 0) {
         fprintf(stderr, "coroscope: %s has no live coroutines\n", r->what);
     }
     fflush(stdout);

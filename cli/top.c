@@ -103,7 +103,7 @@ int top_sample(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const TopArg
         return -ENOMEM;
     }
     for (size_t i = 0; i < col.n; i++) {
-        const CoroInfo *ci = &col.bts[i].info;
+        const CoroInfo *ci = col.bts[i].info;
         const Seen *was = find_seen(st, ci->id);
         seen[i] = (Seen){ .id = ci->id, .switches = ci->switch_count, .state = ci->state,
                           .wait_kind = ci->wait_kind };
@@ -130,7 +130,7 @@ int top_sample(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const TopArg
         if (col.reg.threads[i].tid > 0) {
             size_t on = 0;
             for (size_t k = 0; k < col.n; k++) {
-                on += col.bts[k].info.tid == col.reg.threads[i].tid;
+                on += col.bts[k].info->tid == col.reg.threads[i].tid;
             }
             fprintf(out, " %d (%zu)", (int)col.reg.threads[i].tid, on);
         }
@@ -153,7 +153,7 @@ int top_sample(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const TopArg
     for (size_t i = 0; i < col.reg.nthreads; i++) {
         const CoroThreadInfo *th = &col.reg.threads[i];
         for (size_t k = 0; th->tid > 0 && th->current && k < col.n; k++) {
-            const CoroInfo *ci = &col.bts[k].info;
+            const CoroInfo *ci = col.bts[k].info;
             if (ci->record == th->current && ci->state == CORO_STATE_RUNNING && st->at &&
                 now - seen[k].state_since >= a->stall_ns) {
                 char d[32];
@@ -179,7 +179,7 @@ int top_sample(CoroTarget *t, uint64_t abi_addr, CoroSymbolizer *s, const TopArg
         return -ENOMEM;
     }
     for (size_t k = 0; k < col.n; k++) {
-        const CoroInfo *ci = &col.bts[k].info;
+        const CoroInfo *ci = col.bts[k].info;
         const Seen *was = find_seen(st, ci->id);
         TopRow *r = &rows[k];
         *r = (TopRow){ .id = ci->id, .state = state_word(ci), .for_ns = -1, .rate = -1,

@@ -76,7 +76,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
             /* The stack tops the unwinder would read first. */
             for (size_t i = 0; i < c.n && i < 16; i++) {
                 uint64_t word[8];
-                (void)t->ops->read(t, c.bts[i].info.regs.rsp, word, sizeof(word));
+                (void)t->ops->read(t, c.bts[i].info->regs.rsp, word, sizeof(word));
             }
             coro__collection_free(&c);
         }

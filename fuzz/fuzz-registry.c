@@ -67,7 +67,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* Each record again on its own, as `coroscope top` refreshes one. */
     for (size_t i = 0; i < c.n && i < 16; i++) {
         CoroInfo one;
-        (void)coro__registry_read_one(&t.base, &c.reg.abi, c.bts[i].info.record, &one);
+        (void)coro__registry_read_one(&t.base, &c.reg.abi, c.bts[i].info->record, &one);
     }
     CoroDumpMeta meta = { .pid = 1 };
     coro__collection_meta(&c, &meta);

@@ -11,6 +11,7 @@
  */
 #define _GNU_SOURCE
 #include <errno.h>
+#include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -50,6 +51,9 @@ static bool in_runtime_module(CoroSymbolizer *s, const struct coro_debug_abi *ab
 static int push(CoroBacktrace *bt, size_t *cap, const CoroFrame *f)
 {
     if (bt->nframes == *cap) {
+        if (bt->frames_borrowed) {
+            return -ENOMEM;     /* frames_cap below the frame limit: the caller's mistake */
+        }
         size_t ncap = *cap ? *cap * 2 : 16;
         CoroFrame *nf = realloc(bt->frames, ncap * sizeof(*nf));
         if (!nf) {
@@ -75,45 +79,63 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
         max = CORO_UNWIND_MAX_FRAMES;
     }
     memset(out, 0, sizeof(*out));
-    out->info = *co;
+    out->error = coro__bt_no_error;
+    out->info = co;
     CoroFrame tmp[MAX_SYM_FRAMES];
     int k;
 
-    /* The entry function and the creation site (the line of the coro_create call). */
+    /* The entry function and the creation site (the line of the coro_create call): after
+     * the frames in the caller's buffer, else in an array of their own. */
+    CoroFrame *sites;
+    size_t cap = 0;
+    if (opts->frames_buf && opts->frames_cap) {
+        out->frames = opts->frames_buf;
+        out->frames_borrowed = true;
+        cap = opts->frames_cap;
+        sites = opts->frames_buf + opts->frames_cap;
+    } else {
+        sites = calloc(2, sizeof(*sites));
+        if (!sites) {
+            out->entry = out->created_at = &coro__no_frame;
+            return -ENOMEM;
+        }
+        out->sites_owned = true;
+    }
+    out->entry = &sites[0];
+    out->created_at = &sites[1];
     k = coro__symbolize(s, co->entry, false, opts->sym_flags | CORO_SYM_NO_INLINES, tmp, 1);
     if (k < 0) {
         return k;
     }
-    out->entry = tmp[0];
+    sites[0] = tmp[0];
     if (co->create_site) {
         k = coro__symbolize(s, co->create_site, true, opts->sym_flags, tmp, MAX_SYM_FRAMES);
         if (k < 0) {
             return k;
         }
         /* The innermost frame names the function and line that made the call. */
-        out->created_at = tmp[0];
+        sites[1] = tmp[0];
     } else {
-        out->created_at.offset = -1;
+        memset(&sites[1], 0, sizeof(sites[1]));
+        sites[1].offset = -1;
     }
 
-    size_t cap = 0;
     if (co->state == CORO_STATE_CREATED) {
-        return push(out, &cap, &out->entry);
+        return push(out, &cap, out->entry);
     }
     const CoroMachineRegs *regs = NULL;
+    CoroMachineRegs from_record;
     if (live) {
         regs = live;
     } else if (co->state != CORO_STATE_RUNNING && (co->regs.valid & CORO_MREG_RSP)) {
-        regs = &co->regs;
+        from_record = coro__saved_regs(&co->regs);
+        regs = &from_record;
     }
     if (!regs) {
         if (co->state == CORO_STATE_RUNNING) {
-            snprintf(out->error, sizeof(out->error), "running on thread %d", (int)co->tid);
-        } else {
-            snprintf(out->error, sizeof(out->error), "saved registers could not be read "
-                     "consistently");
+            return coro__backtrace_error(out, "running on thread %d", (int)co->tid);
         }
-        return 0;
+        return coro__backtrace_error(out, "saved registers could not be read consistently");
     }
     uint64_t pcs[CORO_UNWIND_MAX_FRAMES];
     size_t n = 0;
@@ -121,10 +143,13 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
     if (hi < lo || co->stack_size == 0) {
         lo = hi = 0;
     }
-    int rc = coro__unwind(u, regs, lo, hi, opts->unwind_flags, pcs, max, &n, out->error,
-                          sizeof(out->error));
+    char why[CORO_BT_ERROR_MAX];
+    int rc = coro__unwind(u, regs, lo, hi, opts->unwind_flags, pcs, max, &n, why, sizeof(why));
     if (rc == 1) {
         out->truncated = true;
+    }
+    if (why[0] && coro__backtrace_error(out, "%s", why) < 0) {
+        return -ENOMEM;
     }
     bool saved = regs->rip_is_return_address;
     for (size_t i = 0; i < n; i++) {
@@ -155,11 +180,63 @@ int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_
     return 0;
 }
 
-void coro__backtrace_fini(CoroBacktrace *bt)
+char coro__bt_no_error[1];
+static char out_of_memory[] = "out of memory";
+
+static void error_free(CoroBacktrace *bt)
 {
-    free(bt->frames);
+    if (bt->error && bt->error != coro__bt_no_error && bt->error != out_of_memory) {
+        free(bt->error);
+    }
+    bt->error = coro__bt_no_error;
+}
+
+int coro__backtrace_error(CoroBacktrace *bt, const char *fmt, ...)
+{
+    char buf[CORO_BT_ERROR_MAX];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(buf, sizeof(buf), fmt, ap);
+    va_end(ap);
+    char *e = strdup(buf);
+    error_free(bt);
+    if (!e) {
+        bt->error = out_of_memory;
+        return -ENOMEM;
+    }
+    bt->error = e;
+    return 0;
+}
+
+const CoroFrame coro__no_frame;
+
+void coro__backtrace_drop_frames(CoroBacktrace *bt)
+{
+    if (!bt->frames_borrowed) {
+        free(bt->frames);
+    }
     bt->frames = NULL;
     bt->nframes = 0;
+    bt->frames_borrowed = false;
+}
+
+void coro__backtrace_fini(CoroBacktrace *bt)
+{
+    if (!bt->frames_borrowed) {
+        free(bt->frames);
+    }
+    if (bt->sites_owned) {
+        free((CoroFrame *)bt->entry);       /* the array: entry, then created_at */
+        bt->sites_owned = false;
+        bt->entry = bt->created_at = &coro__no_frame;
+    }
+    if (!bt->entry) {
+        bt->entry = bt->created_at = &coro__no_frame;
+    }
+    bt->frames = NULL;
+    bt->nframes = 0;
+    bt->frames_borrowed = false;
+    error_free(bt);
 }
 
 /* ------------------------------------------------------------------ one-line summary */
@@ -194,22 +271,31 @@ static bool system_library(const char *module)
 
 const CoroFrame *coro__backtrace_where(const CoroBacktrace *bt)
 {
-    if (bt->info.state == CORO_STATE_CREATED) {
-        return &bt->entry;
+    if (bt->info->state == CORO_STATE_CREATED) {
+        return bt->entry;
     }
     /* Outermost first: a frame called by one of coroscope's public functions, in the same
      * module, runs on its behalf (coro_dump's formatter inside a static program). */
     const char *own_module = NULL;
     const CoroFrame *user = NULL, *user_lines = NULL, *other = NULL;
+    /* Neighbouring frames mostly share their module string (the symbolizer's): what the
+     * module is, by pointer, from the frame before (ps asks this of 100,000 backtraces). */
+    const char *memo = NULL;
+    bool memo_lib = false, memo_sys = false;
     for (size_t k = bt->nframes; k-- > 0;) {
         const CoroFrame *f = &bt->frames[k];
+        if (!memo || f->module != memo) {
+            memo = f->module;
+            memo_lib = coroscope_library(f->module);
+            memo_sys = system_library(f->module);
+        }
         FrameKind kind = FRAME_USER;
-        if (coro__own_function(f->function) || coroscope_library(f->module)) {
+        if (memo_lib || coro__own_function(f->function)) {
             kind = FRAME_OWN;
             own_module = f->module;
         } else if (same_module(f->module, own_module)) {
             kind = FRAME_OWN;
-        } else if (system_library(f->module)) {
+        } else if (memo_sys) {
             kind = FRAME_SYSTEM;
         }
         if (kind == FRAME_USER) {

@@ -24,19 +24,28 @@ static size_t index_of(const CoroBacktrace *bts, size_t n, uint64_t id)
     size_t lo = 0, hi = n;
     while (lo < hi) {
         size_t mid = lo + (hi - lo) / 2;
-        if (bts[mid].info.id < id) {
+        if (bts[mid].info->id < id) {
             lo = mid + 1;
         } else {
             hi = mid;
         }
     }
-    return lo < n && bts[lo].info.id == id ? lo : SIZE_MAX;
+    return lo < n && bts[lo].info->id == id ? lo : SIZE_MAX;
 }
 
 int coro__deadlocks_find(const CoroBacktrace *bts, size_t n, CoroDeadlock **out, size_t *nout)
 {
     *out = NULL;
     *nout = 0;
+    /* Usually nobody waits for a lock holder: then there is no cycle, and no index of n
+     * entries to allocate (0.9 MB for 100,000 coroutines, at ps's peak). */
+    size_t waiters = 0;
+    for (size_t i = 0; i < n && !waiters; i++) {
+        waiters += waits_for_holder(bts[i].info);
+    }
+    if (!waiters) {
+        return 0;
+    }
     /* next[i]: the coroutine i waits for, SIZE_MAX none; color: 0 new, 1 on this walk,
      * 2 done. */
     size_t *next = malloc((n ? n : 1) * sizeof(*next));
@@ -47,7 +56,7 @@ int coro__deadlocks_find(const CoroBacktrace *bts, size_t n, CoroDeadlock **out,
         return -ENOMEM;
     }
     for (size_t i = 0; i < n; i++) {
-        const CoroInfo *ci = &bts[i].info;
+        const CoroInfo *ci = bts[i].info;
         next[i] = waits_for_holder(ci) ? index_of(bts, n, ci->wait_holder) : SIZE_MAX;
     }
     size_t cap = 0;

@@ -169,26 +169,26 @@ static int recheck(const CoroRegistry *reg, const CoroInfo *ci, CoroBacktrace *b
         }
         if (rc == -ESTALE || (rc == 0 && again.id != now.id)) {
             /* It ended while we read it: frames read from a reused stack would be wrong. */
-            coro__backtrace_fini(bt);
-            snprintf(bt->error, sizeof(bt->error), "terminated while being read");
-            return 0;
+            coro__backtrace_drop_frames(bt);
+            return coro__backtrace_error(bt, "terminated while being read");
         }
         if (rc < 0) {
-            coro__backtrace_fini(bt);
-            snprintf(bt->error, sizeof(bt->error), "changed while being read");
-            return 0;
+            coro__backtrace_drop_frames(bt);
+            return coro__backtrace_error(bt, "changed while being read");
         }
         coro__backtrace_fini(bt);
-        rc = coro__backtrace_build(unwinder, symbolizer, &reg->abi, &again, NULL, NULL, bt);
+        /* bt borrows its CoroInfo: the record as read now replaces the collection's copy (ci
+         * is that copy, in the collection's registry, which the driver owns). */
+        *(CoroInfo *)ci = again;
+        rc = coro__backtrace_build(unwinder, symbolizer, &reg->abi, ci, NULL, NULL, bt);
         if (rc < 0) {
             return rc;
         }
         now = again;
     }
-    coro__backtrace_fini(bt);
-    snprintf(bt->error, sizeof(bt->error), "kept switching while being read (coro_dump does "
-             "not stop other threads; the signal dump does)");
-    return 0;
+    coro__backtrace_drop_frames(bt);
+    return coro__backtrace_error(bt, "kept switching while being read (coro_dump does not "
+                                 "stop other threads; the signal dump does)");
 }
 
 /*

@@ -25,12 +25,12 @@ const char *coro__group_state(const CoroInfo *ci)
 
 static int key_cmp(const CoroBacktrace *a, const CoroBacktrace *b)
 {
-    int c = strcmp(coro__group_state(&a->info), coro__group_state(&b->info));
+    int c = strcmp(coro__group_state(a->info), coro__group_state(b->info));
     if (c) {
         return c;
     }
-    uint32_t ka = coro__waiting(&a->info) ? a->info.wait_kind : 0;
-    uint32_t kb = coro__waiting(&b->info) ? b->info.wait_kind : 0;
+    uint32_t ka = coro__waiting(a->info) ? a->info->wait_kind : 0;
+    uint32_t kb = coro__waiting(b->info) ? b->info->wait_kind : 0;
     if (ka != kb) {
         return ka < kb ? -1 : 1;
     }
@@ -49,8 +49,8 @@ static int key_cmp(const CoroBacktrace *a, const CoroBacktrace *b)
             return fa->pc < fb->pc ? -1 : 1; /* unnamed frames: only the same pc groups */
         }
     }
-    if (a->nframes == 0 && a->info.state == CORO_STATE_CREATED) {
-        return str_cmp(a->entry.function, b->entry.function);
+    if (a->nframes == 0 && a->info->state == CORO_STATE_CREATED) {
+        return str_cmp(a->entry->function, b->entry->function);
     }
     return 0;
 }
@@ -60,7 +60,7 @@ static int by_key_then_id(const void *x, const void *y, void *arg)
     const CoroBacktrace *bts = arg;
     const CoroBacktrace *a = &bts[*(const size_t *)x], *b = &bts[*(const size_t *)y];
     int c = key_cmp(a, b);
-    return c ? c : (a->info.id < b->info.id ? -1 : a->info.id > b->info.id);
+    return c ? c : (a->info->id < b->info->id ? -1 : a->info->id > b->info->id);
 }
 
 
@@ -72,7 +72,7 @@ static int by_size(const void *x, const void *y, void *arg)
     if (a->count != b->count) {
         return a->count > b->count ? -1 : 1;
     }
-    uint64_t ia = bts[ix[a->first]].info.id, ib = bts[ix[b->first]].info.id;
+    uint64_t ia = bts[ix[a->first]].info->id, ib = bts[ix[b->first]].info->id;
     return ia < ib ? -1 : ia > ib;
 }
 
@@ -112,9 +112,9 @@ int coro__groups_build(const CoroBacktrace *bts, size_t n, size_t **ixp, CoroGro
 static void out_ids(CoroOut *o, const CoroBacktrace *bts, const size_t *ix, const CoroGroup *g)
 {
     for (size_t i = 0; i < g->count;) {
-        uint64_t lo = bts[ix[g->first + i]].info.id, hi = lo;
+        uint64_t lo = bts[ix[g->first + i]].info->id, hi = lo;
         size_t j = i + 1;
-        while (j < g->count && bts[ix[g->first + j]].info.id == hi + 1) {
+        while (j < g->count && bts[ix[g->first + j]].info->id == hi + 1) {
             hi++;
             j++;
         }
@@ -154,16 +154,16 @@ int coro__format_grouped_text(CoroOut *o, const CoroDumpMeta *meta, const CoroBa
         coro__out_str(o, "\n");
         coro__out_u64(o, g[k].count);
         coro__out_str(o, g[k].count == 1 ? " coroutine [" : " coroutines [");
-        coro__out_str(o, coro__group_state(&rep->info));
-        if (coro__waiting(&rep->info)) {
+        coro__out_str(o, coro__group_state(rep->info));
+        if (coro__waiting(rep->info)) {
             coro__out_str(o, " ");
-            coro__out_str(o, coro__wait_kind_name(rep->info.wait_kind));
+            coro__out_str(o, coro__wait_kind_name(rep->info->wait_kind));
         }
         coro__out_str(o, "]: ");
         out_ids(o, bts, ix, &g[k]);
         coro__out_str(o, "\n");
-        const CoroFrame *frames = rep->nframes ? rep->frames : &rep->entry;
-        size_t nf = rep->nframes ? rep->nframes : rep->info.state == CORO_STATE_CREATED;
+        const CoroFrame *frames = rep->nframes ? rep->frames : rep->entry;
+        size_t nf = rep->nframes ? rep->nframes : rep->info->state == CORO_STATE_CREATED;
         for (size_t i = 0; i < nf; i++) {
             coro__format_text_frame(o, i, &frames[i]);
         }
@@ -195,14 +195,14 @@ int coro__format_groups_json(CoroOut *o, const CoroBacktrace *bts, size_t n)
             if (i) {
                 coro__out_str(o, ",");
             }
-            coro__out_u64(o, bts[ix[g[k].first + i]].info.id);
+            coro__out_u64(o, bts[ix[g[k].first + i]].info->id);
         }
         coro__out_str(o, "],\"state\":\"");
-        coro__out_str(o, coro__group_state(&rep->info));
+        coro__out_str(o, coro__group_state(rep->info));
         coro__out_str(o, "\",\"wait\":");
-        if (coro__waiting(&rep->info)) {
+        if (coro__waiting(rep->info)) {
             coro__out_str(o, "\"");
-            coro__out_str(o, coro__wait_kind_name(rep->info.wait_kind));
+            coro__out_str(o, coro__wait_kind_name(rep->info->wait_kind));
             coro__out_str(o, "\"");
         } else {
             coro__out_str(o, "null");

@@ -282,7 +282,7 @@ int coro__format_pprof(int fd, const CoroDumpMeta *meta, const CoroBacktrace *bt
     field_msg(&pr.out, 1, &pr.tmp);
     for (size_t k = 0; k < ng; k++) {
         const CoroBacktrace *rep = &bts[ix[g[k].first]];
-        const CoroFrame *frames = rep->nframes ? rep->frames : &rep->entry;
+        const CoroFrame *frames = rep->nframes ? rep->frames : rep->entry;
         size_t nf = rep->nframes ? rep->nframes : 1;
         for (size_t i = 0; i < nf;) {
             size_t j = i;
@@ -294,9 +294,9 @@ int coro__format_pprof(int fd, const CoroDumpMeta *meta, const CoroBacktrace *bt
             i = j + 1;
         }
         field_u64(&sample, 2, g[k].count);
-        label(&pr, &sample, "state", coro__group_state(&rep->info));
-        if (coro__waiting(&rep->info)) {
-            label(&pr, &sample, "wait", coro__wait_kind_name(rep->info.wait_kind));
+        label(&pr, &sample, "state", coro__group_state(rep->info));
+        if (coro__waiting(rep->info)) {
+            label(&pr, &sample, "wait", coro__wait_kind_name(rep->info->wait_kind));
         }
         field_msg(&pr.out, 2, &sample);
     }

@@ -171,8 +171,8 @@ void coro__out_deadlocks_text(CoroOut *o, const CoroBacktrace *bts, const CoroDu
         coro__out_str(o, prefix);
         coro__out_str(o, "deadlock: coroutine ");
         for (size_t k = 0; k < dl->n; k++) {
-            const CoroInfo *ci = &bts[dl->members[k]].info;
-            const CoroInfo *next = &bts[dl->members[(k + 1) % dl->n]].info;
+            const CoroInfo *ci = bts[dl->members[k]].info;
+            const CoroInfo *next = bts[dl->members[(k + 1) % dl->n]].info;
             if (k == 0) {
                 out_who(o, ci, quoted);
             }
@@ -202,12 +202,12 @@ void coro__out_deadlocks_json(CoroOut *o, const CoroBacktrace *bts, const CoroDu
             if (k) {
                 coro__out_str(o, ",");
             }
-            coro__out_u64(o, bts[dl->members[k]].info.id);
+            coro__out_u64(o, bts[dl->members[k]].info->id);
         }
         coro__out_str(o, "],\"objects\":[");
         for (size_t k = 0; k < dl->n; k++) {
             coro__out_str(o, k ? ",\"" : "\"");
-            coro__out_hex(o, bts[dl->members[k]].info.wait_object);
+            coro__out_hex(o, bts[dl->members[k]].info->wait_object);
             coro__out_str(o, "\"");
         }
         coro__out_str(o, "]}");

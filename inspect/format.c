@@ -338,7 +338,7 @@ void coro__format_text_quoted(CoroOut *o, const char *s)
 
 static void text_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
 {
-    const CoroInfo *ci = &bt->info;
+    const CoroInfo *ci = bt->info;
     put(o, "coroutine ", 10);
     coro__out_u64(o, ci->id);
     if (ci->name[0]) {
@@ -366,18 +366,18 @@ static void text_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
     } else if (bt->truncated) {
         coro__out_str(o, "  (more frames not shown)\n");
     }
-    if (bt->created_at.pc) {
+    if (bt->created_at->pc) {
         coro__out_str(o, "  created by ");
-        out_text_str(o, bt->created_at.function ? bt->created_at.function : "??");
-        if (bt->created_at.file) {
+        out_text_str(o, bt->created_at->function ? bt->created_at->function : "??");
+        if (bt->created_at->file) {
             put(o, " at ", 4);
-            out_text_str(o, bt->created_at.file);
-            if (bt->created_at.line > 0) {
+            out_text_str(o, bt->created_at->file);
+            if (bt->created_at->line > 0) {
                 out_ch(o, ':');
-                coro__out_u64(o, (uint64_t)bt->created_at.line);
+                coro__out_u64(o, (uint64_t)bt->created_at->line);
             }
         } else {
-            text_location(o, &bt->created_at);
+            text_location(o, bt->created_at);
         }
         out_ch(o, '\n');
     }
@@ -420,7 +420,7 @@ void coro__format_json_frame(CoroOut *o, const CoroFrame *f)
 
 static void json_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
 {
-    const CoroInfo *ci = &bt->info;
+    const CoroInfo *ci = bt->info;
     coro__out_str(o, "{\"id\":");
     coro__out_u64(o, ci->id);
     coro__out_str(o, ",\"name\":");
@@ -434,10 +434,10 @@ static void json_one(CoroOut *o, const CoroBacktrace *bt, int64_t now_ns)
         put(o, "null", 4);
     }
     coro__out_str(o, ",\"entry\":");
-    coro__format_json_frame(o, &bt->entry);
+    coro__format_json_frame(o, bt->entry);
     coro__out_str(o, ",\"created_at\":");
-    if (bt->created_at.pc) {
-        coro__format_json_frame(o, &bt->created_at);
+    if (bt->created_at->pc) {
+        coro__format_json_frame(o, bt->created_at);
     } else {
         put(o, "null", 4);
     }
@@ -484,7 +484,7 @@ static void folded_text(CoroOut *o, const char *s)
 
 static const char *folded_name(const CoroBacktrace *bt)
 {
-    return bt->info.name[0] ? bt->info.name : "[unnamed]";
+    return bt->info->name[0] ? bt->info->name : "[unnamed]";
 }
 
 static const char *frame_label(const CoroFrame *f)
@@ -510,7 +510,7 @@ static int bt_cmp(const CoroBacktrace *a, const CoroBacktrace *b)
         return na < nb ? -1 : 1;
     }
     if (na == 0) {
-        return strcmp(coro__state_name(a->info.state), coro__state_name(b->info.state));
+        return strcmp(coro__state_name(a->info->state), coro__state_name(b->info->state));
     }
     return 0;
 }
@@ -555,7 +555,7 @@ static void folded_line(CoroOut *o, const CoroBacktrace *bt, uint64_t count)
     folded_text(o, folded_name(bt));
     if (bt->nframes == 0) {
         put(o, ";[", 2);
-        coro__out_str(o, coro__state_name(bt->info.state));
+        coro__out_str(o, coro__state_name(bt->info->state));
         out_ch(o, ']');
     }
     for (size_t i = bt->nframes; i-- > 0;) {

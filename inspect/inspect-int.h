@@ -39,6 +39,26 @@
 #define CORO_SNAPSHOT_MAX_SHARDS (1u * 1024u * 1024u)
 #define CORO_INFO_NAME_SIZE 64   /* names longer than this (target's name_size) are cut */
 
+/* A record's saved context: the callee-saved part of CoroMachineRegs (a record never holds
+ * the others), 72 bytes instead of 144 in each of 100,000 CoroInfo. */
+typedef struct CoroSavedRegs {
+    uint64_t rip, rsp, rbp, rbx, r12, r13, r14, r15;
+    unsigned valid;               /* CORO_MREG_* bits */
+    bool rip_is_return_address;
+} CoroSavedRegs;
+
+/* The full register set an unwinder starts from, from a saved context. */
+static inline CoroMachineRegs coro__saved_regs(const CoroSavedRegs *s)
+{
+    CoroMachineRegs m = {
+        .rip = s->rip, .rsp = s->rsp, .rbp = s->rbp, .rbx = s->rbx,
+        .r12 = s->r12, .r13 = s->r13, .r14 = s->r14, .r15 = s->r15,
+        .valid = s->valid & CORO_MREG_CALLEE_SAVED,
+        .rip_is_return_address = s->rip_is_return_address,
+    };
+    return m;
+}
+
 /* One live coroutine as read from a target's registry. Plain data: copy it freely. */
 typedef struct CoroInfo {
     uint64_t record;              /* target address of its registry record */
@@ -46,7 +66,7 @@ typedef struct CoroInfo {
     char name[CORO_INFO_NAME_SIZE]; /* NUL-terminated untrusted bytes; "" = unnamed */
     uint32_t state;               /* CORO_STATE_CREATED, _RUNNING, _SUSPENDED or _NESTED */
     int32_t tid;                  /* kernel tid it runs or last ran on; 0 unknown */
-    CoroMachineRegs regs;         /* saved context: valid == CORO_MREG_CALLEE_SAVED and
+    CoroSavedRegs regs;           /* saved context: valid == CORO_MREG_CALLEE_SAVED and
                                      rip_is_return_address, or valid == 0 when the record
                                      holds none (RUNNING) or it could not be read consistently */
     uint64_t stack_base;          /* lowest usable address */
@@ -86,6 +106,8 @@ typedef struct CoroRegistry {
     struct coro_debug_abi abi;    /* the target's descriptor, checked by coro__abi_read() */
     CoroInfo *coros;              /* live coroutines, in registry order (newest slab first) */
     size_t ncoros;
+    size_t nlive;                 /* live records seen: ncoros, or more when only some ids
+                                     were kept (coro__registry_read_ids) */
     CoroThreadInfo *threads;
     size_t nthreads;
     size_t unreadable;            /* records skipped because they could not be read */
@@ -128,6 +150,10 @@ int coro__registry_read_one(CoroTarget *t, const struct coro_debug_abi *abi, uin
 /* Reads the descriptor at abi_addr and the whole registry into *out (allocated: release with
  * coro__registry_free()). 0 or -errno (t->error says why). */
 int coro__registry_read(CoroTarget *t, uint64_t abi_addr, CoroRegistry *out);
+/* The same, keeping only the records whose id is one of ids[0..nids) (ids NULL: all): every
+ * record is still read and checked, but only those are stored (nlive counts them all). */
+int coro__registry_read_ids(CoroTarget *t, uint64_t abi_addr, const uint64_t *ids, size_t nids,
+                            CoroRegistry *out);
 void coro__registry_free(CoroRegistry *r);
 
 /* ------------------------------------------------------------------ targets */
@@ -253,19 +279,41 @@ int coro__symbolize(CoroSymbolizer *s, uint64_t pc, bool is_return_address, unsi
 
 /* One coroutine ready to print. */
 typedef struct CoroBacktrace {
-    CoroInfo info;
-    CoroFrame entry;          /* the entry function (exact address) */
-    CoroFrame created_at;     /* function file:line of the coro_create call; pc 0: unknown */
-    CoroFrame *frames;        /* innermost first; owned (coro__backtrace_fini frees) */
-    size_t nframes;
+    const CoroInfo *info;     /* borrowed: the CoroInfo it was built from (in a collection,
+                                 its registry's record: no copy of 376 bytes per coroutine) */
+    const CoroFrame *entry;   /* the entry function (exact address); never NULL */
+    const CoroFrame *created_at; /* function file:line of the coro_create call; pc 0:
+                                    unknown; never NULL. Both live where the frames do
+                                    (frames_borrowed), else in one array fini frees: in a
+                                    collection, equal ones are shared (read-only) */
+    CoroFrame *frames;        /* innermost first; owned (coro__backtrace_fini frees) unless
+                                 frames_borrowed */
+    char *error;              /* "" or why frames are missing or incomplete, one line (at most
+                                 CORO_BT_ERROR_MAX bytes). Set with coro__backtrace_error();
+                                 "" is coro__bt_no_error, shared; a message is owned (fini
+                                 frees it): no 128 bytes per coroutine that has none */
+    uint32_t nframes;         /* at most CORO_UNWIND_MAX_FRAMES */
     bool truncated;           /* stopped by the frame limit */
-    char error[128];          /* "" or why frames are missing or incomplete, one line */
+    bool frames_borrowed;     /* frames live in storage of the caller's (the options'
+                                 frames_buf, a collection's arena): fini does not free them */
+    bool sites_owned;         /* entry points to a 2-frame array (entry, created_at) the
+                                 backtrace owns: fini frees it */
 } CoroBacktrace;
+
+#define CORO_BT_ERROR_MAX 128
+extern char coro__bt_no_error[1];
+/* An all-zero frame (pc 0: unknown): entry and created_at of a records-only backtrace. */
+extern const CoroFrame coro__no_frame;
 
 typedef struct CoroBacktraceOptions {
     size_t max_frames;        /* 0: CORO_UNWIND_MAX_FRAMES */
     unsigned sym_flags;       /* CORO_SYM_* */
     unsigned unwind_flags;    /* CORO_UNWIND_* */
+    /* Where to build the frames instead of a malloc'd array (NULL: malloc), with room for
+     * frames_cap >= the frame limit plus 2 more (entry and created_at, at frames_cap and
+     * frames_cap + 1); the backtrace then borrows it (frames_borrowed). */
+    CoroFrame *frames_buf;
+    size_t frames_cap;
 } CoroBacktraceOptions;
 
 /*
@@ -274,13 +322,21 @@ typedef struct CoroBacktraceOptions {
  * live when given (its thread's or the caller's captured registers), else it gets no frames
  * and error "running on thread N". Frame 0 of a saved context is the public coroscope
  * function it is suspended in (coroscope-internal inline frames there are dropped). 0 or
- * -ENOMEM; unwind problems go to out->error with the frames found so far. Release with
- * coro__backtrace_fini().
+ * -ENOMEM; unwind problems go to out->error with the frames found so far. out->info points
+ * to co, which must outlive out. Release with coro__backtrace_fini() (which frees the frames
+ * unless they are borrowed).
  */
 int coro__backtrace_build(CoroUnwinder *u, CoroSymbolizer *s, const struct coro_debug_abi *abi,
                           const CoroInfo *co, const CoroMachineRegs *live,
                           const CoroBacktraceOptions *opts, CoroBacktrace *out);
 void coro__backtrace_fini(CoroBacktrace *bt);
+/* Leaves bt without frames (freed unless borrowed), keeping its info, entry, created_at and
+ * error: for a coroutine that moved while it was read. */
+void coro__backtrace_drop_frames(CoroBacktrace *bt);
+/* Sets bt->error (printf format; cut at CORO_BT_ERROR_MAX - 1 bytes), replacing any message
+ * it had. 0 or -ENOMEM (then the message is the placeholder "out of memory"). */
+int coro__backtrace_error(CoroBacktrace *bt, const char *fmt, ...)
+    __attribute__((format(printf, 2, 3)));
 
 /*
  * The frame a one-line summary of bt shows (ps's WHERE): the innermost frame of the user's
@@ -454,11 +510,20 @@ typedef struct CoroCollectOptions {
     CoroSymbolizer *symbolizer;   /* borrowed, or NULL: likewise */
     bool records_only;            /* no unwinding: bts[i].info only (coroscope top); no
                                      unwinder is made, the symbolizer only if given */
-    /* Called once the registry is read and sorted, before any backtrace is built (e.g. to
+    /* The target does not change while it is read (a stopped process): before unwinding, copy
+     * the top of each wanted suspended coroutine's stack (CORO_COLLECT_PREFETCH_BYTES above its
+     * saved stack pointer) a batch of CORO_COLLECT_PREFETCH_BATCH at a time through
+     * t->ops->prefetch, when the target has one. */
+    bool prefetch_stacks;
+    /* Called once the registry is read, before any backtrace is built (e.g. to
      * prefetch stacks); may be NULL. */
     void (*prepare)(const CoroRegistry *reg, void *arg);
     /* Leaves a coroutine out when it returns false (not counted anywhere). */
     bool (*want)(const CoroInfo *co, void *arg);
+    /* When ids is not NULL, only records with one of these ids are even kept from the
+     * registry (coro__registry_read_ids): reg.ncoros counts those, reg.nlive all. */
+    const uint64_t *ids;
+    size_t nids;
     /* Registers to unwind a coroutine from instead of its record (e.g. the caller's captured
      * context for the coroutine running the dump): buf is storage for the answer. NULL: the
      * default rule above. */
@@ -470,9 +535,12 @@ typedef struct CoroCollectOptions {
     void *arg;
 } CoroCollectOptions;
 
+#define CORO_COLLECT_PREFETCH_BYTES 4096u   /* the unwinder's first stack window */
+#define CORO_COLLECT_PREFETCH_BATCH 1024u   /* IOV_MAX: one syscall per batch */
+
 /* The result: every coroutine read, in id order, with the partial-record counts. */
 typedef struct CoroCollection {
-    CoroRegistry reg;             /* coros sorted by id */
+    CoroRegistry reg;             /* coros in registry order (bts are in id order) */
     CoroBacktrace *bts;           /* n backtraces, in id order */
     size_t n;
     size_t incomplete;            /* kept, but bts[i].error says frames are missing */
@@ -486,12 +554,20 @@ typedef struct CoroCollection {
     CoroSymbolizer *s;
     CoroUnwinder *own_u;
     CoroSymbolizer *own_s;
+    /* Every backtrace's frames, packed into blocks (no allocation per coroutine): bts[i].frames
+     * borrow from them until coro__collection_free; backtraces with equal frames side by side
+     * share one copy, so bts[i].frames are read-only. */
+    CoroFrame **frame_blocks;
+    size_t nblocks, block_used, block_cap;
+    CoroFrame *last_frames;       /* the frames packed last, and how many */
+    size_t last_n;
+    const CoroFrame *last_entry, *last_created_at; /* the sites packed last */
 } CoroCollection;
 
 /*
  * The one way every reader (CLI, coro_dump, the leak checks, the signal dump) collects: reads
- * the registry described at abi_addr, sorts it by id and builds each wanted coroutine's
- * backtrace. The partial-record rule (collect.c): a record read is always kept, marked by its
+ * the registry described at abi_addr and builds each wanted coroutine's backtrace, in id
+ * order. The partial-record rule (collect.c): a record read is always kept, marked by its
  * backtrace's error and counted in incomplete; an unreadable record is counted in unreadable.
  * 0 or -errno (t->error says why); release with coro__collection_free().
  */

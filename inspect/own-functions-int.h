@@ -78,7 +78,9 @@ static inline int coro__own_function_cmp(const void *key, const void *elem)
 /* True when name is one of coroscope's public functions. */
 static inline bool coro__own_function(const char *name)
 {
-    return name && bsearch(name, coro__own_functions,
+    /* Every name starts with "coro_": most frames (the user's) are out after 5 bytes. */
+    return name && name[0] == 'c' && name[1] == 'o' && name[2] == 'r' && name[3] == 'o' &&
+           name[4] == '_' && bsearch(name, coro__own_functions,
                            sizeof(coro__own_functions) / sizeof(coro__own_functions[0]),
                            sizeof(coro__own_functions[0]), coro__own_function_cmp) != NULL;
 }

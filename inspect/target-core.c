@@ -696,6 +696,7 @@ int coro__target_core_open(const char *core, const char *exe, CoroTarget **out, 
     }
     c->e.base.ops = &core_ops;
     c->e.base.frozen_clock = true;
+    c->e.base.frozen_memory = true;   /* a file: one read of a record is as good as two */
     c->fd = -1;
     snprintf(c->e.what, sizeof(c->e.what), "core file %s", core);
     if (exe && !(c->exe = strdup(exe))) {

@@ -45,6 +45,11 @@ typedef struct CoroTargetOps {
     int (*report_modules)(CoroTarget *t, Dwfl *dwfl);
     /* Releases what the target holds (detaches from a pid); then frees t. */
     void (*close)(CoroTarget *t);
+    /* Optional (NULL: reads stay one by one). Copies the n ranges [addrs[i], addrs[i] +
+     * lens[i]) in a few syscalls, so that later reads inside one of them are a memcpy; only
+     * for memory that does not change meanwhile (a stopped process). Replaces the previous
+     * set; ranges that cannot be read are left out. 0 or -errno. */
+    int (*prefetch)(CoroTarget *t, const uint64_t *addrs, const uint64_t *lens, size_t n);
 } CoroTargetOps;
 
 struct CoroTarget {
@@ -54,7 +59,35 @@ struct CoroTarget {
     char error[256];           /* last error, one line: what, which, why (per handle) */
     bool frozen_clock;         /* a core file: no clock of its own; "waiting for" durations
                                   use the registry's last clock reading (debug-abi.h) */
+    bool frozen_memory;        /* nothing changes its memory while it is read (a core, a
+                                  process with every thread in a ptrace stop): one read of a
+                                  record is as good as two */
 };
+
+/* Copies of many ranges of a live process (prefetch.c), for the targets' prefetch op. */
+#define CORO_PREFETCH_MAX_RANGES (16u * 1024u * 1024u)
+#define CORO_PREFETCH_MAX_LEN (1u << 20)
+typedef struct CoroPrefetchRange {
+    uint64_t addr, len;
+    size_t off;               /* into CoroPrefetch.buf */
+} CoroPrefetchRange;
+typedef struct CoroPrefetch {
+    CoroPrefetchRange *r;     /* the ranges read, sorted by address, not overlapping */
+    size_t n, cap;
+    char *buf;
+    size_t bufcap;
+} CoroPrefetch;
+
+/* Reads the ranges of process pid into p (zero-initialised, or filled before: its buffers are
+ * reused), replacing what it held. -EINVAL for a range longer than CORO_PREFETCH_MAX_LEN,
+ * wrapping or overlapping another, or more than CORO_PREFETCH_MAX_RANGES; -ENOMEM; else 0
+ * (ranges that fault are left out; *refused, when given, is set when process_vm_readv is not
+ * allowed at all). */
+int coro__prefetch_fill(CoroPrefetch *p, pid_t pid, const uint64_t *addrs, const uint64_t *lens,
+                        size_t n, bool *refused);
+/* Copies [addr, addr + len) from p when one range holds all of it: true, else false. */
+bool coro__prefetch_read(const CoroPrefetch *p, uint64_t addr, void *buf, size_t len);
+void coro__prefetch_fini(CoroPrefetch *p);
 
 /* A Dwfl_Callbacks.find_elf for readers of this very process: opens module files without
  * mapping them, so that outside readers do not see them as extra modules (elf-open.c). */

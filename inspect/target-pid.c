@@ -44,6 +44,7 @@ typedef struct PidTarget {
     size_t nthreads, cap;
     struct PidTarget *next_open; /* on open_targets once its Dwfl exists */
     bool listed;
+    CoroPrefetch pre;      /* pid_prefetch(): copies served before any syscall */
 } PidTarget;
 
 static char *pid_debuginfo_path;
@@ -147,6 +148,9 @@ static int pid_read(CoroTarget *t, uint64_t addr, void *buf, size_t len)
     if (addr + len < addr) {
         return -EFAULT;
     }
+    if (p->pre.n && coro__prefetch_read(&p->pre, addr, buf, len)) {
+        return 0;
+    }
     if (p->vm_readv_ok) {
         struct iovec local = { buf, len };
         struct iovec remote = { (void *)(uintptr_t)addr, len };
@@ -181,6 +185,23 @@ static int pid_read(CoroTarget *t, uint64_t addr, void *buf, size_t len)
         done += (size_t)n;
     }
     return 0;
+}
+
+/* Only while the process is stopped (the CLI's ps and bt): the collect driver prefetches the
+ * tops of the stacks it is about to unwind, a batch at a time. */
+static int pid_prefetch(CoroTarget *t, const uint64_t *addrs, const uint64_t *lens, size_t n)
+{
+    PidTarget *p = (PidTarget *)t;
+    if (!p->vm_readv_ok || !t->frozen_memory) {
+        p->pre.n = 0;   /* refused, or not stopped: memory may change under us */
+        return 0;
+    }
+    bool refused = false;
+    int rc = coro__prefetch_fill(&p->pre, t->pid, addrs, lens, n, &refused);
+    if (refused) {
+        p->vm_readv_ok = false;
+    }
+    return rc;
 }
 
 static PidThread *find_thread(PidTarget *p, int32_t tid)
@@ -252,6 +273,7 @@ static void pid_close(CoroTarget *t)
     if (p->mem_fd >= 0) {
         close(p->mem_fd);
     }
+    coro__prefetch_fini(&p->pre);
     free(p->threads);
     free(p->e.tids);
     free(p);
@@ -262,6 +284,7 @@ static const CoroTargetOps pid_ops = {
     .thread_regs = pid_thread_regs,
     .report_modules = pid_report_modules,
     .close = pid_close,
+    .prefetch = pid_prefetch,
 };
 
 static long now_ms(void)
@@ -488,6 +511,8 @@ int coro__target_pid_open_mode(pid_t pid, bool stop, CoroTarget **out, char *err
         return p->e.tids ? -ESRCH : -ENOMEM;
     }
     p->e.ntids = nstopped;
+    /* A thread that did not reach its stop in time still runs and may write anywhere. */
+    p->e.base.frozen_memory = nstopped == p->nthreads;
 modules:;
     char path[64];
     snprintf(path, sizeof(path), "/proc/%d/mem", (int)pid);
@@ -520,6 +545,9 @@ modules:;
 void coro__target_resume(CoroTarget *t)
 {
     if (t->ops == &pid_ops) {
+        /* Running again: the copies would go stale. */
+        ((PidTarget *)t)->pre.n = 0;
+        t->frozen_memory = false;
         detach_all((PidTarget *)t);
     }
 }

@@ -20,42 +20,12 @@
 
 extern struct coro_debug_abi coroscope_debug_abi;
 
-/* A range copied ahead of time by coro__self_target_prefetch(). */
-typedef struct Prefetched {
-    uint64_t addr, len;
-    size_t off;           /* into SelfTarget.pre_buf */
-} Prefetched;
-
 typedef struct SelfTarget {
     CoroTarget base;
     int memfd;            /* /proc/self/mem, opened on first need */
     bool no_vm_readv;
-    Prefetched *pre;      /* sorted by addr, not overlapping */
-    size_t npre;
-    char *pre_buf;
+    CoroPrefetch pre;     /* coro__self_target_prefetch() */
 } SelfTarget;
-
-static int find_prefetched(const SelfTarget *s, uint64_t addr, size_t len, const char **out)
-{
-    size_t lo = 0, hi = s->npre;
-    while (lo < hi) {
-        size_t mid = lo + (hi - lo) / 2;
-        if (s->pre[mid].addr <= addr) {
-            lo = mid + 1;
-        } else {
-            hi = mid;
-        }
-    }
-    if (lo == 0) {
-        return 0;
-    }
-    const Prefetched *p = &s->pre[lo - 1];
-    if (addr - p->addr > p->len || len > p->len - (addr - p->addr)) {
-        return 0;
-    }
-    *out = s->pre_buf + p->off + (addr - p->addr);
-    return 1;
-}
 
 static int self_read(CoroTarget *t, uint64_t addr, void *buf, size_t len)
 {
@@ -66,9 +36,7 @@ static int self_read(CoroTarget *t, uint64_t addr, void *buf, size_t len)
     if (addr + len < addr) {
         return -EFAULT;
     }
-    const char *copy;
-    if (s->npre && find_prefetched(s, addr, len, &copy)) {
-        memcpy(buf, copy, len);
+    if (s->pre.n && coro__prefetch_read(&s->pre, addr, buf, len)) {
         return 0;
     }
     if (!s->no_vm_readv) {
@@ -121,78 +89,24 @@ static int self_report_modules(CoroTarget *t, Dwfl *dwfl)
     return 0;
 }
 
-static int by_addr(const void *a, const void *b)
-{
-    uint64_t x = ((const Prefetched *)a)->addr, y = ((const Prefetched *)b)->addr;
-    return x < y ? -1 : x > y;
-}
-
 int coro__self_target_prefetch(CoroTarget *t, const uint64_t *addrs, const uint64_t *lens,
                                size_t n)
 {
     SelfTarget *s = (SelfTarget *)t;
-    coro__self_target_prefetch_drop(t);
-    size_t total = 0;
-    for (size_t i = 0; i < n; i++) {
-        if (lens[i] > (1u << 20) || addrs[i] + lens[i] < addrs[i]) {
-            return -EINVAL;
-        }
-        total += lens[i];
+    if (s->no_vm_readv) {
+        s->pre.n = 0;
+        return 0;
     }
-    s->pre = malloc((n ? n : 1) * sizeof(*s->pre));
-    s->pre_buf = malloc(total ? total : 1);
-    if (!s->pre || !s->pre_buf) {
+    int rc = coro__prefetch_fill(&s->pre, t->pid, addrs, lens, n, NULL);
+    if (rc < 0) {
         coro__self_target_prefetch_drop(t);
-        return -ENOMEM;
     }
-    size_t off = 0;
-    for (size_t i = 0; i < n; i++) {
-        s->pre[i] = (Prefetched){ addrs[i], lens[i], off };
-        off += lens[i];
-    }
-    qsort(s->pre, n, sizeof(*s->pre), by_addr);
-    for (size_t i = 1; i < n; i++) {
-        if (s->pre[i - 1].addr + s->pre[i - 1].len > s->pre[i].addr) {
-            coro__self_target_prefetch_drop(t);
-            return -EINVAL;     /* overlapping ranges: the caller's data is corrupt */
-        }
-    }
-    /* Up to IOV_MAX ranges per call. A range that faults ends the call there: it is left
-     * out (reads of it take the slow path, which reports the fault) and the rest goes on. */
-    size_t kept = 0;
-    struct iovec local[256], remote[256];
-    for (size_t i = 0; i < n && !s->no_vm_readv;) {
-        size_t k = 0, want = 0;
-        for (; k < 256 && i + k < n; k++) {
-            const Prefetched *p = &s->pre[i + k];
-            local[k] = (struct iovec){ s->pre_buf + p->off, p->len };
-            remote[k] = (struct iovec){ (void *)(uintptr_t)p->addr, p->len };
-            want += p->len;
-        }
-        ssize_t got = process_vm_readv(t->pid, local, k, remote, k, 0);
-        if (got < 0 && errno != EFAULT && errno != ENOMEM) {
-            break;
-        }
-        size_t done = got > 0 ? (size_t)got : 0, j = 0;
-        for (; j < k && done >= s->pre[i + j].len; j++) {
-            done -= s->pre[i + j].len;
-            s->pre[kept++] = s->pre[i + j];
-        }
-        i += j < k ? j + 1 : k;     /* skip the range that faulted */
-        (void)want;
-    }
-    s->npre = kept;
-    return 0;
+    return rc;
 }
 
 void coro__self_target_prefetch_drop(CoroTarget *t)
 {
-    SelfTarget *s = (SelfTarget *)t;
-    free(s->pre);
-    free(s->pre_buf);
-    s->pre = NULL;
-    s->pre_buf = NULL;
-    s->npre = 0;
+    coro__prefetch_fini(&((SelfTarget *)t)->pre);
 }
 
 static void self_close(CoroTarget *t)

@@ -56,6 +56,9 @@ struct CoroUnwinder {
     unsigned char *win;
     uint64_t win_lo, win_hi;
     uint64_t stack_lo, stack_hi;
+    uint64_t first_lo;          /* the walk's starting sp (8-aligned) when inside the stack:
+                                   the first window starts there, where the collect driver's
+                                   prefetch starts (CORO_COLLECT_PREFETCH_BYTES) */
 };
 
 CoroUnwinder *coro__unwinder_create(CoroTarget *t, Dwfl *dwfl, const struct coro_debug_abi *abi)
@@ -277,6 +280,9 @@ static int read_u64(CoroUnwinder *u, uint64_t addr, uint64_t *v)
     }
     if (u->stack_lo < u->stack_hi && addr >= u->stack_lo && addr + 8 <= u->stack_hi) {
         uint64_t lo = addr & ~(uint64_t)7;
+        if (u->first_lo && addr >= u->first_lo && addr - u->first_lo <= WINDOW_SIZE - 8) {
+            lo = u->first_lo;
+        }
         uint64_t hi = u->stack_hi - lo > WINDOW_SIZE ? lo + WINDOW_SIZE : u->stack_hi;
         if (u->t->ops->read(u->t, lo, u->win, hi - lo) == 0) {
             u->win_lo = lo;
@@ -398,6 +404,11 @@ int coro__unwind(CoroUnwinder *u, const CoroMachineRegs *regs, uint64_t stack_lo
     u->stack_lo = stack_lo;
     u->stack_hi = stack_hi;
     u->win_lo = u->win_hi = 0;
+    u->first_lo = 0;
+    if (stack_lo < stack_hi && (regs->rsp & ~(uint64_t)7) >= stack_lo &&
+        regs->rsp < stack_hi) {
+        u->first_lo = regs->rsp & ~(uint64_t)7;
+    }
     bool is_ra = regs->rip_is_return_address;
 
     for (size_t depth = 0;; depth++) {

@@ -41,7 +41,7 @@ size_t coro__warnings_count(const CoroBacktrace *bts, size_t n, const CoroDumpMe
     size_t count = 0;
     int64_t now = coro__meta_now(meta), d;
     for (size_t i = 0; i < n; i++) {
-        count += warning_of(&bts[i].info, now, meta ? &meta->warn : NULL, &d) != 0;
+        count += warning_of(bts[i].info, now, meta ? &meta->warn : NULL, &d) != 0;
     }
     return count;
 }
@@ -80,7 +80,7 @@ void coro__out_warnings_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
 {
     int64_t now = coro__meta_now(meta);
     for (size_t i = 0; i < n; i++) {
-        const CoroInfo *ci = &bts[i].info;
+        const CoroInfo *ci = bts[i].info;
         int64_t d = 0;
         int w = warning_of(ci, now, meta ? &meta->warn : NULL, &d);
         if (!w) {
@@ -104,7 +104,7 @@ void coro__out_warnings_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
             coro__out_str(o, " was created ");
             coro__out_duration(o, d);
             coro__out_str(o, " ago and never entered");
-            out_site(o, &bts[i].created_at);
+            out_site(o, bts[i].created_at);
             coro__out_str(o, "\n");
         }
     }
@@ -120,7 +120,7 @@ void coro__out_warnings_json(CoroOut *o, const CoroBacktrace *bts, size_t n,
     coro__out_str(o, "[");
     for (size_t i = 0; i < n; i++) {
         int64_t d = 0;
-        int w = warning_of(&bts[i].info, now, meta ? &meta->warn : NULL, &d);
+        int w = warning_of(bts[i].info, now, meta ? &meta->warn : NULL, &d);
         if (!w) {
             continue;
         }
@@ -128,7 +128,7 @@ void coro__out_warnings_json(CoroOut *o, const CoroBacktrace *bts, size_t n,
         first = false;
         coro__out_str(o, w == CORO_WARN_LONG_WAIT ? "long-wait" : "never-entered");
         coro__out_str(o, "\",\"id\":");
-        coro__out_u64(o, bts[i].info.id);
+        coro__out_u64(o, bts[i].info->id);
         coro__out_str(o, ",\"for_ns\":");
         coro__out_u64(o, (uint64_t)d);
         coro__out_str(o, "}");
@@ -150,9 +150,9 @@ void coro__out_stall_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
     coro__out_str(o, "stall: coroutine ");
     coro__out_u64(o, st->id);
     for (size_t i = 0; i < n; i++) {
-        if (bts[i].info.id == st->id && bts[i].info.name[0]) {
+        if (bts[i].info->id == st->id && bts[i].info->name[0]) {
             coro__out_str(o, " ");
-            quoted(o, bts[i].info.name);
+            quoted(o, bts[i].info->name);
         }
     }
     coro__out_str(o, " on thread ");

@@ -93,6 +93,10 @@ static void test_own_functions_are_what_the_headers_declare(void **state)
     for (size_t i = 1; i < NOWN; i++) {
         assert_true(strcmp(coro__own_functions[i - 1], coro__own_functions[i]) < 0);
     }
+    /* coro__own_function() rejects names without the prefix before searching. */
+    for (size_t i = 0; i < NOWN; i++) {
+        assert_int_equal(strncmp(coro__own_functions[i], "coro_", 5), 0);
+    }
     /* include/coroscope/ beside this file's tests/ directory. */
     char dir[4096];
     snprintf(dir, sizeof(dir), "%s", __FILE__);

@@ -76,7 +76,7 @@ static void fake_close(CoroTarget *t)
 {
 }
 
-static const CoroTargetOps fake_ops = { fake_read, fake_regs, fake_modules, fake_close };
+static const CoroTargetOps fake_ops = { fake_read, fake_regs, fake_modules, fake_close, NULL };
 
 #define REC0 (FAKE_BASE + 4096)
 
@@ -430,10 +430,11 @@ static void test_unwinder_matches_libunwind(void **state)
         uint64_t ours[64], theirs[64];
         size_t n = 0;
         char why[128];
-        int rc = coro__unwind(unw, &ci->regs, ci->stack_base, ci->stack_base + ci->stack_size,
+        CoroMachineRegs regs = coro__saved_regs(&ci->regs);
+        int rc = coro__unwind(unw, &regs, ci->stack_base, ci->stack_base + ci->stack_size,
                               0, ours, 64, &n, why, sizeof(why));
         assert_int_equal(rc, 0);
-        size_t m = libunwind_pcs(&ci->regs, theirs, 64);
+        size_t m = libunwind_pcs(&regs, theirs, 64);
         /* coro_yield, chain_c, chain_b, chain_a; libunwind also shows the trampoline. */
         assert_int_equal(n, 4);
         assert_true(m >= n);
@@ -464,7 +465,7 @@ static void test_unwinder_stops_with_a_reason(void **state)
 
     /* Stack and frame pointer in unmapped memory (the CFA may be either, depending on the
      * build's flags): frame 0 is known, then the read fails. */
-    CoroMachineRegs bad = ci.regs;
+    CoroMachineRegs bad = coro__saved_regs(&ci.regs);
     bad.rsp = 0x1000;
     bad.rbp = 0x1000;
     assert_int_equal(coro__unwind(unw, &bad, 0, 0, 0, pcs, 16, &n, why, sizeof(why)), -EFAULT);
@@ -473,7 +474,7 @@ static void test_unwinder_stops_with_a_reason(void **state)
     assert_non_null(strstr(why, "cannot read the stack at 0x"));
 
     /* Stack pointer outside the coroutine's stack bounds. */
-    bad = ci.regs;
+    bad = coro__saved_regs(&ci.regs);
     bad.rsp = ci.stack_base + ci.stack_size + 4096;
     bad.rbp = bad.rsp;
     assert_int_equal(coro__unwind(unw, &bad, ci.stack_base, ci.stack_base + ci.stack_size, 0,
@@ -481,13 +482,14 @@ static void test_unwinder_stops_with_a_reason(void **state)
     assert_non_null(strstr(why, "outside the stack"));
 
     /* A pc in no module. */
-    bad = ci.regs;
+    bad = coro__saved_regs(&ci.regs);
     bad.rip = 0x10;
     assert_int_equal(coro__unwind(unw, &bad, 0, 0, 0, pcs, 16, &n, why, sizeof(why)), -ENOENT);
     assert_non_null(strstr(why, "no unwind information"));
 
     /* The frame limit. */
-    assert_int_equal(coro__unwind(unw, &ci.regs, 0, 0, 0, pcs, 2, &n, why, sizeof(why)), 1);
+    CoroMachineRegs good = coro__saved_regs(&ci.regs);
+    assert_int_equal(coro__unwind(unw, &good, 0, 0, 0, pcs, 2, &n, why, sizeof(why)), 1);
     assert_int_equal(n, 2);
 
     /* A backtrace built from bad registers keeps frame 0 and says why it stops (the stack
@@ -539,7 +541,8 @@ static void test_unwind_through_an_interrupted_switch(void **state)
     uint64_t want[16], got[16];
     size_t nwant, ngot;
     char why[128];
-    assert_int_equal(coro__unwind(unw, &ci->regs, 0, 0, 0, want, 16, &nwant, why, sizeof(why)),
+    CoroMachineRegs saved = coro__saved_regs(&ci->regs);
+    assert_int_equal(coro__unwind(unw, &saved, 0, 0, 0, want, 16, &nwant, why, sizeof(why)),
                      0);
     CoroMachineRegs m;
     memset(&m, 0, sizeof(m));
@@ -581,7 +584,7 @@ static void test_torn_record_gets_a_reason_not_frames(void **state)
                      0);
     assert_int_equal(bt.nframes, 0);
     assert_non_null(strstr(bt.error, "could not be read consistently"));
-    assert_string_equal(bt.entry.function, "chain_a_o2");
+    assert_string_equal(bt.entry->function, "chain_a_o2");
     coro__backtrace_fini(&bt);
 }
 
