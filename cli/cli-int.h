@@ -30,6 +30,9 @@ void cli_duration_cell(int64_t ns, char *buf, size_t size);
 /* A number in [min, max] (strtod syntax, nothing after it). */
 bool cli_number(const char *s, double min, double max, double *out);
 
+/* ps's table, deadlock and warning lines on stdout (ps.c). */
+void cli_print_ps(const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta);
+
 /* coroscope top ARGS... (argv[0] is "top"): the exit status. */
 int cli_top(int argc, char **argv);
 
