@@ -271,6 +271,17 @@ static inline __attribute__((always_inline)) void do_switch(CoroShard *sh, CoroR
 }
 #endif
 
+/* Loads the C++ exception state of the context being entered into the thread's (no-op in a
+ * program without the C++ runtime). */
+static inline __attribute__((always_inline)) void eh_load(CoroShard *sh, const CoroRegs *to)
+{
+    CoroEhGlobals *g = sh->eh;
+    if (g) {
+        g->caught = (void *)(uintptr_t)to->eh_caught;
+        g->uncaught = to->eh_uncaught;
+    }
+}
+
 /* Saves the thread's C++ exception state into the context being left and loads the one of
  * the context being entered (switch-x86_64.S does the same on its fast paths). */
 static inline __attribute__((always_inline)) void eh_swap(CoroShard *sh, CoroRegs *from,
@@ -280,9 +291,8 @@ static inline __attribute__((always_inline)) void eh_swap(CoroShard *sh, CoroReg
     if (g) {
         from->eh_caught = (uint64_t)(uintptr_t)g->caught;
         from->eh_uncaught = g->uncaught;
-        g->caught = (void *)(uintptr_t)to->eh_caught;
-        g->uncaught = to->eh_uncaught;
     }
+    eh_load(sh, to);
 }
 
 /* The fields the stall watchdog (inspect/watchdog.c) reads from its own thread while this one
@@ -580,11 +590,9 @@ void coro__terminate(Coroutine *co)
      * else runs on this thread before coro__switch_exit() has left it. */
     release(sh, co);
     const CoroRegs *regs = to ? &to->regs : &sh->leader;
-    if (sh->eh) {
-        /* co's own state is over: its entry returned, so nothing is caught or in flight. */
-        sh->eh->caught = (void *)(uintptr_t)regs->eh_caught;
-        sh->eh->uncaught = regs->eh_uncaught;
-    }
+    /* co's own exception state is over (its entry returned: nothing caught or in flight):
+     * nothing to save. */
+    eh_load(sh, regs);
 #ifdef CORO_C_SWITCH
     san_start_switch(sh, to, NULL);
 #endif
