@@ -151,7 +151,7 @@ void coro__out_wait_json(CoroOut *o, const CoroInfo *ci, int64_t now_ns)
     coro__out_str(o, "}");
 }
 
-static void out_who(CoroOut *o, const CoroInfo *ci, void (*str)(CoroOut *, const char *))
+void coro__out_who(CoroOut *o, const CoroInfo *ci, void (*str)(CoroOut *, const char *))
 {
     coro__out_u64(o, ci->id);
     if (ci->name[0]) {
@@ -174,7 +174,7 @@ void coro__out_deadlocks_text(CoroOut *o, const CoroBacktrace *bts, const CoroDu
             const CoroInfo *ci = bts[dl->members[k]].info;
             const CoroInfo *next = bts[dl->members[(k + 1) % dl->n]].info;
             if (k == 0) {
-                out_who(o, ci, quoted);
+                coro__out_who(o, ci, quoted);
             }
             coro__out_str(o, k == 0 ? " waits for " : ", which waits for ");
             coro__out_str(o, coro__wait_kind_name(ci->wait_kind));
@@ -182,7 +182,7 @@ void coro__out_deadlocks_text(CoroOut *o, const CoroBacktrace *bts, const CoroDu
             coro__out_hex(o, ci->wait_object);
             coro__out_str(o, " held by ");
             if (k + 1 < dl->n) {
-                out_who(o, next, quoted);
+                coro__out_who(o, next, quoted);
             } else {
                 coro__out_u64(o, next->id);
             }

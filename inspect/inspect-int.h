@@ -457,15 +457,16 @@ void coro__format_text_frame(CoroOut *o, size_t i, const CoroFrame *f);
 void coro__format_json_frame(CoroOut *o, const CoroFrame *f);
 void coro__format_text_partial(CoroOut *o, const CoroDumpMeta *meta);
 void coro__format_text_quoted(CoroOut *o, const char *s);
+/* `ID "name"` (just the id when unnamed), the name through str (format-wait.c). */
+void coro__out_who(CoroOut *o, const CoroInfo *ci, void (*str)(CoroOut *, const char *));
 
 /* The single-snapshot warnings (warnings.c): long wait and never entered, one text line each
- * (after prefix), or the JSON "warnings" array; and how many there are. CORO_SIGNAL_SAFE. */
+ * (after prefix), or the JSON "warnings" array. CORO_SIGNAL_SAFE. */
 void coro__out_warnings_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
                              const CoroDumpMeta *meta, const char *prefix,
                              void (*quoted)(CoroOut *, const char *));
 void coro__out_warnings_json(CoroOut *o, const CoroBacktrace *bts, size_t n,
                              const CoroDumpMeta *meta);
-size_t coro__warnings_count(const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta);
 /* A stall report's header (meta->stall; nothing without one): the text line after prefix, or
  * the JSON ',"stall":{...}' member. CORO_SIGNAL_SAFE. */
 void coro__out_stall_text(CoroOut *o, const CoroBacktrace *bts, size_t n,

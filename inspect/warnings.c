@@ -5,9 +5,11 @@
  *   never entered  created >= never_entered_ns ago (default 60 s) and never entered (only
  *                  coroutines created inside a running loop have a creation time)
  * (The deadlock lines are format-wait.c's; "stalled" needs two samples: top and the in-process
- * watchdog, whose report's header is printed here too.) Durations are against the snapshot's "now" (coro__meta_now): for a core, its last
- * clock reading. No stdio, no allocation: the signal dump prints through here too.
+ * watchdog, whose report's header is printed here too.) Durations are against the snapshot's
+ * "now" (coro__meta_now): for a core, its last clock reading. No stdio, no allocation: the signal dump prints through here too.
  */
+#include <string.h>
+
 #include "inspect-int.h"
 
 static int64_t limit(int64_t v, int64_t dflt)
@@ -36,16 +38,6 @@ static int warning_of(const CoroInfo *ci, int64_t now, const CoroWarnLimits *lim
     return 0;
 }
 
-size_t coro__warnings_count(const CoroBacktrace *bts, size_t n, const CoroDumpMeta *meta)
-{
-    size_t count = 0;
-    int64_t now = coro__meta_now(meta), d;
-    for (size_t i = 0; i < n; i++) {
-        count += warning_of(bts[i].info, now, meta ? &meta->warn : NULL, &d) != 0;
-    }
-    return count;
-}
-
 static void out_site(CoroOut *o, const CoroFrame *f)
 {
     if (!f->pc || !f->function) {
@@ -54,12 +46,7 @@ static void out_site(CoroOut *o, const CoroFrame *f)
     coro__out_str(o, " (created at ");
     coro__out_str(o, f->function);
     if (f->file && f->line > 0) {
-        const char *base = f->file;
-        for (const char *p = f->file; *p; p++) {
-            if (*p == '/') {
-                base = p + 1;
-            }
-        }
+        const char *base = strrchr(f->file, '/') ? strrchr(f->file, '/') + 1 : f->file;
         coro__out_str(o, " ");
         coro__out_str(o, base);
         coro__out_str(o, ":");
@@ -89,11 +76,7 @@ void coro__out_warnings_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
         coro__out_str(o, prefix);
         coro__out_str(o, w == CORO_WARN_LONG_WAIT ? "warning: long wait: coroutine "
                                                   : "warning: never entered: coroutine ");
-        coro__out_u64(o, ci->id);
-        if (ci->name[0]) {
-            coro__out_str(o, " ");
-            quoted(o, ci->name);
-        }
+        coro__out_who(o, ci, quoted);
         if (w == CORO_WARN_LONG_WAIT) {
             coro__out_str(o, " has waited ");
             coro__out_duration(o, d);
@@ -148,12 +131,14 @@ void coro__out_stall_text(CoroOut *o, const CoroBacktrace *bts, size_t n,
     }
     coro__out_str(o, prefix);
     coro__out_str(o, "stall: coroutine ");
-    coro__out_u64(o, st->id);
-    for (size_t i = 0; i < n; i++) {
-        if (bts[i].info->id == st->id && bts[i].info->name[0]) {
-            coro__out_str(o, " ");
-            quoted(o, bts[i].info->name);
-        }
+    const CoroInfo *ci = NULL;
+    for (size_t i = 0; i < n && !ci; i++) {
+        ci = bts[i].info->id == st->id ? bts[i].info : NULL;
+    }
+    if (ci) {
+        coro__out_who(o, ci, quoted);
+    } else {
+        coro__out_u64(o, st->id);
     }
     coro__out_str(o, " on thread ");
     coro__out_i64(o, st->tid);
