@@ -88,6 +88,21 @@ static void out_where(CoroOut *o, uint64_t pc)
  * (`reporting`), and the process dies after it. */
 static CoroOut overflow_out;
 
+static NO_ASAN bool stack_word(uint64_t addr, uint64_t *v, void *arg)
+{
+    *v = *(const uint64_t *)(uintptr_t)addr;
+    return true;
+}
+
+static void scanned_frame(CoroOut *o, unsigned n, uint64_t ra, void *arg)
+{
+    coro__out_str(o, "  #");
+    coro__out_u64(o, n);
+    coro__out_str(o, n < 10 ? "  " : " ");
+    out_where(o, ra - 1);
+    coro__out_str(o, "\n");
+}
+
 static NO_ASAN void report_overflow(const unsigned char *rec, uint64_t base, uint64_t size,
                             const ucontext_t *uc)
 {
@@ -125,43 +140,8 @@ static NO_ASAN void report_overflow(const unsigned char *rec, uint64_t base, uin
     coro__out_str(o, "  #0  ");
     out_where(o, pc);
     coro__out_str(o, "\n");
-    uint64_t top = base + size;
-    uint64_t p = sp < base ? base : (sp + 7) & ~(uint64_t)7;
-    unsigned shown = 1;
-    uint64_t last = 0, repeats = 0;
-    for (; p + 8 <= top && shown < SCAN_FRAMES; p += 8) {
-        uint64_t v = *(const uint64_t *)(uintptr_t)p;
-        if (!coro__sigsym_module_of(v) || !coro__sigsym_after_call(v)) {
-            continue;
-        }
-        if (v - 1 >= coroscope_debug_abi.trampoline_start &&
-            v - 1 < coroscope_debug_abi.trampoline_end) {
-            break;          /* the bottom of the coroutine stack */
-        }
-        if (v == last) {
-            repeats++;      /* recursion: say how deep instead of repeating the line */
-            continue;
-        }
-        if (repeats) {
-            coro__out_str(o, "      (the line above repeated ");
-            coro__out_u64(o, repeats);
-            coro__out_str(o, " more times)\n");
-            repeats = 0;
-        }
-        last = v;
-        coro__out_str(o, "  #");
-        coro__out_u64(o, shown);
-        coro__out_str(o, shown < 10 ? "  " : " ");
-        out_where(o, v - 1);
-        coro__out_str(o, "\n");
-        shown++;
-    }
-    if (repeats) {
-        coro__out_str(o, "      (the line above repeated ");
-        coro__out_u64(o, repeats);
-        coro__out_str(o, " more times)\n");
-    }
-    if (p + 8 <= top && shown >= SCAN_FRAMES) {
+    if (coro__sig_scan_stack(o, sp < base ? base : sp, base + size, SCAN_FRAMES, stack_word,
+                             scanned_frame, NULL)) {
         coro__out_str(o, "  ...\n");
     }
     coro__out_str(o, "  (return addresses found by scanning the stack; file:line with addr2line "

@@ -78,6 +78,52 @@ static void out_repeats(CoroOut *o, uint64_t *repeats)
     }
 }
 
+bool coro__sig_scan_stack(CoroOut *o, uint64_t lo, uint64_t hi, unsigned max,
+                          bool (*read)(uint64_t addr, uint64_t *v, void *arg),
+                          void (*frame)(CoroOut *o, unsigned n, uint64_t ra, void *arg),
+                          void *arg)
+{
+    const struct coro_debug_abi *abi = &coroscope_debug_abi;
+    unsigned n = 1;
+    uint64_t last = 0, repeats = 0, a = (lo + 7) & ~(uint64_t)7;
+    for (; a + 8 <= hi && n < max; a += 8) {
+        uint64_t v;
+        if (!read(a, &v, arg)) {
+            break;
+        }
+        if (!coro__sigsym_module_of(v) || !coro__sigsym_after_call(v)) {
+            continue;
+        }
+        if (v - 1 >= abi->trampoline_start && v - 1 < abi->trampoline_end) {
+            break; /* the bottom of the coroutine stack */
+        }
+        if (v == last) {
+            repeats++; /* recursion: how deep, instead of the same line again */
+            continue;
+        }
+        out_repeats(o, &repeats);
+        last = v;
+        frame(o, n++, v, arg);
+    }
+    out_repeats(o, &repeats);
+    return a + 8 <= hi && n >= max;
+}
+
+static bool snapshot_read(uint64_t addr, uint64_t *v, void *arg)
+{
+    bool fenced;
+    const uint64_t *w = coro__sig_find(arg, addr, 8, &fenced);
+    if (w) {
+        *v = *w;
+    }
+    return w != NULL;
+}
+
+static void scanned_frame(CoroOut *o, unsigned n, uint64_t ra, void *arg)
+{
+    out_frame(o, n, ra, true, true);
+}
+
 /* Frame 0 at pc, then return addresses found on [sp, top) of the stack [base, top). A stack
  * pointer below base (an overflow into the guard page) is scanned from base. */
 static void out_frames(CoroOut *o, uint64_t pc, bool is_ra, uint64_t sp, uint64_t base,
@@ -88,32 +134,7 @@ static void out_frames(CoroOut *o, uint64_t pc, bool is_ra, uint64_t sp, uint64_
         sp = base;
     }
     uint64_t end = top - sp > SCAN_BYTES ? sp + SCAN_BYTES : top;
-    unsigned n = 1;
-    uint64_t last = 0, repeats = 0;
-    uint64_t tramp_lo = (uint64_t)(uintptr_t)coro__trampoline;
-    uint64_t tramp_hi = (uint64_t)(uintptr_t)coro__trampoline_end;
-    for (uint64_t a = (sp + 7) & ~7ull; a + 8 <= end && n < SCAN_FRAMES; a += 8) {
-        bool fenced;
-        const uint64_t *w = coro__sig_find(s, a, 8, &fenced);
-        if (!w) {
-            break;
-        }
-        uint64_t v = *w;
-        if (v >= tramp_lo && v < tramp_hi) {
-            break; /* the bottom of the coroutine */
-        }
-        if (!coro__sigsym_module_of(v) || !coro__sigsym_after_call(v)) {
-            continue;
-        }
-        if (v == last) {
-            repeats++; /* recursion: how deep, instead of the same line again */
-            continue;
-        }
-        out_repeats(o, &repeats);
-        last = v;
-        out_frame(o, n++, v, true, true);
-    }
-    out_repeats(o, &repeats);
+    coro__sig_scan_stack(o, sp, end, SCAN_FRAMES, snapshot_read, scanned_frame, (void *)s);
 }
 
 /* ---- the report ---- */

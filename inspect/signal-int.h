@@ -127,6 +127,20 @@ uint64_t coro__sig_now_ns(void);
  * coroutine unwound from its thread's registers — listing only stall->id, with the stall's
  * header; to path ("%p" expanded, O_APPEND | O_NOFOLLOW, 0600) or stderr when NULL. 0 or
  * -errno (also said on the output). */
+/*
+ * The return addresses a scan of a stack finds, for the overflow and crash reports: the
+ * words on [lo, hi) that point just after a call in a known module (sigsafe-sym.c), up to the
+ * trampoline's (the bottom of every coroutine stack), each passed to frame() with n counting
+ * from 1; a run of one address (recursion) is one frame and a line "(the line above repeated
+ * N more times)". read() fetches a word (false ends the scan). Stops before frame max and
+ * returns whether words were left then. CORO_SIGNAL_SAFE (signal-crash.c).
+ */
+struct CoroOut;
+bool coro__sig_scan_stack(struct CoroOut *o, uint64_t lo, uint64_t hi, unsigned max,
+                          bool (*read)(uint64_t addr, uint64_t *v, void *arg),
+                          void (*frame)(struct CoroOut *o, unsigned n, uint64_t ra, void *arg),
+                          void *arg);
+
 /* CORO_STALL_MS from the environment, with the dump format and path already read (signal.c's
  * env_init): starts the watchdog, or one line on stderr for a bad value. */
 void coro__watchdog_env(int format, const char *path);
