@@ -176,31 +176,46 @@ static int start_locked(void)
     return 0;
 }
 
-/* In a forked child only the forking thread exists: a new watchdog when it was on. */
-static void atfork_child(void)
+/* `changed` waits on the monotonic clock (the timed waits of watchdog_main). */
+static void cond_init(void)
 {
-    pthread_mutex_init(&lock, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
     pthread_cond_init(&changed, &ca);
     pthread_condattr_destroy(&ca);
+}
+
+/* fork() holds `lock` across the fork, so that the child finds it unlocked by its own thread
+ * (initialising a mutex another thread held is undefined), as the runtime does with its own. */
+static void atfork_prepare(void)
+{
+    pthread_mutex_lock(&lock);
+}
+
+static void atfork_parent(void)
+{
+    pthread_mutex_unlock(&lock);
+}
+
+/* In a forked child only the forking thread exists: the watchdog's thread and any wait on
+ * `changed` are gone; a new watchdog when it was on. */
+static void atfork_child(void)
+{
+    cond_init();
     running = false;
     if (stall_ms) {
         start_locked();
     }
+    pthread_mutex_unlock(&lock);
 }
 
 static pthread_once_t init_once = PTHREAD_ONCE_INIT;
 
 static void once_init(void)
 {
-    pthread_condattr_t ca;
-    pthread_condattr_init(&ca);
-    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC); /* timed waits on the monotonic clock */
-    pthread_cond_init(&changed, &ca);
-    pthread_condattr_destroy(&ca);
-    pthread_atfork(NULL, NULL, atfork_child);
+    cond_init();
+    pthread_atfork(atfork_prepare, atfork_parent, atfork_child);
 }
 
 CORO_EXPORT int coro_stall_watchdog(unsigned ms, const char *path, int format)
